@@ -1,0 +1,81 @@
+"""The ``rankgate`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from proxy import __version__
+from proxy.yamlconf import ConfigError
+
+# Modules that add their own subcommands through ``register(subparsers)``.
+COMMAND_MODULES = ("proxy.embedload", "proxy.modelcli")
+
+DEFAULT_CONFIG = "config/rankgate.yaml"
+
+
+def run_loop(coro: object) -> None:
+    """asyncio.run on uvloop where it is installed."""
+    try:
+        import uvloop
+
+        uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:
+        asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def setup_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from proxy.config import load_settings
+    from proxy.server import serve
+
+    settings = load_settings(args.config)
+    setup_logging(settings.logging.level)
+    run_loop(serve(settings))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rankgate", description="A reverse proxy that re-ranks JSON feeds per user."
+    )
+    parser.add_argument("--version", action="version", version=f"rankgate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="run the proxy")
+    serve.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="static config YAML")
+    serve.set_defaults(func=cmd_serve)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The static configuration (``rankgate.yaml``), read once at start.
+
+Frozen pydantic models: a bad file fails at start with the YAML path of each problem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from proxy import yamlconf
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listen(Strict):
+    host: str = "0.0.0.0"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+
+
+class Origin(Strict):
+    url: str
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    # Longest wait for the response headers, and between two body chunks after them.
+    timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    # Host header sent upstream: None = the origin's own host; "preserve" = the client's.
+    host_header: str | None = None
+    max_connections: Annotated[int, Field(ge=1)] = 256
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not a URL: {value!r} (want http://host:port)")
+        return value.rstrip("/")
+
+
+class Redis(Strict):
+    # No url: rankgate starts an embedded Valkey (fine for a demo, not for production).
+    url: str | None = None
+    timeout_ms: Annotated[float, Field(gt=0)] = 20.0
+    max_connections: Annotated[int, Field(ge=1)] = 64
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"not a Redis URL: {value!r} (want redis://host:port/db)")
+        return value
+
+
+class ItemCache(Strict):
+    max_items: Annotated[int, Field(ge=0)] = 100_000
+    ttl_s: Annotated[float, Field(ge=0)] = 60.0
+    # Ids with no vector in Redis are remembered this long, so they cost no round trip.
+    missing_ttl_s: Annotated[float, Field(ge=0)] = 5.0
+
+
+class Embeddings(Strict):
+    dim: Annotated[int, Field(ge=1, le=65536)] = 32
+    user_key: str = "emb:user:{id}"
+    item_key: str = "emb:item:{id}"
+    item_cache: ItemCache = ItemCache()
+
+    @field_validator("user_key", "item_key")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        if value.count("{id}") != 1:
+            raise ValueError(f"must contain '{{id}}' exactly once: {value!r}")
+        return value
+
+
+class Feed(Strict):
+    # Feeds larger than this are passed through, never buffered whole.
+    max_body_bytes: Annotated[int, Field(ge=1)] = 8 * 1024 * 1024
+    # Batches of at least this many items run in a thread so the event loop keeps serving.
+    thread_min_items: Annotated[int, Field(ge=1)] = 2048
+
+
+class Admin(Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9090
+    # Bearer token for /admin/* (not /metrics, /healthz, /readyz).
+    token: str | None = None
+
+
+class Logging(Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+    access_log: bool = True
+
+
+class Settings(Strict):
+    listen: Listen = Listen()
+    origin: Origin
+    redis: Redis = Redis()
+    embeddings: Embeddings = Embeddings()
+    feed: Feed = Feed()
+    admin: Admin = Admin()
+    logging: Logging = Logging()
+    routes: str = "routes.yaml"
+    workers: Annotated[int, Field(ge=0)] = 1  # 0 = one per CPU
+    shutdown_timeout_s: Annotated[float, Field(ge=0)] = 15.0
+    # Directory of the file this came from; relative paths resolve against it.
+    base_dir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _ports(self) -> Settings:
+        same_host = self.admin.host == self.listen.host or "0.0.0.0" in (
+            self.admin.host,
+            self.listen.host,
+        )
+        if same_host and self.admin.port == self.listen.port and self.admin.port != 0:
+            raise ValueError("admin.port: must differ from listen.port (admin never shares it)")
+        return self
+
+    @property
+    def routes_path(self) -> Path:
+        return (self.base_dir / self.routes).resolve()
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read and validate ``rankgate.yaml``; raises yamlconf.ConfigError."""
+    path = Path(path)
+    data = yamlconf.read_yaml(path)
+    if isinstance(data, dict) and "base_dir" in data:
+        raise yamlconf.ConfigError(str(path), ["base_dir: unknown key"])
+    if isinstance(data, dict):
+        data = {**data, "base_dir": path.resolve().parent}
+    return yamlconf.validate(Settings, data, str(path))

@@ -1,0 +1,106 @@
+"""User and item embeddings from Redis: raw little-endian float32 bytes of ``dim`` values.
+
+A vector of the wrong length or with NaN/inf is treated as missing. Redis failures
+raise EmbeddingError with a short reason, which the feed path turns into a fail-open.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from proxy.config import Embeddings
+from proxy.itemcache import MISSING, ItemCache
+
+F32 = np.dtype("<f4")
+
+
+class EmbeddingError(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def connect(url: str, timeout_ms: float, max_connections: int) -> aioredis.Redis:
+    timeout = timeout_ms / 1000.0
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        max_connections=max_connections,
+        # A retry would spend the budget twice; the next request simply tries again.
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        health_check_interval=0,
+        decode_responses=False,
+    )
+
+
+def _key(template: str, ident: str) -> str:
+    # Plain replacement: ids may contain braces, which str.format would choke on.
+    return template.replace("{id}", ident)
+
+
+class EmbeddingStore:
+    def __init__(self, client: aioredis.Redis, config: Embeddings) -> None:
+        self.client = client
+        self.config = config
+        self.dim = config.dim
+        self.nbytes = config.dim * 4
+        cache = config.item_cache
+        self.cache = ItemCache(cache.max_items, cache.ttl_s, cache.missing_ttl_s)
+
+    def _valid(self, raw: bytes | None) -> bool:
+        if raw is None or len(raw) != self.nbytes:
+            return False
+        return bool(np.isfinite(np.frombuffer(raw, dtype=F32)).all())
+
+    async def _call(self, coro: object) -> object:
+        try:
+            return await coro  # type: ignore[misc]
+        except RedisTimeoutError:
+            raise EmbeddingError("redis-timeout", "Redis did not answer in time") from None
+        except (RedisConnectionError, OSError) as exc:
+            raise EmbeddingError("redis-unavailable", f"Redis unreachable: {exc}") from None
+        except RedisError as exc:
+            raise EmbeddingError("redis-error", f"Redis error: {exc}") from None
+
+    async def user(self, user_id: str) -> np.ndarray | None:
+        """The user's vector, or None when absent or invalid."""
+        raw = await self._call(self.client.get(_key(self.config.user_key, user_id)))
+        if not isinstance(raw, bytes) or not self._valid(raw):
+            return None
+        return np.frombuffer(raw, dtype=F32)
+
+    async def items(self, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(positions of ids that have a vector, their vectors as an [n, dim] matrix).
+
+        Cached vectors first; one MGET for the rest.
+        """
+        found, missed = self.cache.get_many(ids)
+        if missed:
+            keys = [_key(self.config.item_key, ids[p]) for p in missed]
+            raws = await self._call(self.client.mget(keys))
+            assert isinstance(raws, list)
+            fresh: list[tuple[str, bytes]] = []
+            for pos, raw in zip(missed, raws, strict=True):
+                vec = raw if self._valid(raw) else MISSING
+                found[pos] = vec
+                fresh.append((ids[pos], vec))
+            self.cache.put_many(fresh)
+        have = [pos for pos, vec in enumerate(found) if vec]
+        if not have:
+            return np.empty(0, dtype=np.intp), np.empty((0, self.dim), dtype=F32)
+        matrix = np.frombuffer(b"".join(found[p] for p in have), dtype=F32)  # type: ignore[misc]
+        return np.asarray(have, dtype=np.intp), matrix.reshape(len(have), self.dim)
+
+    async def ping(self) -> None:
+        await self._call(self.client.ping())
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,336 @@
+"""The feed path: a response that a route names leaves re-ordered for its user.
+
+Every reason not to re-rank serves the origin's status, headers and body bytes as they
+came, with ``X-Rerank: skipped; reason=REASON``. Reasons (a fixed set, see README):
+
+  no-user          no user id in the request's sources
+  unknown-user     no valid embedding for the user
+  control          the chosen arm is ``model: none`` (origin order on purpose)
+  method           HEAD or another request that has no body to re-rank
+  status           the origin answered other than 200
+  not-json         the response is not JSON (Content-Type)
+  too-large        the body is over feed.max_body_bytes
+  encoding         an unsupported or broken Content-Encoding
+  bad-json         the body does not parse as JSON
+  items-not-found  the items path is absent or not an array
+  no-items         the array is empty
+  no-item-vectors  none of the items has an embedding
+  redis-timeout    Redis did not answer within redis.timeout_ms
+  redis-unavailable / redis-error
+  model-error      the model failed or returned non-finite scores
+  budget           the route's budget_ms ran out
+  internal-error   anything else (logged with a traceback)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import aiohttp
+import numpy as np
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict
+
+from proxy import bodycodec
+from proxy.embeddings import EmbeddingError, EmbeddingStore
+from proxy.experiments import RequestView
+from proxy.forward import Forwarder, OriginError
+from proxy.headers import append_token, end_to_end
+from proxy.ranking import ItemsNotFound, dig, item_ids, reorder, replace_at
+from proxy.record import RequestRecord
+from proxy.sessions import ModelSession
+from proxy.snapshot import CompiledRoute, Snapshot
+from proxy.users import resolve_user
+
+log = logging.getLogger("rankgate.feed")
+
+# A user-specific body must be built from a full origin answer, not a 304 for the
+# version some cache holds; these are dropped upstream when a user is known.
+CONDITIONAL = ("If-None-Match", "If-Modified-Since", "If-Match", "If-Range")
+CHUNK = 64 * 1024
+
+
+class Skip(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return mime == "application/json" or mime.endswith("+json")
+
+
+def private_cache_control(value: str | None) -> str:
+    """The origin's Cache-Control made per-user: public/s-maxage go, private comes in."""
+    if not value:
+        return "private"
+    keep = []
+    for directive in value.split(","):
+        d = directive.strip()
+        name = d.split("=", 1)[0].strip().lower()
+        if not d or name in ("public", "s-maxage", "private", "proxy-revalidate"):
+            continue
+        keep.append(d)
+    return ", ".join(["private", *keep])
+
+
+def server_timing(timings: dict[str, float], prior: str | None = None) -> str:
+    names = {"inference": "infer"}
+    ours = ", ".join(
+        f"{names.get(k, k).replace(':', '-')};dur={v * 1000:.2f}" for k, v in timings.items()
+    )
+    return f"{prior}, {ours}" if prior else ours
+
+
+class FeedPipeline:
+    def __init__(
+        self,
+        forwarder: Forwarder,
+        embeddings: EmbeddingStore,
+        max_body_bytes: int,
+        thread_min_items: int,
+    ) -> None:
+        self.forwarder = forwarder
+        self.embeddings = embeddings
+        self.max_body_bytes = max_body_bytes
+        self.thread_min_items = thread_min_items
+
+    async def handle(
+        self,
+        request: web.Request,
+        route: CompiledRoute,
+        snapshot: Snapshot,
+        record: RequestRecord,
+    ) -> web.StreamResponse:
+        timings = record.timings
+        view = RequestView(request.headers, request.cookies, request.query)
+        user_id = resolve_user(route.user_sources, view)
+        arm = route.arms.choose(view, user_id)
+        record.route, record.model, record.arm, record.user_id = (
+            route.name,
+            arm.model,
+            arm.name,
+            user_id,
+        )
+        model = snapshot.models.get(arm.model)
+
+        skip: str | None = None
+        if request.method == "HEAD":
+            skip = "method"
+        elif model is None:
+            skip = "control"
+        elif user_id is None:
+            skip = "no-user"
+
+        user_task: asyncio.Task[np.ndarray | None] | None = None
+        if skip is None and user_id is not None:
+            # On the wire before the origin request, so the two overlap.
+            user_task = asyncio.create_task(self._user(user_id, timings))
+        t0 = time.perf_counter()
+        try:
+            try:
+                upstream = await self.forwarder.open(
+                    request, CONDITIONAL if user_task is not None else ()
+                )
+            finally:
+                timings["origin"] = time.perf_counter() - t0
+            return await self._respond(request, route, record, upstream, model, user_task, skip)
+        finally:
+            if user_task is not None and not user_task.done():
+                user_task.cancel()
+
+    async def _user(self, user_id: str, timings: dict[str, float]) -> np.ndarray | None:
+        started = time.perf_counter()
+        try:
+            return await self.embeddings.user(user_id)
+        finally:
+            timings["redis"] = timings.get("redis", 0.0) + time.perf_counter() - started
+
+    async def _respond(
+        self,
+        request: web.Request,
+        route: CompiledRoute,
+        record: RequestRecord,
+        upstream: aiohttp.ClientResponse,
+        model: ModelSession | None,
+        user_task: asyncio.Task[np.ndarray | None] | None,
+        skip: str | None,
+    ) -> web.StreamResponse:
+        encoding = bodycodec.normalize(upstream.headers.get("Content-Encoding"))
+        declared = upstream.headers.get("Content-Length")
+        if skip is None:
+            if upstream.status != 200:
+                skip = "status"
+            elif not is_json(upstream.headers.get("Content-Type")):
+                skip = "not-json"
+            elif encoding not in bodycodec.SUPPORTED:
+                skip = "encoding"
+            elif (
+                declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes
+            ):
+                skip = "too-large"
+        if skip is not None:
+            return await self._stream_skipped(request, route, record, upstream, skip)
+
+        body = bytearray()
+        try:
+            async for chunk in upstream.content.iter_chunked(CHUNK):
+                body += chunk
+                if len(body) > self.max_body_bytes:
+                    # Too big to buffer: what we have goes first, the rest streams.
+                    return await self._stream_skipped(
+                        request, route, record, upstream, "too-large", bytes(body)
+                    )
+        except (aiohttp.ClientError, TimeoutError):
+            upstream.close()
+            raise OriginError(502, "origin_error", "the origin broke off the response") from None
+        finally:
+            upstream.release()
+        record.timings["origin"] = time.perf_counter() - record.started
+        origin_body = bytes(body)
+
+        assert model is not None and user_task is not None
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(route.spec.budget_ms / 1000.0):
+                new_body, count, scored = await self._rerank(
+                    origin_body, encoding, route, model, user_task, record.timings
+                )
+        except Skip as exc:
+            skip = exc.reason
+        except EmbeddingError as exc:
+            skip = exc.reason
+        except TimeoutError:
+            skip = "budget"
+        except Exception:
+            log.exception("re-ranking failed on route %s", route.name)
+            skip = "internal-error"
+        record.timings["rerank"] = time.perf_counter() - started
+        headers = self.forwarder.response_headers(upstream)
+        del headers["Content-Length"]
+        if skip is not None:
+            return self._buffered_skipped(route, record, upstream, headers, origin_body, skip)
+
+        record.outcome, record.items, record.scored = "applied", count, scored
+        headers.popall("ETag", None)
+        headers["Cache-Control"] = private_cache_control(headers.get("Cache-Control"))
+        append_token(headers, "Vary", route.vary)
+        headers["X-Rerank"] = f"applied; model={record.model}; arm={record.arm}"
+        record.timings["total"] = time.perf_counter() - record.started
+        headers["Server-Timing"] = server_timing(record.timings, headers.get("Server-Timing"))
+        record.status, record.bytes_out = upstream.status, len(new_body)
+        return web.Response(
+            status=upstream.status, reason=upstream.reason, headers=headers, body=new_body
+        )
+
+    async def _rerank(
+        self,
+        origin_body: bytes,
+        encoding: str,
+        route: CompiledRoute,
+        model: ModelSession,
+        user_task: asyncio.Task[np.ndarray | None],
+        timings: dict[str, float],
+    ) -> tuple[bytes, int, int]:
+        try:
+            raw = bodycodec.decode(origin_body, encoding, self.max_body_bytes)
+        except bodycodec.CodecError:
+            raise Skip("encoding") from None
+        try:
+            doc: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise Skip("bad-json") from None
+        try:
+            items = dig(doc, route.items_path)
+        except ItemsNotFound:
+            raise Skip("items-not-found") from None
+        if not isinstance(items, list):
+            raise Skip("items-not-found")
+        if not items:
+            raise Skip("no-items")
+        ids = item_ids(items, route.id_path)
+
+        user = await user_task
+        if user is None:
+            raise Skip("unknown-user")
+        with_ids = [pos for pos, ident in enumerate(ids) if ident is not None]
+        if not with_ids:
+            raise Skip("no-item-vectors")
+        started = time.perf_counter()
+        have, vectors = await self.embeddings.items([ids[p] for p in with_ids])  # type: ignore[misc]
+        timings["redis"] = timings.get("redis", 0.0) + time.perf_counter() - started
+        if have.size == 0:
+            raise Skip("no-item-vectors")
+        positions = np.asarray(with_ids, dtype=np.intp)[have]
+
+        started = time.perf_counter()
+        try:
+            if len(positions) >= self.thread_min_items:
+                # ORT releases the GIL: a big batch must not stall other requests.
+                scores = await asyncio.to_thread(model.score, user, vectors)
+            else:
+                scores = model.score(user, vectors)
+        except Exception as exc:
+            log.warning(
+                "model %s failed: %s", model.name, str(exc).splitlines()[0] if str(exc) else exc
+            )
+            raise Skip("model-error") from None
+        finally:
+            timings["inference"] = time.perf_counter() - started
+        if not np.isfinite(scores).all():
+            raise Skip("model-error")
+
+        ranked = reorder(items, positions, scores)
+        doc = replace_at(doc, route.items_path, ranked)
+        out = orjson.dumps(doc)
+        return bodycodec.encode(out, encoding), len(items), int(positions.size)
+
+    def _skip_headers(
+        self, route: CompiledRoute, record: RequestRecord, headers: CIMultiDict[str], reason: str
+    ) -> None:
+        record.outcome = "control" if reason == "control" else "skipped"
+        record.reason = reason
+        # The same URL is re-ranked for other users: caches must key on what chose that.
+        append_token(headers, "Vary", route.vary)
+        label = f"skipped; reason={reason}"
+        if reason == "control":
+            label += f"; model=none; arm={record.arm}"
+        headers["X-Rerank"] = label
+        record.timings["total"] = time.perf_counter() - record.started
+        headers["Server-Timing"] = server_timing(record.timings, headers.get("Server-Timing"))
+
+    async def _stream_skipped(
+        self,
+        request: web.Request,
+        route: CompiledRoute,
+        record: RequestRecord,
+        upstream: aiohttp.ClientResponse,
+        reason: str,
+        first: bytes = b"",
+    ) -> web.StreamResponse:
+        headers = end_to_end(upstream.headers)
+        self._skip_headers(route, record, headers, reason)
+        record.status = upstream.status
+        return await self.forwarder.stream_back(request, upstream, headers, first)
+
+    def _buffered_skipped(
+        self,
+        route: CompiledRoute,
+        record: RequestRecord,
+        upstream: aiohttp.ClientResponse,
+        headers: CIMultiDict[str],
+        body: bytes,
+        reason: str,
+    ) -> web.Response:
+        self._skip_headers(route, record, headers, reason)
+        record.status, record.bytes_out = upstream.status, len(body)
+        return web.Response(
+            status=upstream.status, reason=upstream.reason, headers=headers, body=body
+        )

@@ -1,0 +1,71 @@
+"""Finding the items in a decoded feed, and putting them in score order.
+
+Only the order of the item array changes; every item object is the one that was parsed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class ItemsNotFound(Exception):
+    pass
+
+
+def dig(doc: Any, path: tuple[str, ...]) -> Any:
+    """Follow a dotted path through objects (and arrays, by index)."""
+    node = doc
+    for part in path:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise ItemsNotFound(".".join(path))
+    return node
+
+
+def replace_at(doc: Any, path: tuple[str, ...], value: Any) -> Any:
+    """Put ``value`` where ``path`` points (the path exists: dig found it); returns the doc."""
+    if not path:
+        return value
+    parent = dig(doc, path[:-1])
+    last = path[-1]
+    if isinstance(parent, list):
+        parent[int(last)] = value
+    else:
+        parent[last] = value
+    return doc
+
+
+def item_ids(items: list[Any], id_path: tuple[str, ...]) -> list[str | None]:
+    """Each item's id as a string (strings and integers), None where it has none."""
+    out: list[str | None] = []
+    single = id_path[0] if len(id_path) == 1 else None
+    for item in items:
+        if single is not None:
+            value = item.get(single) if isinstance(item, dict) else None
+        else:
+            try:
+                value = dig(item, id_path)
+            except ItemsNotFound:
+                value = None
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            out.append(str(value))
+        else:
+            out.append(None)
+    return out
+
+
+def reorder(items: list[Any], positions: np.ndarray, scores: np.ndarray) -> list[Any]:
+    """Stable sort of the scored items (at ``positions``) by descending score; they fill
+    the slots scored items had, and items without a score keep their own slots."""
+    order = np.argsort(-scores, kind="stable")
+    out = list(items)
+    for slot, src in zip(positions.tolist(), positions[order].tolist(), strict=True):
+        out[slot] = items[src]
+    return out

@@ -1,0 +1,149 @@
+"""The dynamic configuration (``routes.yaml``): model registry and feed routes.
+
+Validated as a whole; any problem names its YAML path and the file is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NONE_MODEL = "none"  # the control arm: origin order
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+_SOURCE = re.compile(r"^(cookie|header|query):([!#$%&'*+\-.^_`|~0-9A-Za-z]+)$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelRef(Strict):
+    path: str
+    sha256: str | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("must be 64 hex digits (the output of `rankgate model sha256 FILE`)")
+        return value.lower() if value else value
+
+
+class Match(Strict):
+    path: str | None = None  # exact, or with {name} segments: /u/{id}/feed
+    prefix: str | None = None
+    methods: tuple[str, ...] = ("GET",)
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must list at least one method")
+        return tuple(m.upper() for m in value)
+
+    @model_validator(mode="after")
+    def _one(self) -> Match:
+        if (self.path is None) == (self.prefix is None):
+            raise ValueError("give exactly one of 'path' or 'prefix'")
+        for value in (self.path, self.prefix):
+            if value is not None and not value.startswith("/"):
+                raise ValueError(f"must start with '/': {value!r}")
+        return self
+
+
+class When(Strict):
+    header: dict[str, str] | None = None
+    cookie: dict[str, str] | None = None
+    query: dict[str, str] | None = None
+    percent: Annotated[float, Field(ge=0, le=100)] | None = None
+    salt: str | None = None
+
+    @field_validator("percent", mode="before")
+    @classmethod
+    def _percent(cls, value: Any) -> Any:
+        if isinstance(value, bool) or (isinstance(value, int | float) and not 0 <= value <= 100):
+            raise ValueError("must be 0..100")
+        return value
+
+    @model_validator(mode="after")
+    def _any(self) -> When:
+        if not (self.header or self.cookie or self.query or self.percent is not None):
+            raise ValueError("needs at least one of header, cookie, query, percent")
+        if self.salt is not None and self.percent is None:
+            raise ValueError("salt goes with percent")
+        return self
+
+
+class Experiment(Strict):
+    name: Annotated[str, Field(pattern=_NAME)] | None = None
+    when: When
+    model: str
+
+
+class PluginSpec(BaseModel):
+    """``{use: NAME, ...options}``; the options are checked by the plugin itself."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    use: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Route(Strict):
+    name: Annotated[str, Field(pattern=_NAME)]
+    match: Match
+    items: str = "items"
+    item_id: str = "id"
+    user: tuple[str, ...] = ("cookie:uid", "header:X-User-Id")
+    budget_ms: Annotated[float, Field(gt=0, le=60_000)] = 25.0
+    model: str
+    experiments: tuple[Experiment, ...] = ()
+    plugins: tuple[PluginSpec, ...] = ()
+
+    @field_validator("user")
+    @classmethod
+    def _sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for source in value:
+            if not _SOURCE.match(source):
+                raise ValueError(f"{source!r}: want 'cookie:NAME', 'header:NAME' or 'query:NAME'")
+        return value
+
+    @field_validator("items", "item_id")
+    @classmethod
+    def _dotted(cls, value: str) -> str:
+        if value and any(part == "" for part in value.split(".")):
+            raise ValueError(f"not a dotted path: {value!r}")
+        return value
+
+
+class RoutesFile(Strict):
+    models: dict[Annotated[str, Field(pattern=_NAME)], ModelRef] = {}
+    routes: tuple[Route, ...] = ()
+
+    @model_validator(mode="after")
+    def _references(self) -> RoutesFile:
+        if NONE_MODEL in self.models:
+            raise ValueError(f"models.{NONE_MODEL}: reserved for the control arm")
+        known = sorted(self.models)
+        seen: set[str] = set()
+        problems = []
+        for i, route in enumerate(self.routes):
+            if route.name in seen:
+                problems.append(f"routes[{i}].name: duplicate route name {route.name!r}")
+            seen.add(route.name)
+            refs = [(f"routes[{i}].model", route.model)] + [
+                (f"routes[{i}].experiments[{j}].model", e.model)
+                for j, e in enumerate(route.experiments)
+            ]
+            for where, ref in refs:
+                if ref != NONE_MODEL and ref not in self.models:
+                    problems.append(f"{where}: unknown model {ref!r} (known: {known or 'none'})")
+        if problems:
+            # One ValueError per file keeps pydantic from nesting locations; each line
+            # already carries its full YAML path.
+            raise ValueError("\n".join(problems))
+        return self
