@@ -12,6 +12,7 @@ came, with ``X-Rerank: skipped; reason=REASON``. Reasons (a fixed set, see READM
   too-large        the body is over feed.max_body_bytes
   encoding         an unsupported or broken Content-Encoding
   bad-json         the body does not parse as JSON
+  unsafe-number    an integer beyond 64 bits, which re-serializing would round
   items-not-found  the items path is absent or not an array
   no-items         the array is empty
   no-item-vectors  none of the items has an embedding
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import Any
 
@@ -52,6 +54,9 @@ log = logging.getLogger("rankgate.feed")
 # version some cache holds; these are dropped upstream when a user is known.
 CONDITIONAL = ("If-None-Match", "If-Modified-Since", "If-Match", "If-Range")
 CHUNK = 64 * 1024
+# orjson reads integers beyond 64 bits as floats and writes those with an exponent; only
+# then is the (slow) scan of the original for such an integer needed.
+_BIG_INT = re.compile(rb"(?<![\w.])-?\d{20,}(?![\w.])")
 
 
 class Skip(Exception):
@@ -290,6 +295,8 @@ class FeedPipeline:
         ranked = reorder(items, positions, scores)
         doc = replace_at(doc, route.items_path, ranked)
         out = orjson.dumps(doc)
+        if b"e+" in out and _BIG_INT.search(raw):
+            raise Skip("unsafe-number")
         return bodycodec.encode(out, encoding), len(items), int(positions.size)
 
     def _skip_headers(
