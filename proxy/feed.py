@@ -29,7 +29,7 @@ import asyncio
 import logging
 import re
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import numpy as np
@@ -92,6 +92,29 @@ def server_timing(timings: dict[str, float], prior: str | None = None) -> str:
         f"{names.get(k, k).replace(':', '-')};dur={v * 1000:.2f}" for k, v in timings.items()
     )
     return f"{prior}, {ours}" if prior else ours
+
+
+T = TypeVar("T")
+
+
+async def within(future: asyncio.Future[T], deadline: float) -> T:
+    """The future's result if it is ready by the deadline, else Skip("budget").
+
+    A future still running is left to finish on its own (Redis calls are bounded by
+    redis.timeout_ms, and a late item lookup still fills the cache)."""
+    if not future.done():
+        remaining = deadline - asyncio.get_running_loop().time()
+        done, _ = await asyncio.wait({future}, timeout=max(remaining, 0.0))
+        if not done:
+            future.add_done_callback(_consume)
+            raise Skip("budget")
+    return future.result()
+
+
+def _consume(future: asyncio.Future[object]) -> None:
+    # Read a late failure so asyncio does not log "exception was never retrieved".
+    if not future.cancelled():
+        future.exception()
 
 
 class FeedPipeline:
@@ -203,17 +226,17 @@ class FeedPipeline:
 
         assert model is not None and user_task is not None
         started = time.perf_counter()
+        # The budget counts our own work after the origin's body is in. It is enforced
+        # by deadlines, not cancellation: redis-py does not honour cancelling a command.
+        deadline = asyncio.get_running_loop().time() + route.spec.budget_ms / 1000.0
         try:
-            async with asyncio.timeout(route.spec.budget_ms / 1000.0):
-                new_body, count, scored = await self._rerank(
-                    origin_body, encoding, route, model, user_task, record.timings
-                )
+            new_body, count, scored = await self._rerank(
+                origin_body, encoding, route, model, user_task, deadline, record.timings
+            )
         except Skip as exc:
             skip = exc.reason
         except EmbeddingError as exc:
             skip = exc.reason
-        except TimeoutError:
-            skip = "budget"
         except Exception:
             log.exception("re-ranking failed on route %s", route.name)
             skip = "internal-error"
@@ -242,6 +265,7 @@ class FeedPipeline:
         route: CompiledRoute,
         model: ModelSession,
         user_task: asyncio.Task[np.ndarray | None],
+        deadline: float,
         timings: dict[str, float],
     ) -> tuple[bytes, int, int]:
         try:
@@ -262,14 +286,15 @@ class FeedPipeline:
             raise Skip("no-items")
         ids = item_ids(items, route.id_path)
 
-        user = await user_task
+        user = await within(user_task, deadline)
         if user is None:
             raise Skip("unknown-user")
         with_ids = [pos for pos, ident in enumerate(ids) if ident is not None]
         if not with_ids:
             raise Skip("no-item-vectors")
         started = time.perf_counter()
-        have, vectors = await self.embeddings.items([ids[p] for p in with_ids])  # type: ignore[misc]
+        lookup = asyncio.ensure_future(self.embeddings.items([ids[p] for p in with_ids]))  # type: ignore[misc]
+        have, vectors = await within(lookup, deadline)
         timings["redis"] = timings.get("redis", 0.0) + time.perf_counter() - started
         if have.size == 0:
             raise Skip("no-item-vectors")
@@ -279,7 +304,9 @@ class FeedPipeline:
         try:
             if len(positions) >= self.thread_min_items:
                 # ORT releases the GIL: a big batch must not stall other requests.
-                scores = await asyncio.to_thread(model.score, user, vectors)
+                scores = await within(
+                    asyncio.ensure_future(asyncio.to_thread(model.score, user, vectors)), deadline
+                )
             else:
                 scores = model.score(user, vectors)
         except Exception as exc:
@@ -293,6 +320,8 @@ class FeedPipeline:
             raise Skip("model-error")
 
         ranked = reorder(items, positions, scores)
+        if asyncio.get_running_loop().time() > deadline:
+            raise Skip("budget")
         doc = replace_at(doc, route.items_path, ranked)
         out = orjson.dumps(doc)
         if b"e+" in out and _BIG_INT.search(raw):

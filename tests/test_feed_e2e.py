@@ -69,6 +69,7 @@ def origin_app(state: dict[str, Any]) -> web.Application:
     app.router.add_get("/api/raw", raw)
     app.router.add_get("/api/error", error)
     app.router.add_get("/api/slow", slow)
+    app.router.add_get("/api/tight", feed)
     return app
 
 
@@ -82,6 +83,7 @@ routes:
   - {name: raw, match: {path: /api/raw}, model: dot, budget_ms: 200}
   - {name: error, match: {path: /api/error}, model: dot}
   - {name: slow, match: {path: /api/slow}, model: dot, budget_ms: 30}
+  - {name: tight, match: {path: /api/tight}, model: dot, budget_ms: 0.001}
 """
 
 
@@ -335,8 +337,15 @@ async def test_redis_stalled_beyond_budget(env, redis_url) -> None:
     assert elapsed < 0.6
 
 
-async def test_budget_exceeded_serves_origin_order(env) -> None:
-    proxy, state, _ = env
+async def test_budget_counts_only_own_work(env) -> None:
+    proxy, _, _ = env
     resp, _ = await get(proxy, "/api/slow")
     # The origin takes 200 ms; the budget (30 ms) counts only our own work after it.
     assert resp.headers["X-Rerank"].startswith("applied")
+
+
+async def test_budget_exceeded_serves_origin_order(env) -> None:
+    proxy, state, _ = env
+    resp, body = await get(proxy, "/api/tight")
+    assert resp.headers["X-Rerank"] == "skipped; reason=budget"
+    assert orjson.loads(body)["items"] == state["items"]
