@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name != name:
+            # Only a command module that is absent is skipped, never a broken import.
+            if not exc.name or not (name == exc.name or name.startswith(exc.name + ".")):
                 raise
             continue
         module.register(sub)
