@@ -5,6 +5,7 @@ Frozen pydantic models: a bad file fails at start with the YAML path of each pro
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -60,6 +61,8 @@ class ItemCache(Strict):
     ttl_s: Annotated[float, Field(ge=0)] = 60.0
     # Ids with no vector in Redis are remembered this long, so they cost no round trip.
     missing_ttl_s: Annotated[float, Field(ge=0)] = 5.0
+    # Whole id lists (feed pages) kept assembled: the same page serves many users.
+    max_lists: Annotated[int, Field(ge=0)] = 1024
 
 
 class Embeddings(Strict):
@@ -88,12 +91,18 @@ class Admin(Strict):
     port: Annotated[int, Field(ge=0, le=65535)] = 9090
     # Bearer token for /admin/* (not /metrics, /healthz, /readyz).
     token: str | None = None
+    # False: Redis down leaves /readyz at 200 with the reason in the body, since the
+    # proxy still serves (in origin order); failing readiness would pull every replica
+    # out of the load balancer at once.
+    readyz_requires_redis: bool = False
 
 
 class Logging(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
     access_log: bool = True
+    # Access logs carry sha256(salt + user id)[:16], never the id itself.
+    user_hash_salt: str = ""
 
 
 class Settings(Strict):
@@ -105,6 +114,8 @@ class Settings(Strict):
     admin: Admin = Admin()
     logging: Logging = Logging()
     routes: str = "routes.yaml"
+    # Reload routes.yaml (and the models it names) when their content changes on disk.
+    routes_watch: bool = True
     workers: Annotated[int, Field(ge=0)] = 1  # 0 = one per CPU
     shutdown_timeout_s: Annotated[float, Field(ge=0)] = 15.0
     # Directory of the file this came from; relative paths resolve against it.
@@ -122,7 +133,9 @@ class Settings(Strict):
 
     @property
     def routes_path(self) -> Path:
-        return (self.base_dir / self.routes).resolve()
+        # Absolute but symlinks kept: a ConfigMap's routes.yaml -> ..data/routes.yaml must
+        # be re-resolved at each reload, not pinned to today's ..2026_xx directory.
+        return Path(os.path.abspath(self.base_dir / self.routes))
 
 
 def load_settings(path: str | Path) -> Settings:
@@ -132,5 +145,5 @@ def load_settings(path: str | Path) -> Settings:
     if isinstance(data, dict) and "base_dir" in data:
         raise yamlconf.ConfigError(str(path), ["base_dir: unknown key"])
     if isinstance(data, dict):
-        data = {**data, "base_dir": path.resolve().parent}
+        data = {**data, "base_dir": Path(os.path.abspath(path)).parent}
     return yamlconf.validate(Settings, data, str(path))

@@ -6,6 +6,8 @@ raise EmbeddingError with a short reason, which the feed path turns into a fail-
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
@@ -16,8 +18,20 @@ from redis.retry import Retry
 
 from proxy.config import Embeddings
 from proxy.itemcache import MISSING, ItemCache
+from proxy.redislink import RedisLink
 
 F32 = np.dtype("<f4")
+# (positions in the id list that have a vector, those vectors as an [n, dim] matrix)
+Vectors = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(slots=True)
+class ItemLookup:
+    ids: list[str]
+    key: tuple[str, ...]
+    found: list[bytes | None]
+    missed: list[int]
+    result: Vectors | None
 
 
 class EmbeddingError(Exception):
@@ -48,12 +62,13 @@ def _key(template: str, ident: str) -> str:
 
 class EmbeddingStore:
     def __init__(self, client: aioredis.Redis, config: Embeddings) -> None:
-        self.client = client
+        self.client = client  # redis-py's full API, for anything off the hot path
+        self.link = RedisLink(client.connection_pool, client.connection_pool.max_connections)
         self.config = config
         self.dim = config.dim
         self.nbytes = config.dim * 4
         cache = config.item_cache
-        self.cache = ItemCache(cache.max_items, cache.ttl_s, cache.missing_ttl_s)
+        self.cache = ItemCache(cache.max_items, cache.ttl_s, cache.missing_ttl_s, cache.max_lists)
 
     def _valid(self, raw: bytes | None) -> bool:
         if raw is None or len(raw) != self.nbytes:
@@ -72,35 +87,65 @@ class EmbeddingStore:
 
     async def user(self, user_id: str) -> np.ndarray | None:
         """The user's vector, or None when absent or invalid."""
-        raw = await self._call(self.client.get(_key(self.config.user_key, user_id)))
+        raw = await self._call(self.link.command("GET", _key(self.config.user_key, user_id)))
         if not isinstance(raw, bytes) or not self._valid(raw):
             return None
         return np.frombuffer(raw, dtype=F32)
 
-    async def items(self, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(positions of ids that have a vector, their vectors as an [n, dim] matrix).
+    def lookup(self, ids: list[str]) -> ItemLookup:
+        """Item vectors from the in-process caches (no I/O).
 
-        Cached vectors first; one MGET for the rest.
+        The same page of a feed is usually served to many users, so a whole id list is
+        cached too: then one tuple hash replaces a lookup per item.
         """
+        key = tuple(ids)
+        batch = self.cache.get_batch(key)
+        if batch is not None:
+            return ItemLookup(ids, key, [], [], batch)
         found, missed = self.cache.get_many(ids)
-        if missed:
-            keys = [_key(self.config.item_key, ids[p]) for p in missed]
-            raws = await self._call(self.client.mget(keys))
-            assert isinstance(raws, list)
-            fresh: list[tuple[str, bytes]] = []
-            for pos, raw in zip(missed, raws, strict=True):
-                vec = raw if self._valid(raw) else MISSING
-                found[pos] = vec
-                fresh.append((ids[pos], vec))
-            self.cache.put_many(fresh)
+        lookup = ItemLookup(ids, key, found, missed, None)
+        if not missed:
+            lookup.result = self._assemble(lookup)
+        return lookup
+
+    async def complete(self, lookup: ItemLookup) -> Vectors:
+        """Fetch what the caches missed in one MGET, then assemble the matrix."""
+        if lookup.result is not None:
+            return lookup.result
+        ids, found = lookup.ids, lookup.found
+        keys = [_key(self.config.item_key, ids[p]) for p in lookup.missed]
+        raws = await self._call(self.link.command("MGET", *keys))
+        assert isinstance(raws, list)
+        fresh: list[tuple[str, bytes]] = []
+        for pos, raw in zip(lookup.missed, raws, strict=True):
+            vec = raw if self._valid(raw) else MISSING
+            found[pos] = vec
+            fresh.append((ids[pos], vec))
+        self.cache.put_many(fresh)
+        return self._assemble(lookup)
+
+    async def items(self, ids: list[str]) -> Vectors:
+        """(positions of ids that have a vector, their vectors as an [n, dim] matrix)."""
+        return await self.complete(self.lookup(ids))
+
+    def _assemble(self, lookup: ItemLookup) -> Vectors:
+        found = lookup.found
         have = [pos for pos, vec in enumerate(found) if vec]
-        if not have:
-            return np.empty(0, dtype=np.intp), np.empty((0, self.dim), dtype=F32)
-        matrix = np.frombuffer(b"".join(found[p] for p in have), dtype=F32)  # type: ignore[misc]
-        return np.asarray(have, dtype=np.intp), matrix.reshape(len(have), self.dim)
+        positions = np.asarray(have, dtype=np.intp)
+        if have:
+            matrix = np.frombuffer(b"".join(found[p] for p in have), dtype=F32)  # type: ignore[misc]
+            matrix = matrix.reshape(len(have), self.dim)
+        else:
+            matrix = np.empty((0, self.dim), dtype=F32)
+        positions.flags.writeable = False
+        matrix.flags.writeable = False
+        complete = len(have) == len(found)
+        self.cache.put_batch(lookup.key, (positions, matrix), complete)
+        return positions, matrix
 
     async def ping(self) -> None:
-        await self._call(self.client.ping())
+        await self._call(self.link.command("PING"))
 
     async def close(self) -> None:
+        await self.link.close()
         await self.client.aclose()

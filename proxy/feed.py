@@ -293,8 +293,13 @@ class FeedPipeline:
         if not with_ids:
             raise Skip("no-item-vectors")
         started = time.perf_counter()
-        lookup = asyncio.ensure_future(self.embeddings.items([ids[p] for p in with_ids]))  # type: ignore[misc]
-        have, vectors = await within(lookup, deadline)
+        lookup = self.embeddings.lookup([ids[p] for p in with_ids])  # type: ignore[misc]
+        if lookup.result is not None:
+            have, vectors = lookup.result  # all cached: no task, no loop turn
+        else:
+            have, vectors = await within(
+                asyncio.ensure_future(self.embeddings.complete(lookup)), deadline
+            )
         timings["redis"] = timings.get("redis", 0.0) + time.perf_counter() - started
         if have.size == 0:
             raise Skip("no-item-vectors")

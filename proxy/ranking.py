@@ -42,16 +42,20 @@ def replace_at(doc: Any, path: tuple[str, ...], value: Any) -> Any:
 
 def item_ids(items: list[Any], id_path: tuple[str, ...]) -> list[str | None]:
     """Each item's id as a string (strings and integers), None where it has none."""
-    out: list[str | None] = []
-    single = id_path[0] if len(id_path) == 1 else None
-    for item in items:
-        if single is not None:
-            value = item.get(single) if isinstance(item, dict) else None
-        else:
+    if len(id_path) == 1:
+        key = id_path[0]
+        values = [item.get(key) if type(item) is dict else None for item in items]
+        if all(type(v) is str for v in values):
+            return values  # the common case: string ids, no per-item conversion
+    else:
+        values = []
+        for item in items:
             try:
-                value = dig(item, id_path)
+                values.append(dig(item, id_path))
             except ItemsNotFound:
-                value = None
+                values.append(None)
+    out: list[str | None] = []
+    for value in values:
         if isinstance(value, str):
             out.append(value)
         elif isinstance(value, int) and not isinstance(value, bool):
