@@ -6,7 +6,7 @@ comma := ,
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench models clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,16 @@ lint: setup
 
 bench: setup
 	$(PY) bench/run.py
+
+# Rebuild every committed model artifact (seeded; models/README.md says what each is).
+models:
+	$(MAKE) setup EXTRAS=dev,train
+	$(VENV)/bin/pip install -q --no-deps recbole==1.2.1
+	$(PY) -m models.train
+	$(PY) -m models.export
+	$(PY) -m models.quantize models/ranker_v1.onnx models/ranker_v1.int8.onnx \
+		--npz models/demo_embeddings.npz
+	$(PY) -m models.report
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
