@@ -1,10 +1,16 @@
 """Choosing the model arm for a request: conditions on header, cookie, query, or a
 sticky percentage of users.
 
-Sticky bucketing: ``bucket = int.from_bytes(sha256(f"{salt}:{user_id}")[:8], "big") / 2**64 * 100``
+Sticky bucketing::
+
+    digest = sha256(f"{salt}:{user_id}".encode("utf-8"))
+    bucket = int.from_bytes(digest[:8], "big") / 2**64 * 100     # in [0, 100)
+
 and a user is in a ``percent: P`` experiment when ``bucket < P``. It depends on nothing
-but the salt and the user id, so any process, restart or offline job recomputes the same
-assignment; raising P only adds users (those already in stay in).
+but the salt and the user id, so any process, restart, machine or offline job computes
+the same assignment; raising P only adds users (those already in stay in). The
+arithmetic is IEEE double: ``(double)u64 / 2^64 * 100`` gives the same bucket in any
+language. The default salt is ``"{route}:{arm}"`` (see :func:`default_salt`).
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from proxy.routes import Experiment, Route
+from proxy.routes import DEFAULT_ARM, Experiment, Route, arm_name
 
-DEFAULT_ARM = "default"
+__all__ = ["DEFAULT_ARM", "Arm", "ArmChooser", "RequestView", "bucket", "default_salt"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,13 @@ def bucket(salt: str, user_id: str) -> float:
     """A user's sticky position in [0, 100) for a salt."""
     digest = hashlib.sha256(f"{salt}:{user_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 * 100.0
+
+
+def default_salt(route: str, arm: str) -> str:
+    # Route and arm: two routes or two arms never share buckets by accident, and a
+    # percent change keeps the users already in. Renaming the arm reshuffles, so an
+    # experiment that will be analysed should set `salt:` explicitly.
+    return f"{route}:{arm}"
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,16 @@ class CompiledExperiment:
             return user_id is not None and bucket(self.salt, user_id) < when.percent
         return True
 
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "arm": self.arm.name,
+            "model": self.arm.model,
+            "when": self.spec.when.model_dump(mode="json", exclude_none=True),
+        }
+        if self.spec.when.percent is not None:
+            out["when"]["salt"] = self.salt  # the effective salt, for offline analysis
+        return out
+
 
 @dataclass(frozen=True)
 class ArmChooser:
@@ -72,10 +96,8 @@ class ArmChooser:
     def for_route(cls, route: Route) -> ArmChooser:
         compiled = []
         for index, exp in enumerate(route.experiments):
-            name = exp.name or f"exp{index}"
-            # Default salt: the route and arm names, so two routes never share buckets
-            # by accident and a percent change keeps the users already in.
-            salt = exp.when.salt if exp.when.salt is not None else f"{route.name}:{name}"
+            name = arm_name(index, exp)
+            salt = exp.when.salt if exp.when.salt is not None else default_salt(route.name, name)
             compiled.append(CompiledExperiment(Arm(name, exp.model), exp, salt))
         return cls(Arm(DEFAULT_ARM, route.model), tuple(compiled))
 
@@ -86,10 +108,19 @@ class ArmChooser:
         return self.default
 
     def vary_headers(self) -> list[str]:
-        """Request headers whose values can change the arm (for the Vary header)."""
+        """Request headers whose values can change the arm (for the Vary header).
+
+        Every condition of every experiment counts, not only the one that matched: a
+        header that is absent (so its experiment did not match) chose the arm too."""
         names: list[str] = []
         for exp in self.experiments:
             names.extend((exp.spec.when.header or {}).keys())
             if exp.spec.when.cookie:
                 names.append("Cookie")
         return names
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The arms in the order they are tried; the default last."""
+        return [e.describe() for e in self.experiments] + [
+            {"arm": self.default.name, "model": self.default.model}
+        ]

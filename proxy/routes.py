@@ -8,7 +8,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 NONE_MODEL = "none"  # the control arm: origin order
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
@@ -22,6 +30,14 @@ class Strict(BaseModel):
 class ModelRef(Strict):
     path: str
     sha256: str | None = None
+
+    @field_validator("sha256", mode="before")
+    @classmethod
+    def _quoted(cls, value: Any) -> Any:
+        # An unquoted digest of digits only is a YAML number, its leading zeros lost.
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise ValueError("must be a quoted string (YAML read a number)")
+        return value
 
     @field_validator("sha256")
     @classmethod
@@ -53,12 +69,34 @@ class Match(Strict):
         return self
 
 
+def _as_text(value: Any) -> Any:
+    # YAML reads `true` and `1` as bool and int; requests carry text. `X-Beta: true` in
+    # the file means the header value "true", not Python's "True".
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
 class When(Strict):
     header: dict[str, str] | None = None
     cookie: dict[str, str] | None = None
     query: dict[str, str] | None = None
     percent: Annotated[float, Field(ge=0, le=100)] | None = None
     salt: str | None = None
+
+    @field_validator("header", "cookie", "query", mode="before")
+    @classmethod
+    def _values(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: _as_text(v) for k, v in value.items()}
+        return value
+
+    @field_validator("salt", mode="before")
+    @classmethod
+    def _salt(cls, value: Any) -> Any:
+        return _as_text(value)
 
     @field_validator("percent", mode="before")
     @classmethod
@@ -82,6 +120,14 @@ class Experiment(Strict):
     model: str
 
 
+DEFAULT_ARM = "default"  # the arm name of a route's own `model:`
+
+
+def arm_name(index: int, experiment: Experiment) -> str:
+    """The arm an experiment reports (X-Rerank, metrics, logs): its name, else expN."""
+    return experiment.name or f"exp{index}"
+
+
 class PluginSpec(BaseModel):
     """``{use: NAME, ...options}``; the options are checked by the plugin itself."""
 
@@ -91,6 +137,18 @@ class PluginSpec(BaseModel):
     @property
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    @model_serializer(mode="wrap")
+    def _redacted(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Dumps feed /admin/routes and logs: never show a plugin's secret (jwt's).
+        data = handler(self)
+        if isinstance(data, dict):
+            for key in SECRET_OPTIONS & data.keys():
+                data[key] = "<redacted>"
+        return data
+
+
+SECRET_OPTIONS = frozenset({"secret", "password", "token", "private_key"})
 
 
 class Route(Strict):
@@ -135,6 +193,18 @@ class RoutesFile(Strict):
             if route.name in seen:
                 problems.append(f"routes[{i}].name: duplicate route name {route.name!r}")
             seen.add(route.name)
+            # Arm names label metrics and, by default, salt the buckets: two arms with
+            # one name would mix their numbers and share their users.
+            arms = {DEFAULT_ARM}
+            for j, experiment in enumerate(route.experiments):
+                arm = arm_name(j, experiment)
+                if arm in arms:
+                    reserved = " (reserved for the route's model)" if arm == DEFAULT_ARM else ""
+                    problems.append(
+                        f"routes[{i}].experiments[{j}].name: arm name {arm!r} is already used "
+                        f"in this route{reserved}"
+                    )
+                arms.add(arm)
             refs = [(f"routes[{i}].model", route.model)] + [
                 (f"routes[{i}].experiments[{j}].model", e.model)
                 for j, e in enumerate(route.experiments)

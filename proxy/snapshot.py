@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
+from plugins.registry import NO_PLUGINS, PluginLoadError, compile_route
+from plugins.run import RoutePlugins
 from proxy import yamlconf
 from proxy.contract import ModelContractError, sha256_bytes, sha256_file
 from proxy.experiments import ArmChooser
@@ -23,6 +27,23 @@ from proxy.routes import Match, Route, RoutesFile
 from proxy.sessions import ModelSession, load_model
 
 log = logging.getLogger("rankgate.snapshot")
+
+# Where the models of a retired snapshot are freed: ORT returns its arenas in the
+# session's destructor (a few ms for a 20 MB model), which must not stall the event loop.
+# A SimpleQueue, not an executor: __del__ runs wherever a GC pass happens, e.g. inside
+# ThreadPoolExecutor.submit (asyncio.to_thread) holding concurrent.futures' global lock,
+# which another submit() would take again: a deadlocked event loop. SimpleQueue.put is
+# reentrant (documented safe in __del__).
+_RETIRED: queue.SimpleQueue[Mapping[str, ModelSession]] = queue.SimpleQueue()
+
+
+def _releaser() -> None:
+    while True:
+        models = _RETIRED.get()
+        del models  # the last reference: the sessions are freed here, off the loop
+
+
+threading.Thread(target=_releaser, name="rankgate-release", daemon=True).start()
 
 
 def _path_matcher(match: Match) -> Callable[[str], bool]:
@@ -53,14 +74,24 @@ class CompiledRoute:
     id_path: tuple[str, ...]
     arms: ArmChooser
     vary: tuple[str, ...]
+    plugins: RoutePlugins = field(default=NO_PLUGINS, repr=False)
 
     @property
     def name(self) -> str:
         return self.spec.name
 
     @classmethod
-    def compile(cls, route: Route) -> CompiledRoute:
-        sources = tuple((kind, name) for kind, _, name in (s.partition(":") for s in route.user))
+    def compile(
+        cls, route: Route, where: str = "route", base_dir: Path | None = None
+    ) -> CompiledRoute:
+        """Raises PluginLoadError (lines with YAML paths under ``where``) for bad plugins."""
+        plugins = compile_route(route, where, base_dir)
+        # User plugins replace the route's user: list (compile_route refuses both).
+        sources = (
+            ()
+            if plugins.user
+            else tuple((kind, name) for kind, _, name in (s.partition(":") for s in route.user))
+        )
         arms = ArmChooser.for_route(route)
         vary: list[str] = []
         for kind, name in sources:
@@ -69,8 +100,9 @@ class CompiledRoute:
             elif kind == "header":
                 vary.append(name)
         vary.extend(arms.vary_headers())
-        if "Cookie" not in vary:
-            vary.insert(0, "Cookie")  # user ids usually come from a cookie; be safe
+        vary.extend(plugins.vary)
+        # Only what can choose the body: a Vary on Cookie for a route that never reads
+        # one would split shared caches per session for nothing.
         deduped = tuple(dict.fromkeys(vary))
         return cls(
             spec=route,
@@ -81,10 +113,22 @@ class CompiledRoute:
             id_path=_dotted(route.item_id),
             arms=arms,
             vary=deduped,
+            plugins=plugins,
         )
 
     def matches(self, method: str, path: str) -> bool:
         return method in self.methods and self.matches_path(path)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a snapshot was built from: the routes file's bytes and each model's bytes.
+
+    Two equal fingerprints serve the same thing, so a reload between them changes
+    nothing (no version bump)."""
+
+    routes_sha256: str
+    models: frozenset[tuple[str, str]]  # (registry name, file sha256)
 
 
 @dataclass(frozen=True)
@@ -96,11 +140,23 @@ class Snapshot:
     routes: tuple[CompiledRoute, ...]
     models: Mapping[str, ModelSession]
 
+    def __del__(self) -> None:
+        # The last holder of an old snapshot (often a request finishing on the event loop)
+        # hands its models to the releaser thread; sessions the new snapshot shares stay.
+        if self.models:
+            _RETIRED.put(self.models)
+
     def match(self, method: str, path: str) -> CompiledRoute | None:
         for route in self.routes:
             if route.matches(method, path):
                 return route
         return None
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return Fingerprint(
+            self.source_sha256, frozenset((n, m.sha256) for n, m in self.models.items())
+        )
 
     def describe(self) -> dict[str, object]:
         """What /admin/routes shows."""
@@ -120,7 +176,14 @@ class Snapshot:
                 }
                 for name, m in self.models.items()
             },
-            "routes": [r.spec.model_dump(mode="json", exclude_none=True) for r in self.routes],
+            "routes": [
+                {
+                    **r.spec.model_dump(mode="json", exclude_none=True),
+                    "arms": r.arms.describe(),
+                    "vary": list(r.vary),
+                }
+                for r in self.routes
+            ],
         }
 
 
@@ -137,9 +200,17 @@ def build_snapshot(path: Path, dim: int, version: int, previous: Snapshot | None
         raise yamlconf.ConfigError(source, ["file not found"]) from None
     spec = yamlconf.validate(RoutesFile, yamlconf.parse_yaml(raw, source), source)
 
+    # Plugins first (cheap): their problems are reported with the models' ones.
+    problems: list[str] = []
+    routes: list[CompiledRoute] = []
+    for i, route in enumerate(spec.routes):
+        try:
+            routes.append(CompiledRoute.compile(route, f"routes[{i}]", path.parent))
+        except PluginLoadError as exc:
+            problems.extend(exc.problems)
+
     old = dict(previous.models) if previous else {}
     models: dict[str, ModelSession] = {}
-    problems = []
     for name, ref in spec.models.items():
         model_path = (path.parent / ref.path).resolve()
         try:
@@ -152,10 +223,13 @@ def build_snapshot(path: Path, dim: int, version: int, previous: Snapshot | None
                 f"models.{name}.sha256: mismatch: file is {digest}, expected {ref.sha256}"
             )
             continue
-        # Same file content as a model already warm: keep its session (no cold start).
-        reuse = next((m for m in old.values() if m.sha256 == digest and m.dim == dim), None)
+        # Same file content as a model already warm (in the old snapshot, or under another
+        # name in this one): share its session, no cold start.
+        warm = (*models.values(), *old.values())
+        reuse = next((m for m in warm if m.sha256 == digest and m.dim == dim), None)
         if reuse is not None:
-            models[name] = reuse if reuse.name == name else _renamed(reuse, name)
+            same = reuse.name == name and reuse.path == model_path
+            models[name] = reuse if same else replace(reuse, name=name, path=model_path)
             continue
         try:
             models[name] = load_model(name, model_path, dim, ref.sha256)
@@ -163,21 +237,31 @@ def build_snapshot(path: Path, dim: int, version: int, previous: Snapshot | None
             problems.append(f"models.{name}: {exc}")
     if problems:
         raise yamlconf.ConfigError(source, problems)
-    routes = tuple(CompiledRoute.compile(r) for r in spec.routes)
     return Snapshot(
         version=version,
         loaded_at=time.time(),
         source=path,
         source_sha256=sha256_bytes(raw),
-        routes=routes,
+        routes=tuple(routes),
         models=MappingProxyType(models),
     )
 
 
-def _renamed(model: ModelSession, name: str) -> ModelSession:
-    return replace(model, name=name)
+RESULTS = ("ok", "unchanged", "error")
 
 
+@dataclass(frozen=True)
+class ReloadOutcome:
+    result: str  # ok: swapped in | unchanged: same content, nothing to do | error: refused
+    trigger: str  # watch, poll, sighup, admin, ...
+    version: int  # the active version after the attempt
+    error: str | None
+    seconds: float
+    at: float
+
+
+# (result, snapshot now active or None on error, error text or None). Called on the
+# event loop after every reload attempt, and once with "ok" for the initial load.
 ReloadListener = Callable[[str, "Snapshot | None", "str | None"], None]
 
 
@@ -191,6 +275,11 @@ class SnapshotStore:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.last_reload_at: float | None = None
+        self.last_outcome: ReloadOutcome | None = None
+        # Reload attempts by result (not the initial load): rankgate_reloads_total{result}.
+        self.reload_counts: dict[str, int] = dict.fromkeys(RESULTS, 0)
+        # How file changes reach us, set by the watcher: events | poll | off.
+        self.watch_mode = "off"
         self.listeners: list[ReloadListener] = []
         self._lock = asyncio.Lock()
 
@@ -206,42 +295,76 @@ class SnapshotStore:
         return self.current
 
     async def reload(self, trigger: str = "manual") -> bool:
-        """Build a new snapshot off the loop; swap it in only if all of it is good."""
+        """Reload (SIGHUP, admin); True unless the files were refused."""
+        return (await self.reload_outcome(trigger)).result != "error"
+
+    async def reload_outcome(
+        self, trigger: str = "manual", *, if_changed: bool = False
+    ) -> ReloadOutcome:
+        """Build a new snapshot off the loop; swap it in only if all of it is good.
+
+        ``if_changed`` (the file watcher): keep the active snapshot, result "unchanged",
+        when routes.yaml and the models hash the same. An explicit reload always swaps,
+        since plugins may read files of their own (a JWT key_file) that no hash covers.
+        """
         async with self._lock:
             previous = self.current
+            started = time.perf_counter()
+            error: str | None = None
+            snapshot: Snapshot | None = None
             try:
                 snapshot = await asyncio.to_thread(
                     build_snapshot, self.path, self.dim, previous.version + 1, previous
                 )
             except yamlconf.ConfigError as exc:
-                self.last_error = exc.render()
-                self.last_error_at = time.time()
+                error = exc.render()
+            except Exception as exc:  # never let a reload take the proxy down
+                log.exception("routes reload failed (%s)", trigger)
+                error = f"{self.path}: unexpected error: {exc!r}"
+            now = time.time()
+            if error is not None:
+                result = "error"
+                self.last_error, self.last_error_at = error, now
                 log.error(
                     "routes reload refused (%s); still serving version %d: %s",
                     trigger,
                     previous.version,
-                    exc.render(),
+                    error,
                 )
-                self._notify("error", None, self.last_error)
-                return False
-            except Exception as exc:  # never let a reload take the proxy down
-                self.last_error = f"{self.path}: unexpected error: {exc!r}"
-                self.last_error_at = time.time()
-                log.exception("routes reload failed (%s)", trigger)
-                self._notify("error", None, self.last_error)
-                return False
-            self.current = snapshot
-            self.last_error = None
-            self.last_reload_at = time.time()
-            log.info(
-                "routes reloaded (%s): version %d, %d routes, models %s",
-                trigger,
-                snapshot.version,
-                len(snapshot.routes),
-                sorted(snapshot.models),
+            elif snapshot is None:  # unreachable: no error means a snapshot was built
+                raise AssertionError("reload built no snapshot")
+            elif (
+                if_changed and previous.version > 0 and snapshot.fingerprint == previous.fingerprint
+            ):
+                # The files say what is already served: keep it (and its version).
+                result = "unchanged"
+                self.last_error = None
+                log.info("routes unchanged (%s): still version %d", trigger, previous.version)
+            else:
+                result = "ok"
+                self.current = snapshot
+                self.last_error = None
+                self.last_reload_at = now
+                log.info(
+                    "routes reloaded (%s): version %d, %d routes, models %s",
+                    trigger,
+                    snapshot.version,
+                    len(snapshot.routes),
+                    sorted(snapshot.models),
+                )
+            del previous  # the old snapshot lives on only in requests still in flight
+            self.reload_counts[result] += 1
+            outcome = ReloadOutcome(
+                result=result,
+                trigger=trigger,
+                version=self.current.version,
+                error=error,
+                seconds=time.perf_counter() - started,
+                at=now,
             )
-            self._notify("ok", snapshot, None)
-            return True
+            self.last_outcome = outcome
+            self._notify(result, None if error else self.current, error)
+            return outcome
 
     def _notify(self, result: str, snapshot: Snapshot | None, error: str | None) -> None:
         for listener in self.listeners:

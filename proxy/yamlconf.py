@@ -14,6 +14,11 @@ from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
+# libyaml when PyYAML has it: the same documents, ~7x faster. A reload parses on a
+# worker thread, and the pure-Python parser holds the GIL (and so stalls the event loop)
+# for the whole parse, ~5 ms for the example routes.yaml.
+SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 class ConfigError(Exception):
     """A config file that cannot be used; ``problems`` are ``path: message`` lines."""
@@ -77,7 +82,7 @@ def read_yaml(path: Path) -> Any:
 
 def parse_yaml(text: str | bytes, source: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=SAFE_LOADER)  # a safe loader (no Python objects)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
