@@ -20,7 +20,12 @@ came, with ``X-Rerank: skipped; reason=REASON``. Reasons (a fixed set, see READM
   redis-unavailable / redis-error
   model-error      the model failed or returned non-finite scores
   budget           the route's budget_ms ran out
+  plugin-error     a plugin's hook raised (or left its output malformed)
   internal-error   anything else (logged with a traceback)
+
+When a plugin caused the skip (plugin-error, budget, or a redis-* reason from its own
+Redis call), ``; plugin=NAME`` follows the reason, and the record's ``plugin`` says it.
+A route without plugins runs none of the plugin code (no context is even made).
 """
 
 from __future__ import annotations
@@ -37,12 +42,14 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
+from plugins.context import FeedContext, ItemArray
+from plugins.run import LoadedPlugin, PluginFailure, RoutePlugins
 from proxy import bodycodec
 from proxy.embeddings import EmbeddingError, EmbeddingStore
 from proxy.experiments import RequestView
 from proxy.forward import Forwarder, OriginError
 from proxy.headers import append_token, end_to_end
-from proxy.ranking import ItemsNotFound, dig, item_ids, reorder, replace_at
+from proxy.ranking import ItemsNotFound, arrange, dig, item_ids, reorder
 from proxy.record import RequestRecord
 from proxy.sessions import ModelSession
 from proxy.snapshot import CompiledRoute, Snapshot
@@ -60,9 +67,10 @@ _BIG_INT = re.compile(rb"(?<![\w.])-?\d{20,}(?![\w.])")
 
 
 class Skip(Exception):
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, plugin: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.plugin = plugin
 
 
 def is_json(content_type: str | None) -> bool:
@@ -97,7 +105,7 @@ def server_timing(timings: dict[str, float], prior: str | None = None) -> str:
 T = TypeVar("T")
 
 
-async def within(future: asyncio.Future[T], deadline: float) -> T:
+async def within(future: asyncio.Future[T], deadline: float, plugin: str | None = None) -> T:
     """The future's result if it is ready by the deadline, else Skip("budget").
 
     A future still running is left to finish on its own (Redis calls are bounded by
@@ -107,7 +115,7 @@ async def within(future: asyncio.Future[T], deadline: float) -> T:
         done, _ = await asyncio.wait({future}, timeout=max(remaining, 0.0))
         if not done:
             future.add_done_callback(_consume)
-            raise Skip("budget")
+            raise Skip("budget", plugin)
     return future.result()
 
 
@@ -139,7 +147,22 @@ class FeedPipeline:
     ) -> web.StreamResponse:
         timings = record.timings
         view = RequestView(request.headers, request.cookies, request.query)
-        user_id = resolve_user(route.user_sources, view)
+        plugins = route.plugins
+        ctx: FeedContext | None = None
+        failed: PluginFailure | None = None
+        if plugins.active:
+            embeddings = self.embeddings
+            ctx = FeedContext(
+                request, view, route.name, timings, embeddings.client, embeddings.link.command
+            )
+        if plugins.user:
+            assert ctx is not None
+            try:
+                user_id = plugins.resolve_user(ctx)
+            except PluginFailure as exc:
+                user_id, failed = None, exc
+        else:
+            user_id = resolve_user(route.user_sources, view)
         arm = route.arms.choose(view, user_id)
         record.route, record.model, record.arm, record.user_id = (
             route.name,
@@ -147,6 +170,8 @@ class FeedPipeline:
             arm.name,
             user_id,
         )
+        if ctx is not None:
+            ctx.user_id, ctx.arm, ctx.model = user_id, arm.name, arm.model
         model = snapshot.models.get(arm.model)
 
         skip: str | None = None
@@ -154,6 +179,8 @@ class FeedPipeline:
             skip = "method"
         elif model is None:
             skip = "control"
+        elif failed is not None:
+            skip, record.plugin = failed.reason, failed.plugin
         elif user_id is None:
             skip = "no-user"
 
@@ -169,7 +196,9 @@ class FeedPipeline:
                 )
             finally:
                 timings["origin"] = time.perf_counter() - t0
-            return await self._respond(request, route, record, upstream, model, user_task, skip)
+            return await self._respond(
+                request, route, record, upstream, model, user_task, skip, ctx
+            )
         finally:
             if user_task is not None and not user_task.done():
                 user_task.cancel()
@@ -190,6 +219,7 @@ class FeedPipeline:
         model: ModelSession | None,
         user_task: asyncio.Task[np.ndarray | None] | None,
         skip: str | None,
+        ctx: FeedContext | None,
     ) -> web.StreamResponse:
         encoding = bodycodec.normalize(upstream.headers.get("Content-Encoding"))
         declared = upstream.headers.get("Content-Length")
@@ -231,10 +261,12 @@ class FeedPipeline:
         deadline = asyncio.get_running_loop().time() + route.spec.budget_ms / 1000.0
         try:
             new_body, count, scored = await self._rerank(
-                origin_body, encoding, route, model, user_task, deadline, record.timings
+                origin_body, encoding, route, model, user_task, deadline, record.timings, ctx
             )
         except Skip as exc:
-            skip = exc.reason
+            skip, record.plugin = exc.reason, exc.plugin
+        except PluginFailure as exc:
+            skip, record.plugin = exc.reason, exc.plugin
         except EmbeddingError as exc:
             skip = exc.reason
         except Exception:
@@ -267,6 +299,7 @@ class FeedPipeline:
         user_task: asyncio.Task[np.ndarray | None],
         deadline: float,
         timings: dict[str, float],
+        ctx: FeedContext | None,
     ) -> tuple[bytes, int, int]:
         try:
             raw = bodycodec.decode(origin_body, encoding, self.max_body_bytes)
@@ -276,15 +309,30 @@ class FeedPipeline:
             doc: Any = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise Skip("bad-json") from None
-        try:
-            items = dig(doc, route.items_path)
-        except ItemsNotFound:
-            raise Skip("items-not-found") from None
-        if not isinstance(items, list):
-            raise Skip("items-not-found")
-        if not items:
-            raise Skip("no-items")
-        ids = item_ids(items, route.id_path)
+        plugins = route.plugins
+        if plugins.items is None:
+            try:
+                items = dig(doc, route.items_path)
+            except ItemsNotFound:
+                raise Skip("items-not-found") from None
+            if not isinstance(items, list):
+                raise Skip("items-not-found")
+            if not items:
+                raise Skip("no-items")
+            arrays = [ItemArray(items, item_ids(items, route.id_path))]
+            ids = arrays[0].ids
+        else:
+            assert ctx is not None
+            ctx.doc = doc
+            try:
+                arrays = plugins.find_items(ctx)
+            except ItemsNotFound:
+                raise Skip("items-not-found") from None
+            doc = ctx.doc
+            if not any(arr.items for arr in arrays):
+                raise Skip("no-items")
+            ids = [ident for arr in arrays for ident in arr.ids]
+        count = len(ids)
 
         user = await within(user_task, deadline)
         if user is None:
@@ -292,18 +340,35 @@ class FeedPipeline:
         with_ids = [pos for pos, ident in enumerate(ids) if ident is not None]
         if not with_ids:
             raise Skip("no-item-vectors")
-        started = time.perf_counter()
-        lookup = self.embeddings.lookup([ids[p] for p in with_ids])  # type: ignore[misc]
-        if lookup.result is not None:
-            have, vectors = lookup.result  # all cached: no task, no loop turn
-        else:
-            have, vectors = await within(
-                asyncio.ensure_future(self.embeddings.complete(lookup)), deadline
-            )
-        timings["redis"] = timings.get("redis", 0.0) + time.perf_counter() - started
-        if have.size == 0:
-            raise Skip("no-item-vectors")
-        positions = np.asarray(with_ids, dtype=np.intp)[have]
+        pending: list[tuple[LoadedPlugin, asyncio.Future[None]]] = []
+        if ctx is not None and plugins.rules:
+            # Plugin I/O (e.g. a Redis set) runs alongside the item-embedding lookup.
+            ctx.found = arrays
+            pending = plugins.start_prefetch(ctx)
+        try:
+            started = time.perf_counter()
+            lookup = self.embeddings.lookup([ids[p] for p in with_ids])  # type: ignore[misc]
+            if lookup.result is not None:
+                have, vectors = lookup.result  # all cached: no task, no loop turn
+            else:
+                have, vectors = await within(
+                    asyncio.ensure_future(self.embeddings.complete(lookup)), deadline
+                )
+            timings["redis"] = timings.get("redis", 0.0) + time.perf_counter() - started
+            if have.size == 0:
+                raise Skip("no-item-vectors")
+            positions = np.asarray(with_ids, dtype=np.intp)[have]
+            for plugin, future in pending:
+                waited = time.perf_counter()
+                try:
+                    await within(future, deadline, plugin.name)
+                finally:
+                    key = plugin.timing_key
+                    timings[key] = timings.get(key, 0.0) + time.perf_counter() - waited
+        finally:
+            for _, future in pending:
+                if not future.done():
+                    future.add_done_callback(_consume)
 
         started = time.perf_counter()
         try:
@@ -314,6 +379,8 @@ class FeedPipeline:
                 )
             else:
                 scores = model.score(user, vectors)
+        except Skip:
+            raise
         except Exception as exc:
             log.warning(
                 "model %s failed: %s", model.name, str(exc).splitlines()[0] if str(exc) else exc
@@ -324,14 +391,36 @@ class FeedPipeline:
         if not np.isfinite(scores).all():
             raise Skip("model-error")
 
-        ranked = reorder(items, positions, scores)
-        if asyncio.get_running_loop().time() > deadline:
-            raise Skip("budget")
-        doc = replace_at(doc, route.items_path, ranked)
+        if ctx is None or not plugins.rules:
+            if len(arrays) == 1:
+                ranked = reorder(arrays[0].items, positions, scores)
+                if asyncio.get_running_loop().time() > deadline:
+                    raise Skip("budget")
+                self._put(plugins, arrays[0], ranked, ctx)
+            else:
+                for arr, pos, sc, _ in _split(arrays, positions, scores, vectors):
+                    self._put(plugins, arr, reorder(arr.items, pos, sc), ctx)
+                if asyncio.get_running_loop().time() > deadline:
+                    raise Skip("budget")
+        else:
+            ctx.user_embedding = user
+            for arr, pos, sc, vec in _split(arrays, positions, scores, vectors):
+                ranked = _apply_rules(plugins, ctx, arr, pos, sc, vec, deadline)
+                self._put(plugins, arr, ranked, ctx)
         out = orjson.dumps(doc)
         if b"e+" in out and _BIG_INT.search(raw):
             raise Skip("unsafe-number")
-        return bodycodec.encode(out, encoding), len(items), int(positions.size)
+        return bodycodec.encode(out, encoding), count, int(positions.size)
+
+    @staticmethod
+    def _put(
+        plugins: RoutePlugins, arr: ItemArray, ranked: list[Any], ctx: FeedContext | None
+    ) -> None:
+        if arr.put is None:
+            arr.items[:] = ranked  # the list inside the document: re-ordered in place
+        else:
+            assert ctx is not None
+            plugins.put(arr, ranked, ctx)
 
     def _skip_headers(
         self, route: CompiledRoute, record: RequestRecord, headers: CIMultiDict[str], reason: str
@@ -343,6 +432,8 @@ class FeedPipeline:
         label = f"skipped; reason={reason}"
         if reason == "control":
             label += f"; model=none; arm={record.arm}"
+        if record.plugin is not None:
+            label += f"; plugin={record.plugin}"
         headers["X-Rerank"] = label
         record.timings["total"] = time.perf_counter() - record.started
         headers["Server-Timing"] = server_timing(record.timings, headers.get("Server-Timing"))
@@ -375,3 +466,39 @@ class FeedPipeline:
         return web.Response(
             status=upstream.status, reason=upstream.reason, headers=headers, body=body
         )
+
+
+def _split(
+    arrays: list[ItemArray], positions: np.ndarray, scores: np.ndarray, vectors: np.ndarray
+) -> list[tuple[ItemArray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per array: its scored positions (local), scores and vectors. ``positions`` index
+    the arrays' items end to end, ascending, so each array's share is one slice."""
+    if len(arrays) == 1:
+        return [(arrays[0], positions, scores, vectors)]
+    out = []
+    offset = 0
+    for arr in arrays:
+        lo, hi = np.searchsorted(positions, (offset, offset + len(arr.items)))
+        out.append((arr, positions[lo:hi] - offset, scores[lo:hi], vectors[lo:hi]))
+        offset += len(arr.items)
+    return out
+
+
+def _apply_rules(
+    plugins: RoutePlugins,
+    ctx: FeedContext,
+    arr: ItemArray,
+    positions: np.ndarray,
+    scores: np.ndarray,
+    vectors: np.ndarray,
+    deadline: float,
+) -> list[Any]:
+    n = len(arr.items)
+    unscored = np.ones(n, dtype=bool)
+    unscored[positions] = False
+    ctx.items, ctx.ids, ctx.positions = arr.items, arr.ids, positions
+    ctx.embeddings, ctx.scores = vectors, np.array(scores, dtype=np.float32).reshape(-1)
+    ctx.fixed, ctx.dropped, ctx.order = unscored.copy(), np.zeros(n, dtype=bool), None
+    plugins.rerank(ctx, deadline)
+    # Unscored items cannot be ranked whatever a rule did to ``fixed``.
+    return arrange(arr.items, positions, ctx.scores, ctx.fixed | unscored, ctx.dropped, ctx.order)

@@ -19,6 +19,7 @@ class RequestRecord:
     # applied | skipped | control | passthrough | origin-error
     outcome: str = "passthrough"
     reason: str | None = None
+    plugin: str | None = None  # the plugin that caused the skip (its ``use:`` name)
     model: str | None = None
     arm: str | None = None
     user_id: str | None = None

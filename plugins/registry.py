@@ -1,0 +1,230 @@
+"""Loading plugins named in routes.yaml, with every check done at load time.
+
+``use:`` names a plugin three ways, tried in this order:
+
+1. a built-in short name (``pin``, ``filter``, ``diversify``, ``boost``, ``jwt``,
+   ``sources``, ``dotted``); these cannot be shadowed by an installed package;
+2. ``module:Class`` (``mypkg.rules:MyRule``), imported from the Python path;
+3. a name in the entry point group ``rankgate.plugins`` of an installed distribution
+   (``[project.entry-points."rankgate.plugins"] myrule = "mypkg.rules:MyRule"``).
+
+The class is checked against the hook specs (``plugins.hooks``), its options validated
+with its ``Options`` model, and it is instantiated once. Any problem is a line
+``routes[i].plugins[j]...: message`` in a ``PluginLoadError``; the snapshot builder
+turns those into a refused routes file. A module is imported once per process: a
+changed plugin module needs a restart, a changed option only a reload.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from plugins.hooks import HOOKS
+from plugins.run import LoadedPlugin, RoutePlugins
+from proxy.routes import PluginSpec, Route
+from proxy.yamlconf import yaml_path
+
+ENTRY_POINT_GROUP = "rankgate.plugins"
+BUILTINS: dict[str, str] = {
+    "dotted": "plugins.dotted:DottedItems",
+    "sources": "plugins.sources:RequestSources",
+    "jwt": "plugins.jwt_user:JwtUser",
+    "pin": "plugins.pin:Pin",
+    "filter": "plugins.filter:Filter",
+    "diversify": "plugins.diversify:Diversify",
+    "boost": "plugins.boost:Boost",
+}
+_USE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*(:[A-Za-z_][A-Za-z0-9_.]*)?$")
+NO_PLUGINS = RoutePlugins()
+
+
+class PluginLoadError(Exception):
+    """``problems`` are ``yaml.path: message`` lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _import(target: str) -> object:
+    module_name, _, qualname = target.partition(":")
+    try:
+        obj: object = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ValueError(f"cannot import {module_name!r}: {exc}") from None
+    except Exception as exc:  # a plugin module that fails to import is a bad file
+        raise ValueError(f"importing {module_name!r} failed: {exc!r}") from None
+    for part in qualname.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"{module_name!r} has no {qualname!r}") from None
+    return obj
+
+
+def resolve(use: str) -> type:
+    """The plugin class that ``use`` names (ValueError says why there is none)."""
+    if not _USE.match(use):
+        raise ValueError(f"{use!r}: want a plugin name or 'module:Class'")
+    if use in BUILTINS:
+        obj = _import(BUILTINS[use])
+    elif ":" in use:
+        obj = _import(use)
+    else:
+        found = {ep.value: ep for ep in entry_points(group=ENTRY_POINT_GROUP, name=use)}
+        if not found:
+            installed = sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+            raise ValueError(
+                f"unknown plugin {use!r} (built in: {', '.join(BUILTINS)}; installed "
+                f"{ENTRY_POINT_GROUP} entry points: {', '.join(installed) or 'none'}; "
+                "or give 'module:Class')"
+            )
+        if len(found) > 1:
+            raise ValueError(f"entry point {use!r} is ambiguous: {', '.join(sorted(found))}")
+        ep = next(iter(found.values()))
+        try:
+            obj = ep.load()
+        except Exception as exc:
+            raise ValueError(f"loading entry point {use!r} ({ep.value}) failed: {exc!r}") from None
+    if not isinstance(obj, type):
+        raise ValueError(f"{use!r} is not a class")
+    return obj
+
+
+def check_hooks(cls: type) -> list[str]:
+    """Problems with the class's hooks: unknown names, wrong signatures, sync/async."""
+    problems: list[str] = []
+    defined: set[str] = set()
+    for name in dir(cls):
+        if name.startswith("_"):
+            continue
+        attr = inspect.getattr_static(cls, name)
+        if isinstance(attr, type | property):
+            continue  # nested classes (Options) and properties are not hooks
+        if isinstance(attr, staticmethod | classmethod):
+            problems.append(f"{name}: hooks are plain methods; helpers need a leading '_'")
+            continue
+        if not inspect.isfunction(attr):
+            continue  # data attributes (e.g. vary)
+        spec = HOOKS.get(name)
+        if spec is None:
+            problems.append(
+                f"unknown hook {name!r} (hooks: {', '.join(HOOKS)}; "
+                "a helper method needs a leading '_')"
+            )
+            continue
+        params = list(inspect.signature(attr).parameters.values())
+        plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        if len(params) != 2 or any(p.kind not in plain for p in params):
+            problems.append(f"hook {name}{inspect.signature(attr)}: must take exactly (self, ctx)")
+        if inspect.iscoroutinefunction(attr) != spec.is_async:
+            problems.append(
+                f"hook {name}: must be 'async def'"
+                if spec.is_async
+                else f"hook {name}: must be a plain 'def' (it runs inline on the event loop)"
+            )
+        defined.add(name)
+    if not defined and not problems:
+        problems.append(f"defines no hook (one of {', '.join(HOOKS)})")
+    if "prefetch" in defined and "rerank" not in defined:
+        problems.append("hook prefetch needs a rerank hook to use what it fetched")
+    return problems
+
+
+def _option_problems(exc: ValidationError, where: str) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        msg = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown option"
+        elif err["type"] == "missing":
+            msg = "required"
+        out.append(f"{where}.{yaml_path(loc)}: {msg}" if loc else f"{where}: {msg}")
+    return out
+
+
+def instantiate(cls: type, options: dict[str, Any], where: str, base_dir: Path | None) -> object:
+    """The plugin object, its options validated; PluginLoadError names what is wrong."""
+    options_cls = inspect.getattr_static(cls, "Options", None)
+    try:
+        if options_cls is None:
+            if options:
+                raise PluginLoadError(
+                    [f"{where}.{key}: unknown option (this plugin takes none)" for key in options]
+                )
+            return cls()
+        if not (isinstance(options_cls, type) and issubclass(options_cls, BaseModel)):
+            raise PluginLoadError([f"{where}: Options must be a PluginOptions (pydantic) class"])
+        try:
+            validated = options_cls.model_validate(options, context={"base_dir": base_dir})
+        except ValidationError as exc:
+            raise PluginLoadError(_option_problems(exc, where)) from None
+        return cls(validated)
+    except PluginLoadError:
+        raise
+    except Exception as exc:  # __init__ refusing its options, or a wrong signature
+        raise PluginLoadError([f"{where}: {exc}"]) from None
+
+
+def load(spec: PluginSpec, where: str, base_dir: Path | None = None) -> LoadedPlugin:
+    try:
+        cls = resolve(spec.use)
+    except ValueError as exc:
+        raise PluginLoadError([f"{where}.use: {exc}"]) from None
+    problems = check_hooks(cls)
+    if problems:
+        raise PluginLoadError([f"{where}: {spec.use}: {p}" for p in problems])
+    instance = instantiate(cls, spec.options, where, base_dir)
+    vary = getattr(instance, "vary", ())
+    if isinstance(vary, str) or not all(isinstance(v, str) for v in vary):
+        raise PluginLoadError([f"{where}: {spec.use}: vary must be a sequence of header names"])
+    hooks = {name: getattr(instance, name) for name in HOOKS if hasattr(instance, name)}
+    return LoadedPlugin(name=spec.use, where=where, instance=instance, vary=tuple(vary), **hooks)
+
+
+def compile_route(route: Route, where: str, base_dir: Path | None = None) -> RoutePlugins:
+    """A route's ``plugins:`` loaded and sorted by kind; PluginLoadError lists all problems."""
+    if not route.plugins:
+        return NO_PLUGINS
+    user: list[LoadedPlugin] = []
+    rules: list[LoadedPlugin] = []
+    items: LoadedPlugin | None = None
+    problems: list[str] = []
+    for j, spec in enumerate(route.plugins):
+        at = f"{where}.plugins[{j}]"
+        try:
+            plugin = load(spec, at, base_dir)
+        except PluginLoadError as exc:
+            problems.extend(exc.problems)
+            continue
+        if plugin.resolve_user is not None:
+            user.append(plugin)
+        if plugin.find_items is not None:
+            if items is not None:
+                problems.append(f"{at}: a route has one items plugin ({items.where} is one)")
+            items = plugin
+        if plugin.rerank is not None:
+            rules.append(plugin)
+    written = route.model_fields_set
+    if user and "user" in written:
+        # Mixing them silently would let an unverified cookie stand in for a JWT.
+        problems.append(
+            f"{where}.user: the route takes its user from its plugins "
+            f"({', '.join(p.name for p in user)}); to also accept these sources, list "
+            "{use: sources, from: [...]} among the plugins instead"
+        )
+    if items is not None and written & {"items", "item_id"}:
+        problems.append(f"{where}.items: the route finds its items with plugin {items.name}")
+    if problems:
+        raise PluginLoadError(problems)
+    every = (*user, *([items] if items else []), *rules)
+    vary = tuple(dict.fromkeys(v for p in every for v in p.vary))
+    return RoutePlugins(user=tuple(user), items=items, rules=tuple(rules), vary=vary)
