@@ -38,12 +38,21 @@ def setup_logging(level: str = "info") -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from proxy.config import load_settings
-    from proxy.server import serve
+    from proxy.logs import setup_logging as setup_logs
+    from proxy.workers import serve_main
 
     settings = load_settings(args.config)
-    setup_logging(settings.logging.level)
-    run_loop(serve(settings))
-    return 0
+    if args.workers is not None:
+        settings = settings.model_copy(update={"workers": args.workers})
+    setup_logs(settings.logging)
+    # workers=1: this process serves; more: a supervisor and N worker processes.
+    return serve_main(settings, args.config)
+
+
+def _workers(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"want a number >= 0, got {value!r}")
+    return int(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,15 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the proxy")
     serve.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="static config YAML")
+    serve.add_argument(
+        "--workers",
+        "-w",
+        type=_workers,
+        default=None,
+        metavar="N",
+        help="worker processes sharing the port (0 = one per CPU; default: config 'workers')",
+    )
     serve.set_defaults(func=cmd_serve)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            # Only a command module that is absent is skipped, never a broken import.
-            if not exc.name or not (name == exc.name or name.startswith(exc.name + ".")):
-                raise
-            continue
+        module = importlib.import_module(name)
         module.register(sub)
     return parser
 

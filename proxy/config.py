@@ -116,7 +116,8 @@ class Settings(Strict):
     routes: str = "routes.yaml"
     # Reload routes.yaml (and the models it names) when their content changes on disk.
     routes_watch: bool = True
-    workers: Annotated[int, Field(ge=0)] = 1  # 0 = one per CPU
+    # 0 = one worker process per CPU this process may use; 1 = serve in this process.
+    workers: Annotated[int, Field(ge=0)] = 0
     shutdown_timeout_s: Annotated[float, Field(ge=0)] = 15.0
     # Directory of the file this came from; relative paths resolve against it.
     base_dir: Path = Path(".")

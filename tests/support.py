@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import signal
+import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 import onnx
+import orjson
 import redis
 from aiohttp import web
 from onnx import TensorProto, helper
@@ -108,3 +113,214 @@ def env_redis_url() -> str | None:
 
 
 Factory = Callable[..., Any]
+
+
+# -- a real `python -m proxy serve` process (ops tests: signals, workers, logs) ----------
+
+
+class ProxyProcess:
+    """``python -m proxy serve --config FILE`` with stdout (access log) and stderr (JSON
+    app log) collected line by line; ``port``/``admin_port`` come from the ready line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self.port = 0
+        self.admin_port = 0
+        self._changed = asyncio.Event()
+        self._readers = [
+            asyncio.create_task(self._collect(proc.stdout, self.stdout)),
+            asyncio.create_task(self._collect(proc.stderr, self.stderr)),
+        ]
+
+    @classmethod
+    async def start(
+        cls, config: Path, *args: str, env: dict[str, str] | None = None, limit_s: float = 30
+    ) -> ProxyProcess:
+        if "--workers" not in args:
+            args = (*args, "--workers", "1")  # the default is one per CPU
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "proxy",
+            "serve",
+            "--config",
+            str(config),
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+        )
+        self = cls(proc)
+        try:
+            ready = await self.wait_log(
+                lambda e: e.get("event") == "ready" and e.get("role") != "worker", limit_s
+            )
+        except BaseException:
+            await self.kill()
+            raise
+        self.port, self.admin_port = ready["port"], ready["admin_port"]
+        return self
+
+    async def _collect(self, stream: asyncio.StreamReader | None, into: list[str]) -> None:
+        assert stream is not None
+        while line := await stream.readline():
+            into.append(line.decode(errors="replace").rstrip("\n"))
+            self._changed.set()
+        self._changed.set()
+
+    def events(self) -> list[dict[str, Any]]:
+        """stderr's application logs: JSON lines, or the ``[key=value ...]`` extras of
+        the text format."""
+        out = []
+        for line in self.stderr:
+            with contextlib.suppress(ValueError):
+                event = orjson.loads(line)
+                if isinstance(event, dict):
+                    out.append(event)
+                continue
+            if line.endswith("]") and " [" in line:
+                pairs = (p.partition("=") for p in line.rsplit(" [", 1)[1][:-1].split())
+                out.append({k: int(v) if v.isdigit() else v for k, _, v in pairs})
+        return out
+
+    def access(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.stdout if line.startswith("{")]
+
+    async def wait_log(
+        self, match: Callable[[dict[str, Any]], bool], limit_s: float = 10
+    ) -> dict[str, Any]:
+        async with asyncio.timeout(limit_s):
+            while True:
+                self._changed.clear()
+                for event in self.events():
+                    if match(event):
+                        return event
+                if self.proc.returncode is not None or all(r.done() for r in self._readers):
+                    raise AssertionError(
+                        f"exited with {self.proc.returncode}; stderr:\n" + "\n".join(self.stderr)
+                    )
+                await self._changed.wait()
+
+    async def wait(self, limit_s: float = 20) -> int:
+        async with asyncio.timeout(limit_s):
+            code = await self.proc.wait()
+            await asyncio.gather(*self._readers)
+        return code
+
+    async def stop(self, sig: int = signal.SIGTERM, limit_s: float = 20) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        return await self.wait(limit_s)
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+        with contextlib.suppress(Exception):
+            await self.wait(10)
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def admin_url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.admin_port}{path}"
+
+
+async def fetch(url: str, **kw: Any) -> tuple[int, dict[str, str], bytes]:
+    """One request on a fresh connection: (status, headers, body)."""
+    method = kw.pop("method", "GET")
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s,
+        s.request(method, url, **kw) as resp,
+    ):
+        return resp.status, dict(resp.headers), await resp.read()
+
+
+def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Prometheus text -> {(sample name, labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def metric(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
+
+
+# -- routes, experiments and reloads -----------------------------------------------------
+
+
+def feed_body(n_items: int) -> bytes:
+    return orjson.dumps({"items": [{"id": f"i{k}", "n": k} for k in range(n_items)]})
+
+
+def feed_origin(n_items: int = 12) -> web.Application:
+    """GET /slow?ms=N: the feed after N ms (to hold a request in flight); any other GET
+    path: the same ``{"items": [{"id": "i0", ...}]}`` at once."""
+    body = feed_body(n_items)
+
+    async def feed(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(int(request.query.get("ms", "300")) / 1000)
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/{tail:.*}", feed)
+    return app
+
+
+def seed_vectors(
+    client: redis.Redis, users: list[str], n_items: int, seed: int = 3
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Random user and item embeddings written to Redis; returned for expected orders."""
+    rng = np.random.default_rng(seed)
+    user_vecs = {u: rng.standard_normal(DIM).astype("<f4") for u in users}
+    item_vecs = {f"i{k}": rng.standard_normal(DIM).astype("<f4") for k in range(n_items)}
+    pipe = client.pipeline(transaction=False)
+    for u, v in user_vecs.items():
+        pipe.set(f"emb:user:{u}", v.tobytes())
+    for i, v in item_vecs.items():
+        pipe.set(f"emb:item:{i}", v.tobytes())
+    pipe.execute()
+    return user_vecs, item_vecs
+
+
+def dot_order(user: np.ndarray, items: dict[str, np.ndarray], sign: float = 1.0) -> list[str]:
+    """The order a ``dot_model(sign=sign)`` gives: stable, highest score first."""
+    ids = list(items)
+    scores = [sign * float(np.dot(user, items[i])) for i in ids]
+    return [ids[j] for j in sorted(range(len(ids)), key=lambda j: -scores[j])]
+
+
+def replace_file(path: Path, data: str | bytes) -> None:
+    """Write like an editor or a deploy tool: a temp file in the same directory, then an
+    atomic rename over the original (a new inode)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+async def wait_until(
+    check: Callable[[], Any], limit_s: float = 10.0, every_s: float = 0.02
+) -> None:
+    """Poll ``check`` (sync or async) until it is truthy; fail after ``limit_s``."""
+    async with asyncio.timeout(limit_s):
+        while True:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(every_s)

@@ -1,0 +1,229 @@
+"""``rankgate check --config FILE``: validate everything without serving, like ``nginx -t``.
+
+One line per check, ``ok`` or ``FAIL`` (and ``warn`` for what works but looks wrong):
+the static config, the routes file, every model (file, sha256 pin, contract, a warm-up
+run, loaded exactly as serving loads them), then Redis (PING, and one stored user
+vector's length against ``embeddings.dim``) and the origin (any HTTP answer to
+``HEAD /`` counts as reachable). Exit status 0 when nothing failed, 1 otherwise.
+``--offline`` skips Redis and the origin (a CI job that only checks files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import ssl
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+from urllib.parse import urlsplit
+
+from proxy.config import Settings, load_settings
+from proxy.yamlconf import ConfigError
+
+NETWORK_TIMEOUT_S = 3.0
+
+
+@dataclass
+class Report:
+    out: TextIO
+    failed: int = 0
+    passed: int = 0
+    warned: int = 0
+    lines: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def line(self, status: str, what: str, detail: str) -> None:
+        self.lines.append((status, what, detail))
+        if status == "FAIL":
+            self.failed += 1
+        elif status == "warn":
+            self.warned += 1
+        else:
+            self.passed += 1
+        print(f"{status:<5} {what:<8} {detail}", file=self.out, flush=True)
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def check_config(path: Path, report: Report) -> Settings | None:
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            report.line("FAIL", "config", f"{exc.source}: {problem}")
+        return None
+    s = settings
+    report.line(
+        "ok",
+        "config",
+        f"{path}: listen {s.listen.host}:{s.listen.port}, admin {s.admin.host}:{s.admin.port}, "
+        f"origin {s.origin.url}, workers {s.workers or 'auto'}",
+    )
+    return settings
+
+
+def check_routes(settings: Settings, report: Report) -> None:
+    from proxy.routes import RoutesFile
+    from proxy.snapshot import build_snapshot
+    from proxy.yamlconf import load
+
+    path = settings.routes_path
+    try:
+        # The same build a start or a reload does: parse, validate, hash, load, warm.
+        snapshot = build_snapshot(path, settings.embeddings.dim, 1, None)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            what = "model" if problem.startswith("models.") else "routes"
+            report.line("FAIL", what, f"{exc.source}: {problem}")
+        return
+    routes = ", ".join(r.name for r in snapshot.routes) or "none"
+    report.line(
+        "ok",
+        "routes",
+        f"{path}: {_n(len(snapshot.routes), 'route')} ({routes}), "
+        f"{_n(len(snapshot.models), 'model')}",
+    )
+    pinned = {name: ref.sha256 for name, ref in load(RoutesFile, path).models.items()}
+    for name, model in sorted(snapshot.models.items()):
+        detail = (
+            f"{name}: {model.path}, {model.size / 1024:.1f} KB, dim {model.dim}, "
+            f"sha256 {model.sha256[:12]}..., warm-up {_ms(model.load_seconds)}"
+        )
+        if pinned.get(name):
+            report.line("ok", "model", detail + ", sha256 pinned")
+        else:
+            report.line("warn", "model", detail + f", not pinned (sha256: {model.sha256})")
+    used = {r.spec.model for r in snapshot.routes} | {
+        e.model for r in snapshot.routes for e in r.spec.experiments
+    }
+    for name in sorted(set(snapshot.models) - used):
+        report.line("warn", "model", f"{name}: loaded but no route uses it")
+
+
+def check_redis(settings: Settings, report: Report) -> None:
+    import redis
+
+    url = settings.redis.url
+    if url is None:
+        report.line("ok", "redis", "no redis.url: an embedded Valkey starts with the proxy")
+        return
+    shown = _redact(url)
+    client = redis.Redis.from_url(
+        url, socket_timeout=NETWORK_TIMEOUT_S, socket_connect_timeout=NETWORK_TIMEOUT_S
+    )
+    try:
+        started = time.perf_counter()
+        client.ping()
+        elapsed = time.perf_counter() - started
+        budget = settings.redis.timeout_ms / 1000
+        if elapsed > budget:
+            report.line(
+                "warn",
+                "redis",
+                f"{shown}: PING took {_ms(elapsed)}, over redis.timeout_ms ({_ms(budget)})",
+            )
+        else:
+            report.line("ok", "redis", f"{shown}: PING {_ms(elapsed)}")
+        check_vectors(settings, client, report)
+    except redis.RedisError as exc:
+        report.line("FAIL", "redis", f"{shown}: {type(exc).__name__}: {exc}")
+    finally:
+        client.close()
+
+
+def check_vectors(settings: Settings, client: object, report: Report) -> None:
+    """One stored user vector of the wrong length makes every user 'unknown-user'."""
+    import redis
+
+    assert isinstance(client, redis.Redis)
+    emb = settings.embeddings
+    pattern = emb.user_key.replace("*", r"\*").replace("{id}", "*")
+    key = next(client.scan_iter(match=pattern, count=1000), None)
+    if key is None:
+        report.line("warn", "vectors", f"no key matches {emb.user_key!r} (no user vectors yet?)")
+        return
+    size = client.strlen(key)
+    if size != emb.dim * 4:
+        report.line(
+            "FAIL",
+            "vectors",
+            f"{key.decode(errors='replace')}: {size} bytes, embeddings.dim={emb.dim} needs "
+            f"{emb.dim * 4} (float32)",
+        )
+    else:
+        report.line("ok", "vectors", f"user vectors are {emb.dim} float32 (checked one)")
+
+
+def check_origin(settings: Settings, report: Report) -> None:
+    origin = settings.origin
+    parts = urlsplit(origin.url)
+    timeout = min(origin.connect_timeout_s + origin.timeout_s, NETWORK_TIMEOUT_S * 2)
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        conn = http.client.HTTPSConnection(
+            parts.hostname or "", parts.port, timeout=timeout, context=ssl.create_default_context()
+        )
+    else:
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    path = (parts.path or "") + "/"
+    try:
+        started = time.perf_counter()
+        conn.request("HEAD", path, headers={"User-Agent": "rankgate-check"})
+        resp = conn.getresponse()
+        elapsed = time.perf_counter() - started
+        report.line("ok", "origin", f"{origin.url}: HEAD {path} -> {resp.status} in {_ms(elapsed)}")
+    except (OSError, http.client.HTTPException) as exc:
+        report.line("FAIL", "origin", f"{origin.url}: {type(exc).__name__}: {exc}")
+    finally:
+        conn.close()
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
+
+def run_checks(config: str | Path, offline: bool = False, out: TextIO | None = None) -> Report:
+    report = Report(out if out is not None else sys.stdout)
+    settings = check_config(Path(config), report)
+    if settings is None:
+        return report
+    check_routes(settings, report)
+    if not offline:
+        check_redis(settings, report)
+        check_origin(settings, report)
+    return report
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    report = run_checks(args.config, args.offline)
+    verdict = "failed" if report.failed else "successful"
+    print(
+        f"rankgate check: {args.config}: {report.passed} ok, {report.warned} warnings, "
+        f"{report.failed} failed: test {verdict}",
+        file=report.out,
+    )
+    return 1 if report.failed else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from proxy.cli import DEFAULT_CONFIG
+
+    parser = sub.add_parser(
+        "check", help="validate the config, routes and models, try Redis and the origin"
+    )
+    parser.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="static config YAML")
+    parser.add_argument(
+        "--offline", action="store_true", help="check files only (not Redis or the origin)"
+    )
+    parser.set_defaults(func=cmd_check)
