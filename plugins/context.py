@@ -90,7 +90,8 @@ class FeedContext:
     # -- set before each rerank call (one call per item array) -------------------------
     items: list[Any] = field(default_factory=list)
     """The array's items in origin order. Read only: rules change the masks and order,
-    and the pipeline builds the new list from them."""
+    and the pipeline builds the new list from them. (The built-in ``annotate``, listed
+    last, is the exception: it writes each scored item's score into the item.)"""
     ids: list[str | None] = field(default_factory=list)
     positions: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.intp))
     """int [M]: indices into ``items`` of the M scored items, ascending. Read only."""

@@ -2,8 +2,8 @@
 
 ``use:`` names a plugin three ways, tried in this order:
 
-1. a built-in short name (``pin``, ``filter``, ``diversify``, ``boost``, ``jwt``,
-   ``sources``, ``dotted``); these cannot be shadowed by an installed package;
+1. a built-in short name (``pin``, ``filter``, ``diversify``, ``boost``, ``annotate``,
+   ``jwt``, ``sources``, ``dotted``); these cannot be shadowed by an installed package;
 2. ``module:Class`` (``mypkg.rules:MyRule``), imported from the Python path;
 3. a name in the entry point group ``rankgate.plugins`` of an installed distribution
    (``[project.entry-points."rankgate.plugins"] myrule = "mypkg.rules:MyRule"``).
@@ -40,6 +40,7 @@ BUILTINS: dict[str, str] = {
     "filter": "plugins.filter:Filter",
     "diversify": "plugins.diversify:Diversify",
     "boost": "plugins.boost:Boost",
+    "annotate": "plugins.annotate:Annotate",
 }
 _USE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*(:[A-Za-z_][A-Za-z0-9_.]*)?$")
 NO_PLUGINS = RoutePlugins()
@@ -213,6 +214,7 @@ def compile_route(route: Route, where: str, base_dir: Path | None = None) -> Rou
             items = plugin
         if plugin.rerank is not None:
             rules.append(plugin)
+    problems.extend(_last_rule_problems(rules))
     written = route.model_fields_set
     if user and "user" in written:
         # Mixing them silently would let an unverified cookie stand in for a JWT.
@@ -228,3 +230,18 @@ def compile_route(route: Route, where: str, base_dir: Path | None = None) -> Rou
     every = (*user, *([items] if items else []), *rules)
     vary = tuple(dict.fromkeys(v for p in every for v in p.vary))
     return RoutePlugins(user=tuple(user), items=items, rules=tuple(rules), vary=vary)
+
+
+def _last_rule_problems(rules: list[LoadedPlugin]) -> list[str]:
+    """A rule that writes the final scores into the items (``_last_rule``, e.g.
+    annotate) must come after every rule that could still change them."""
+    others = [k for k, p in enumerate(rules) if not getattr(p.instance, "_last_rule", False)]
+    if not others:
+        return []
+    after = rules[others[-1]]
+    return [
+        f"{p.where}: {p.name} writes the final scores into the items, so it must come "
+        f"after every other rules plugin ({after.name} at {after.where} follows it)"
+        for p in rules[: others[-1]]
+        if getattr(p.instance, "_last_rule", False)
+    ]

@@ -25,6 +25,7 @@ import yaml
 
 from demo import stats
 from demo.run import DEFAULT_CONFIG, DEFAULT_DATA, Demo, DemoOptions
+from proxy.contract import sha256_file
 from proxy.experiments import bucket
 from tests.support import fetch, metric, parse_metrics
 
@@ -116,6 +117,14 @@ async def origin_ids(demo: Demo) -> list[str]:
     return [item["id"] for item in orjson.loads(body)["items"]]
 
 
+def test_demo_routes_pin_the_committed_models() -> None:
+    routes = yaml.safe_load((CONFIG.parent / "routes.yaml").read_text())
+    for name, path in model_paths().items():
+        assert routes["models"][name].get("sha256") == sha256_file(path), (
+            f"{path.name} changed: pin `rankgate model sha256 {path}` in the demo's routes.yaml"
+        )
+
+
 @in_demo_loop
 async def test_demo_listens_on_its_own_ports_and_valkey(demo: Demo) -> None:
     assert demo.settings is not None and demo.valkey is not None
@@ -149,9 +158,14 @@ async def test_feed_is_reranked_and_differs_between_users(demo: Demo, ref: Refer
     origin = await origin_ids(demo)
     orders = {}
     for persona in demo.personas[:3]:
-        rerank, ids, headers, _ = await feed(demo, {"X-User-Id": persona.user_id})
+        rerank, ids, headers, body = await feed(demo, {"X-User-Id": persona.user_id})
         assert rerank == "applied; model=ranker_v1; arm=default"
         assert sorted(ids) == sorted(origin) and ids != origin
+        # The route's annotate plugin: each item carries its score, to 4 places.
+        written = [item["_score"] for item in orjson.loads(body)["items"]]
+        want = ref.scores("ranker_v1", persona.user_id, ids)
+        np.testing.assert_allclose(written, want, atol=1e-4)
+        assert written == sorted(written, reverse=True)
         timing = headers["Server-Timing"]
         for stage in ("origin;dur=", "redis;dur=", "infer;dur=", "total;dur="):
             assert stage in timing

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -30,6 +31,20 @@ READY = "document.body.dataset.state === 'ready'"
 SHOWN_IDS = "[...document.querySelectorAll('#ranked-list li')].map(li => li.dataset.id)"
 DELTAS = "[...document.querySelectorAll('#ranked-list li .delta')].map(d => d.textContent)"
 ORIGIN_IDS = "[...document.querySelectorAll('#origin-list li')].map(li => li.dataset.id)"
+# Per served row: the score the page read from the item (null: none shown), and whether
+# the number shown is that score to 3 places.
+SCORES = (
+    "[...document.querySelectorAll('#ranked-list li')]"
+    ".map(li => li.dataset.score === undefined ? null : Number(li.dataset.score))"
+)
+SCORE_TEXTS_MATCH = (
+    "[...document.querySelectorAll('#ranked-list li')].every(li => li.dataset.score === undefined"
+    " ? li.querySelector('.score') === null"
+    " : li.querySelector('.score').textContent === Number(li.dataset.score).toFixed(3))"
+)
+ORIGIN_SCORES = (
+    "document.querySelectorAll('#origin-list .score, #origin-list li[data-score]').length"
+)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -53,6 +68,12 @@ async def page(demo: Demo) -> AsyncIterator[Page]:
 
 async def proxy_answer(demo: Demo, cookie: str) -> tuple[str, list[str]]:
     """What the proxy serves for these cookies: (X-Rerank, ids)."""
+    rerank, items = await proxy_items(demo, cookie)
+    return rerank, [i["id"] for i in items]
+
+
+async def proxy_items(demo: Demo, cookie: str) -> tuple[str, list[dict[str, Any]]]:
+    """What the proxy serves for these cookies: (X-Rerank, items)."""
     headers = {"Cookie": cookie} if cookie else {}
     for _ in range(5):
         status, got, body = await fetch(f"{demo.proxy_url}/api/feed?limit=100", headers=headers)
@@ -61,7 +82,7 @@ async def proxy_answer(demo: Demo, cookie: str) -> tuple[str, list[str]]:
         if not any(t in rerank for t in TIMING):  # see shown()
             break
         await asyncio.sleep(0.2)
-    return rerank, [i["id"] for i in orjson.loads(body)["items"]]
+    return rerank, orjson.loads(body)["items"]
 
 
 async def shown(page: Page, user: str, beta: bool, click: str) -> tuple[str, list[str]]:
@@ -87,6 +108,15 @@ async def shown(page: Page, user: str, beta: bool, click: str) -> tuple[str, lis
     return rerank, await page.evaluate(SHOWN_IDS)
 
 
+async def shown_scores(page: Page) -> list[float]:
+    """The scores of the served column: one per row, shown to 3 places, non-increasing."""
+    scores = await page.evaluate(SCORES)
+    assert scores and None not in scores, scores
+    assert scores == sorted(scores, reverse=True), scores
+    assert await page.evaluate(SCORE_TEXTS_MATCH)
+    return scores
+
+
 async def test_page_shows_the_proxys_order_per_user_and_model(demo: Demo, page: Page) -> None:
     first, second = demo.personas[0].user_id, demo.personas[1].user_id
     origin = await page.evaluate(ORIGIN_IDS)
@@ -103,12 +133,21 @@ async def test_page_shows_the_proxys_order_per_user_and_model(demo: Demo, page: 
     assert (rerank1, ids1) == await proxy_answer(demo, f"uid={first}")
     assert ids1 != origin
     assert await page.evaluate("document.getElementById('model').textContent") == "ranker_v1"
+    # Each served row shows the score the proxy wrote into the item (_score, the
+    # annotate plugin), highest first (the demo pins nothing); the origin column none.
+    scores1 = await shown_scores(page)
+    _, items1 = await proxy_items(demo, f"uid={first}")
+    assert scores1 == [it["_score"] for it in items1]
+    assert await page.evaluate(ORIGIN_SCORES) == 0
 
     # Another user: another order, again the proxy's.
     rerank2, ids2 = await shown(page, second, False, f'.chip[data-user="{second}"]')
     assert rerank2 == "applied; model=ranker_v1; arm=default"
     assert (rerank2, ids2) == await proxy_answer(demo, f"uid={second}")
     assert ids2 != ids1
+    scores2 = await shown_scores(page)
+    assert scores2 == [it["_score"] for it in (await proxy_items(demo, f"uid={second}"))[1]]
+    assert dict(zip(ids2, scores2, strict=True)) != dict(zip(ids1, scores1, strict=True))
     assert f"uid={second}" in await page.evaluate("document.cookie")
     # Each row's badge: the places it moved up (or down) from the origin's order.
     moved = [origin.index(ident) - k for k, ident in enumerate(ids2)]
@@ -122,6 +161,10 @@ async def test_page_shows_the_proxys_order_per_user_and_model(demo: Demo, page: 
     v2 = await proxy_answer(demo, f"uid={second}; beta=1")
     assert (rerank3, ids3) == v2
     assert ids3 != ids2  # the two versions rank differently: what the demo is there to show
+    scores3 = await shown_scores(page)
+    v2_items = (await proxy_items(demo, f"uid={second}; beta=1"))[1]
+    assert scores3 == [it["_score"] for it in v2_items]
+    assert dict(zip(ids3, scores3, strict=True)) != dict(zip(ids2, scores2, strict=True))
     assert await page.evaluate("document.getElementById('model').textContent") == "ranker_v2"
 
     # Off again, and no user at all: the origin's order, and the page says why.
@@ -131,6 +174,9 @@ async def test_page_shows_the_proxys_order_per_user_and_model(demo: Demo, page: 
     assert rerank5 == "skipped; reason=no-user" and ids5 == origin
     assert "uid=" not in await page.evaluate("document.cookie")
     assert set(await page.evaluate(DELTAS)) == {"="}
+    # A skipped response carries no scores: the page shows none.
+    assert await page.evaluate(SCORES) == [None] * len(ids5)
+    assert await page.evaluate("document.querySelectorAll('#ranked-list .score').length") == 0
 
 
 async def test_metrics_view_shows_live_figures(demo: Demo, page: Page) -> None:

@@ -156,6 +156,102 @@ def test_diversify_leaves_pins_alone() -> None:
     assert got[1] == "i1" and got[0] == "i0"
 
 
+# -- annotate -------------------------------------------------------------------------
+
+
+def test_annotate_writes_the_scores_that_ordered_the_feed() -> None:
+    rng = np.random.default_rng(5)
+    items: list[Any] = feed(10)
+    items[3] = {"title": "no id", "_score": "origin's"}  # unscored: left as it is
+    items.append("a bare string")  # scored below, but not an object: left as it is
+    ids = [it.get("id") if isinstance(it, dict) else None for it in items]
+    ids[-1] = "s"
+    scores = (rng.standard_normal(10) * 5).astype(np.float32)
+    ctx = context(items, ids=ids, scores=scores)
+    served = apply(ctx, load("annotate"))
+
+    assert served[3] == {"title": "no id", "_score": "origin's"} and served[3] is items[3]
+    assert "a bare string" in served
+    # Each object carries the score that placed it (rounded to 4 places, a JSON number).
+    want = dict(zip([i for i in ids if i is not None], scores.astype(float), strict=True))
+    written = [(it["id"], it["_score"]) for it in served if isinstance(it, dict) and "id" in it]
+    assert len(written) == 9
+    for ident, score in written:
+        assert type(score) is float and score == round(want[ident], 4)
+    along = [score for _, score in written]
+    assert along == sorted(along, reverse=True)  # the served order is by these numbers
+
+
+def test_annotate_after_boost_and_pin_writes_the_final_scores() -> None:
+    items = feed(5, fresh={0: 1.0, 4: 2.0}, ad={2: True})
+    scores = np.array([0.5, 0.4, 0.3, 0.2, 0.1], dtype=np.float32)
+    ctx = context(items, scores=scores)
+    served = apply(
+        ctx,
+        load("pin", field="ad"),
+        load("boost", field="fresh", weight=0.25),
+        load("annotate", field="score", round=6),
+    )
+    assert ids_of(served) == ["i0", "i4", "i2", "i1", "i3"]  # i2 pinned at index 2
+    got = {it["id"]: it["score"] for it in served}
+    assert got == {"i0": 0.75, "i1": 0.4, "i2": 0.3, "i3": 0.2, "i4": 0.6}
+    np.testing.assert_allclose([got[i] for i in ids_of(feed(5))], ctx.scores, atol=1e-6)
+    unpinned = [got[i] for i in ids_of(served) if i != "i2"]
+    assert unpinned == sorted(unpinned, reverse=True)
+    assert "_score" not in served[0]  # only the configured key
+
+
+def test_annotate_under_diversify_writes_scores_not_places() -> None:
+    items, emb, scores = clustered()
+    ctx = context(items, scores=scores, embeddings=emb)
+    served = apply(ctx, load("diversify", **{"lambda": 0.5}), load("annotate", round=2))
+    assert {it["id"]: it["_score"] for it in served} == {
+        "i0": 1.0,
+        "i1": 0.95,
+        "i2": 0.9,
+        "i3": 0.6,
+        "i4": 0.5,
+    }
+    assert ids_of(served)[1] in ("i3", "i4")  # diversify's order stands
+
+
+def test_annotate_rounds_and_writes_no_negative_zero() -> None:
+    ctx = context(feed(3), scores=[-0.00001, 1.23456789, -2.5])
+    served = apply(ctx, load("annotate", round=0))
+    assert [(it["id"], it["_score"]) for it in served] == [("i1", 1.0), ("i0", 0.0), ("i2", -2.0)]
+    assert str(served[1]["_score"]) == "0.0"
+
+
+def test_annotate_must_be_the_last_rule() -> None:
+    with pytest.raises(PluginLoadError) as err:
+        compile_route(
+            route(
+                plugins=[
+                    {"use": "annotate"},
+                    {"use": "boost", "field": "f", "weight": 1},
+                    {"use": "sources", "from": ["header:X-Uid"]},  # a user plugin: no matter
+                ]
+            ),
+            "routes[2]",
+        )
+    assert err.value.problems == [
+        "routes[2].plugins[0]: annotate writes the final scores into the items, so it must "
+        "come after every other rules plugin (boost at routes[2].plugins[1] follows it)"
+    ]
+    compiled = compile_route(
+        route(
+            plugins=[
+                {"use": "boost", "field": "f", "weight": 1},
+                {"use": "annotate"},
+                {"use": "annotate", "field": "s2", "round": 1},  # several at the end: fine
+                {"use": "sources", "from": ["header:X-Uid"]},
+            ]
+        ),
+        "routes[2]",
+    )
+    assert [p.name for p in compiled.rules] == ["boost", "annotate", "annotate"]
+
+
 # -- registry: names, hooks, options --------------------------------------------------
 
 
@@ -268,6 +364,11 @@ def test_plugin_without_options_refuses_options(plugin_module: str) -> None:
         ("filter", {}, "needs at least one of field, cookie, redis_set"),
         ("filter", {"redis_set": "seen"}, "plugin.redis_set: must contain {user}"),
         ("boost", {"field": "f", "weight": "x"}, "plugin.weight: Input should be a valid"),
+        ("annotate", {"field": "a.b"}, "plugin.field: want a plain key name"),
+        ("annotate", {"field": ""}, "plugin.field: want a plain key name"),
+        ("annotate", {"round": -1}, "plugin.round: Input should be greater than or equal to 0"),
+        ("annotate", {"round": 1.5}, "plugin.round: Input should be a valid integer"),
+        ("annotate", {"digits": 2}, "plugin.digits: unknown option"),
         ("nope", {}, "plugin.use: unknown plugin 'nope'"),
         ("no_such_module_xyz:Thing", {}, "cannot import 'no_such_module_xyz'"),
         ("plugins.examples:Nothing", {}, "has no 'Nothing'"),

@@ -126,6 +126,11 @@ routes:
     model: dot
     budget_ms: 200
     plugins: [{{use: "{HERE}:TwoArrays"}}]
+  - name: annotated
+    match: {{path: /api/annotated}}
+    model: dot
+    budget_ms: 200
+    plugins: [{{use: boost, field: fresh, weight: 3.0}}, {{use: annotate}}]
 """
 
 
@@ -147,7 +152,7 @@ def origin_app(state: dict[str, Any]) -> web.Application:
     app = web.Application()
     for path in (
         *("feed", "rules", "diverse", "raise", "user-raise", "slow-plugin", "jwt"),
-        "gql-missing",
+        *("gql-missing", "annotated"),
     ):
         app.router.add_get(f"/api/{path}", feed)
     app.router.add_get("/api/gql", gql)
@@ -368,6 +373,34 @@ async def test_several_arrays_each_reordered(env: Env) -> None:
     ids = [it["id"] for it in state["items"]]
     assert [it["id"] for it in doc["top"]] == by_score("u1", ids[:4])
     assert [it["id"] for it in doc["more"]] == by_score("u1", ids[4:])
+
+
+async def test_annotate_writes_the_final_scores_into_the_body(env: Env) -> None:
+    proxy, state, _, _ = env
+    state["items"] = [
+        *feed_items()[:6],
+        {"id": "no-vector", "fresh": 1.0},  # no embedding: unscored, keeps its slot
+        "a bare string",  # not an object, no id: untouched
+        *feed_items()[6:],
+    ]
+    resp, body = await get(proxy, "/api/annotated")
+    assert resp.headers["X-Rerank"] == "applied; model=dot; arm=default"
+    assert "plugin-annotate;dur=" in resp.headers["Server-Timing"]
+    served = orjson.loads(body)["items"]
+    assert served[6] == {"id": "no-vector", "fresh": 1.0} and served[7] == "a bare string"
+    scored = [it for it in served if isinstance(it, dict) and it["id"] != "no-vector"]
+    ids = [it["id"] for it in scored]
+    # Independently: <user, item> + 3 * fresh, the numbers that ordered the feed.
+    fresh = {it["id"]: 3.0 * it["fresh"] for it in feed_items()}
+    assert ids == by_score("u1", [f"i{k}" for k in range(N)], fresh)
+    want = scores_for("u1", ids) + np.array([fresh[i] for i in ids])
+    written = [it["_score"] for it in scored]
+    assert all(type(s) is float for s in written)
+    np.testing.assert_allclose(written, want, atol=1e-4)  # rounded to 4 places
+    assert written == sorted(written, reverse=True)
+    # Only the key was added: every other value is the origin's.
+    origin = {it["id"]: it for it in feed_items()}
+    assert all({k: v for k, v in it.items() if k != "_score"} == origin[it["id"]] for it in scored)
 
 
 async def test_bad_plugins_refused_at_reload_old_snapshot_serves(env: Env) -> None:

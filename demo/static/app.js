@@ -138,7 +138,15 @@ function renderMix(box, items) {
   );
 }
 
-function itemRow(item, position, delta, highlighted) {
+// The proxy's annotate plugin writes each re-ranked item's score into it (routes.yaml).
+const SCORE_FIELD = "_score";
+
+function scoreOf(item) {
+  const value = item[SCORE_FIELD];
+  return typeof value === "number" && Number.isFinite(value) ? value : null;
+}
+
+function itemRow(item, position, delta, highlighted, withScore) {
   const tags = (item.genres || []).map((g) =>
     el("span", { class: "tag" + (g === state.genre ? " loved" : "") }, g),
   );
@@ -148,10 +156,12 @@ function itemRow(item, position, delta, highlighted) {
     else if (delta < 0) badge = el("span", { class: "delta down", title: `was #${position + delta}` }, `▼ ${-delta}`);
     else badge = el("span", { class: "delta same", title: "same place" }, "=");
   }
+  const score = withScore ? scoreOf(item) : null;
   return el(
     "li",
     {
       "data-id": item.id,
+      "data-score": score === null ? null : String(score),
       class: [position > SHOWN ? "extra" : "", highlighted ? "hl" : ""].join(" ").trim() || null,
     },
     el("span", { class: "pos" }, position),
@@ -162,6 +172,9 @@ function itemRow(item, position, delta, highlighted) {
       el("div", { class: "tags" }, tags),
     ),
     badge,
+    score === null
+      ? null
+      : el("span", { class: "score", title: `model score ${score} (${SCORE_FIELD} in the served item)` }, score.toFixed(3)),
   );
 }
 
@@ -170,13 +183,13 @@ function renderLists(originItems, rankedItems, applied) {
   const rankedTop = new Set(rankedItems.slice(0, SHOWN).map((item) => item.id));
   const originList = $("origin-list");
   originList.replaceChildren(
-    ...originItems.map((item, k) => itemRow(item, k + 1, null, applied && rankedTop.has(item.id))),
+    ...originItems.map((item, k) => itemRow(item, k + 1, null, applied && rankedTop.has(item.id), false)),
   );
   const rankedList = $("ranked-list");
   rankedList.replaceChildren(
     ...rankedItems.map((item, k) => {
       const was = originPos.get(item.id);
-      return itemRow(item, k + 1, was === undefined ? null : was - (k + 1), false);
+      return itemRow(item, k + 1, was === undefined ? null : was - (k + 1), false, true);
     }),
   );
   renderMix($("origin-mix"), originItems.slice(0, SHOWN));
