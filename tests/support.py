@@ -281,6 +281,38 @@ def feed_origin(n_items: int = 12) -> web.Application:
     return app
 
 
+TEN_ITEMS = [{"id": f"i{k}"} for k in range(10)]
+
+
+def ten_item_origin() -> web.Application:
+    """GET /feed: ``{"items": [{"id": "i0"}, ... "i9"]}``; any other GET: ``hello``."""
+
+    async def feed(request: web.Request) -> web.Response:
+        return web.json_response({"items": TEN_ITEMS})
+
+    async def other(request: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
+    app = web.Application()
+    app.router.add_get("/feed", feed)
+    app.router.add_get("/{tail:.*}", other)
+    return app
+
+
+def seed_ten_items(
+    client: redis.Redis,
+    model_dir: Path,
+    user: str = "u1",
+    value: Callable[[int], float] = lambda k: k - 5.0,
+) -> None:
+    """Vectors for items i0..i9 (every component ``value(k)``) and for ``user`` (ones),
+    and ``dot.onnx`` in ``model_dir``: with the defaults the dot model ranks i9 first."""
+    for k in range(10):
+        client.set(f"emb:item:i{k}", vec([value(k)] * DIM))
+    client.set(f"emb:user:{user}", vec([1.0] * DIM))
+    dot_model(model_dir / "dot.onnx")
+
+
 def seed_vectors(
     client: redis.Redis, users: list[str], n_items: int, seed: int = 3
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -13,12 +13,18 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from aiohttp import web
 
 from proxy.config import Logging
 from proxy.logs import AccessLog, JsonFormatter, TextFormatter, hash_user, setup_logging
 from proxy.record import RequestRecord
-from tests.support import DIM, ProxyProcess, dot_model, fetch, start_app, vec, write_config
+from tests.support import (
+    ProxyProcess,
+    fetch,
+    seed_ten_items,
+    start_app,
+    ten_item_origin,
+    write_config,
+)
 
 ROUTES = """\
 models:
@@ -120,28 +126,12 @@ def test_config_defaults() -> None:
 # -- a real process: stdout is the access log --------------------------------------------
 
 
-def origin_app() -> web.Application:
-    async def feed(request: web.Request) -> web.Response:
-        return web.json_response({"items": [{"id": f"i{k}"} for k in range(10)]})
-
-    async def other(request: web.Request) -> web.Response:
-        return web.Response(text="hello")
-
-    app = web.Application()
-    app.router.add_get("/feed", feed)
-    app.router.add_get("/other", other)
-    return app
-
-
 @pytest.fixture
 async def setup(
     tmp_path: Path, redis_url: str, redis_db: redis.Redis
 ) -> AsyncIterator[tuple[Path, str, str]]:
-    for k in range(10):
-        redis_db.set(f"emb:item:i{k}", vec([k - 5.0] * DIM))
-    redis_db.set(f"emb:user:{USER}", vec([1.0] * DIM))
-    dot_model(tmp_path / "dot.onnx")
-    runner, origin = await start_app(origin_app())
+    seed_ten_items(redis_db, tmp_path, USER)
+    runner, origin = await start_app(ten_item_origin())
     yield tmp_path, origin, redis_url
     await runner.cleanup()
 

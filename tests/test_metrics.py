@@ -11,19 +11,18 @@ from typing import Any
 
 import pytest
 import redis
-from aiohttp import web
 
 from proxy.metrics import BUCKETS
 from proxy.server import ProxyServer
 from tests.support import (
-    DIM,
     dot_model,
     fetch,
     metric,
     parse_metrics,
     running_proxy,
+    seed_ten_items,
     start_app,
-    vec,
+    ten_item_origin,
     write_config,
 )
 
@@ -38,33 +37,16 @@ routes:
     experiments:
       - {name: holdout, when: {header: {X-Holdout: "1"}}, model: none}
 """
-ITEMS = [{"id": f"i{k}"} for k in range(10)]
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def origin_app() -> web.Application:
-    async def feed(request: web.Request) -> web.Response:
-        return web.json_response({"items": ITEMS})
-
-    async def other(request: web.Request) -> web.Response:
-        return web.Response(text="hello")
-
-    app = web.Application()
-    app.router.add_get("/feed", feed)
-    app.router.add_get("/{tail:.*}", other)
-    return app
 
 
 @pytest.fixture
 async def proxy(
     tmp_path: Path, redis_url: str, redis_db: redis.Redis
 ) -> AsyncIterator[ProxyServer]:
-    for k in range(10):
-        redis_db.set(f"emb:item:i{k}", vec([k - 5.0] * DIM))
-    redis_db.set("emb:user:u1", vec([1.0] * DIM))
-    dot_model(tmp_path / "dot.onnx")
-    runner, origin = await start_app(origin_app())
+    seed_ten_items(redis_db, tmp_path)
+    runner, origin = await start_app(ten_item_origin())
     cfg = write_config(tmp_path, origin, redis_url, ROUTES, "logging: {access_log: false}\n")
     async with running_proxy(cfg) as server:
         yield server

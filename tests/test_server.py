@@ -20,7 +20,13 @@ from aiohttp import web
 from proxy.config import load_settings
 from proxy.server import ProxyServer
 from proxy.yamlconf import ConfigError
-from tests.support import DIM, ProxyProcess, dot_model, fetch, start_app, vec, write_config
+from tests.support import (
+    ProxyProcess,
+    fetch,
+    seed_ten_items,
+    start_app,
+    write_config,
+)
 
 ROUTES = """\
 models:
@@ -52,10 +58,7 @@ def origin_app(state: dict[str, Any]) -> web.Application:
 async def setup(
     tmp_path: Path, redis_url: str, redis_db: redis.Redis
 ) -> AsyncIterator[tuple[Path, dict[str, Any]]]:
-    for k in range(10):
-        redis_db.set(f"emb:item:i{k}", vec([(k % 3) - 1.0] * DIM))
-    redis_db.set("emb:user:u1", vec([1.0] * DIM))
-    dot_model(tmp_path / "dot.onnx")
+    seed_ten_items(redis_db, tmp_path, value=lambda k: (k % 3) - 1.0)
     state: dict[str, Any] = {"arrived": asyncio.Event()}
     runner, origin = await start_app(origin_app(state))
     cfg = write_config(tmp_path, origin, redis_url, ROUTES, "shutdown_timeout_s: 5\n")

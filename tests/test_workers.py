@@ -13,18 +13,16 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from aiohttp import web
 
 from proxy.workers import resolve_workers
 from tests.support import (
-    DIM,
     ProxyProcess,
-    dot_model,
     fetch,
     metric,
     parse_metrics,
+    seed_ten_items,
     start_app,
-    vec,
+    ten_item_origin,
     write_config,
 )
 
@@ -34,31 +32,14 @@ models:
 routes:
   - {name: feed, match: {path: /feed}, model: dot, budget_ms: 500}
 """
-ITEMS = [{"id": f"i{k}"} for k in range(10)]
-
-
-def origin_app() -> web.Application:
-    async def feed(request: web.Request) -> web.Response:
-        return web.json_response({"items": ITEMS})
-
-    async def other(request: web.Request) -> web.Response:
-        return web.Response(text="hello")
-
-    app = web.Application()
-    app.router.add_get("/feed", feed)
-    app.router.add_get("/other", other)
-    return app
 
 
 @pytest.fixture
 async def workers(
     tmp_path: Path, redis_url: str, redis_db: redis.Redis
 ) -> AsyncIterator[ProxyProcess]:
-    for k in range(10):
-        redis_db.set(f"emb:item:i{k}", vec([k - 5.0] * DIM))
-    redis_db.set("emb:user:u1", vec([1.0] * DIM))
-    dot_model(tmp_path / "dot.onnx")
-    runner, origin = await start_app(origin_app())
+    seed_ten_items(redis_db, tmp_path)
+    runner, origin = await start_app(ten_item_origin())
     cfg = write_config(tmp_path, origin, redis_url, ROUTES, "shutdown_timeout_s: 5\n")
     proc = await ProxyProcess.start(cfg, "--workers", "2")
     try:
