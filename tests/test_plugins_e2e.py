@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import jwt
 import numpy as np
 import orjson
@@ -24,7 +23,7 @@ from aiohttp import web
 from plugins import FeedContext, ItemArray
 from proxy.record import RequestRecord
 from proxy.server import ProxyServer
-from tests.support import DIM, dot_model, running_proxy, start_app, write_config
+from tests.support import DIM, dot_model, proxy_get, running_proxy, start_app, write_config
 
 RNG = np.random.default_rng(11)
 N = 12
@@ -189,19 +188,6 @@ async def env(tmp_path: Path, redis_url: str, redis_db: redis.Redis) -> AsyncIte
     await runner.cleanup()
 
 
-async def get(
-    proxy: ProxyServer, path: str, user: str | None = "u1", **kw: Any
-) -> tuple[aiohttp.ClientResponse, bytes]:
-    headers = kw.pop("headers", {})
-    if user:
-        headers["X-User-Id"] = user
-    async with (
-        aiohttp.ClientSession() as s,
-        s.get(f"http://127.0.0.1:{proxy.port}{path}", headers=headers, **kw) as resp,
-    ):
-        return resp, await resp.read()
-
-
 def scores_for(user: str, ids: list[str]) -> np.ndarray:
     """Independent of the proxy: the dot model is <user, item>."""
     return np.array([float(USER_VECS[user] @ ITEM_VECS[i]) for i in ids])
@@ -218,7 +204,7 @@ def ids_in(body: bytes) -> list[str]:
 
 async def test_route_without_plugins_is_unchanged(env: Env) -> None:
     proxy, state, records, _ = env
-    resp, body = await get(proxy, "/api/feed")
+    resp, body = await proxy_get(proxy, "/api/feed")
     assert resp.headers["X-Rerank"] == "applied; model=dot; arm=default"
     ids = [it["id"] for it in state["items"]]
     assert ids_in(body) == by_score("u1", ids)
@@ -229,7 +215,7 @@ async def test_route_without_plugins_is_unchanged(env: Env) -> None:
 async def test_pin_filter_boost_end_to_end(env: Env, redis_db: redis.Redis) -> None:
     proxy, state, records, _ = env
     redis_db.sadd("seen:u1", "i3", "i7", "not-in-feed")
-    resp, body = await get(proxy, "/api/rules", cookies={"seen": "i5"})
+    resp, body = await proxy_get(proxy, "/api/rules", cookies={"seen": "i5"})
     assert resp.headers["X-Rerank"] == "applied; model=dot; arm=default"
     got = ids_in(body)
 
@@ -254,9 +240,9 @@ async def test_pin_filter_boost_end_to_end(env: Env, redis_db: redis.Redis) -> N
 async def test_redis_set_of_another_user_is_not_used(env: Env, redis_db: redis.Redis) -> None:
     proxy, _, _, _ = env
     redis_db.sadd("seen:u2", "i0", "i1")
-    _, body = await get(proxy, "/api/rules", user="u1")
+    _, body = await proxy_get(proxy, "/api/rules", user="u1")
     assert {"i0", "i1"} <= set(ids_in(body))
-    _, body = await get(proxy, "/api/rules", user="u2")
+    _, body = await proxy_get(proxy, "/api/rules", user="u2")
     assert not {"i0", "i1"} & set(ids_in(body))
 
 
@@ -265,7 +251,7 @@ async def test_plugin_redis_error_fails_open_naming_the_plugin(
 ) -> None:
     proxy, state, records, _ = env
     redis_db.set("seen:u1", "not a set")  # SMISMEMBER answers WRONGTYPE
-    resp, body = await get(proxy, "/api/rules")
+    resp, body = await proxy_get(proxy, "/api/rules")
     assert body == orjson.dumps({"items": state["items"], "page": 1})
     assert resp.headers["X-Rerank"] == "skipped; reason=redis-error; plugin=filter"
     assert (records[-1].reason, records[-1].plugin) == ("redis-error", "filter")
@@ -279,7 +265,7 @@ async def test_diversify_end_to_end(env: Env, redis_db: redis.Redis) -> None:
     copies = {f"i{k}": (u * (10 - k) + 0.01 * k * other).astype("<f4") for k in range(3)}
     for ident, v in copies.items():
         redis_db.set(f"emb:item:{ident}", v.tobytes())
-    resp, body = await get(proxy, "/api/diverse", user="u1")
+    resp, body = await proxy_get(proxy, "/api/diverse", user="u1")
     assert resp.headers["X-Rerank"].startswith("applied")
     got = ids_in(body)
     assert got[0] == "i0"
@@ -289,7 +275,7 @@ async def test_diversify_end_to_end(env: Env, redis_db: redis.Redis) -> None:
 
 async def test_raising_plugin_fails_open(env: Env) -> None:
     proxy, state, records, _ = env
-    resp, body = await get(proxy, "/api/raise")
+    resp, body = await proxy_get(proxy, "/api/raise")
     assert resp.status == 200
     assert body == orjson.dumps({"items": state["items"], "page": 1})  # origin bytes
     assert resp.headers["X-Rerank"] == f"skipped; reason=plugin-error; plugin={HERE}:Raiser"
@@ -301,13 +287,13 @@ async def test_raising_plugin_fails_open(env: Env) -> None:
     )
     assert f"plugin-{HERE}-Raiser;dur=" in resp.headers["Server-Timing"]
     # The proxy goes on serving.
-    resp, _ = await get(proxy, "/api/feed")
+    resp, _ = await proxy_get(proxy, "/api/feed")
     assert resp.headers["X-Rerank"].startswith("applied")
 
 
 async def test_raising_user_plugin_fails_open(env: Env) -> None:
     proxy, state, records, _ = env
-    resp, body = await get(proxy, "/api/user-raise")
+    resp, body = await proxy_get(proxy, "/api/user-raise")
     assert body == orjson.dumps({"items": state["items"], "page": 1})
     assert resp.headers["X-Rerank"] == f"skipped; reason=plugin-error; plugin={HERE}:UserRaiser"
     assert records[-1].plugin == f"{HERE}:UserRaiser"
@@ -315,7 +301,7 @@ async def test_raising_user_plugin_fails_open(env: Env) -> None:
 
 async def test_plugin_over_budget_fails_open(env: Env) -> None:
     proxy, state, records, _ = env
-    resp, body = await get(proxy, "/api/slow-plugin")
+    resp, body = await proxy_get(proxy, "/api/slow-plugin")
     assert body == orjson.dumps({"items": state["items"], "page": 1})
     assert resp.headers["X-Rerank"] == f"skipped; reason=budget; plugin={HERE}:Sleeper"
     assert records[-1].timings[f"plugin:{HERE}:Sleeper"] >= 0.15
@@ -330,7 +316,7 @@ async def test_jwt_route(env: Env) -> None:
 
     good = auth({"sub": "u2", "exp": int(time.time()) + 60})
     # X-User-Id is not a source on this route: only the verified claim picks the user.
-    resp, body = await get(proxy, "/api/jwt", user="u1", headers=good)
+    resp, body = await proxy_get(proxy, "/api/jwt", user="u1", headers=good)
     assert resp.headers["X-Rerank"].startswith("applied")
     assert ids_in(body) == by_score("u2", ids)
     assert records[-1].user_id == "u2"
@@ -342,14 +328,14 @@ async def test_jwt_route(env: Env) -> None:
         auth({"sub": "u2", "exp": int(time.time()) + 60}, key="x" * 40),  # another key
         {},  # missing
     ):
-        resp, body = await get(proxy, "/api/jwt", user="u1", headers=headers)
+        resp, body = await proxy_get(proxy, "/api/jwt", user="u1", headers=headers)
         assert resp.headers["X-Rerank"] == "skipped; reason=no-user"
         assert ids_in(body) == ids
 
 
 async def test_graphql_items_plugin(env: Env) -> None:
     proxy, state, _, _ = env
-    resp, body = await get(proxy, "/api/gql")
+    resp, body = await proxy_get(proxy, "/api/gql")
     assert resp.headers["X-Rerank"].startswith("applied")
     edges = orjson.loads(body)["data"]["viewer"]["feed"]["edges"]
     ids = [it["id"] for it in state["items"]]
@@ -359,7 +345,7 @@ async def test_graphql_items_plugin(env: Env) -> None:
 
 async def test_items_plugin_not_finding_items(env: Env) -> None:
     proxy, state, records, _ = env
-    resp, body = await get(proxy, "/api/gql-missing")
+    resp, body = await proxy_get(proxy, "/api/gql-missing")
     assert resp.headers["X-Rerank"] == "skipped; reason=items-not-found"  # not a plugin error
     assert body == orjson.dumps({"items": state["items"], "page": 1})
     assert records[-1].plugin is None
@@ -367,7 +353,7 @@ async def test_items_plugin_not_finding_items(env: Env) -> None:
 
 async def test_several_arrays_each_reordered(env: Env) -> None:
     proxy, state, _, _ = env
-    resp, body = await get(proxy, "/api/two")
+    resp, body = await proxy_get(proxy, "/api/two")
     assert resp.headers["X-Rerank"].startswith("applied")
     doc = orjson.loads(body)
     ids = [it["id"] for it in state["items"]]
@@ -383,7 +369,7 @@ async def test_annotate_writes_the_final_scores_into_the_body(env: Env) -> None:
         "a bare string",  # not an object, no id: untouched
         *feed_items()[6:],
     ]
-    resp, body = await get(proxy, "/api/annotated")
+    resp, body = await proxy_get(proxy, "/api/annotated")
     assert resp.headers["X-Rerank"] == "applied; model=dot; arm=default"
     assert "plugin-annotate;dur=" in resp.headers["Server-Timing"]
     served = orjson.loads(body)["items"]
@@ -448,9 +434,9 @@ async def test_bad_plugins_refused_at_reload_old_snapshot_serves(env: Env) -> No
             assert outcome.result == "error"
             assert outcome.error is not None and error in outcome.error
             assert store.current is before  # the old snapshot keeps serving
-            resp, _ = await get(proxy, "/api/raise")
+            resp, _ = await proxy_get(proxy, "/api/raise")
             assert resp.headers["X-Rerank"].endswith(f"plugin={HERE}:Raiser")
-        resp, _ = await get(proxy, "/api/raise")  # now FavoriteCategories: no cookie, no-op
+        resp, _ = await proxy_get(proxy, "/api/raise")  # now FavoriteCategories: no cookie, no-op
         assert resp.headers["X-Rerank"].startswith("applied")
     finally:
         sys.path.remove(str(tmp))
@@ -461,7 +447,7 @@ async def test_concurrent_requests_keep_their_own_context(env: Env) -> None:
     proxy, _, _, _ = env
     results = await asyncio.gather(
         *(
-            get(proxy, "/api/rules", user=u, cookies={"seen": f"i{k}"})
+            proxy_get(proxy, "/api/rules", user=u, cookies={"seen": f"i{k}"})
             for k, u in enumerate(USER_VECS)
         )
     )
