@@ -296,6 +296,13 @@ async def proxy_get(
         return resp, await resp.read()
 
 
+# One feed route at /feed ranked by the dot model that seed_ten_items writes.
+TEN_ITEMS_ROUTES = """\
+models:
+  dot: {path: dot.onnx}
+routes:
+  - {name: feed, match: {path: /feed}, model: dot, budget_ms: 500}
+"""
 TEN_ITEMS = [{"id": f"i{k}"} for k in range(10)]
 
 

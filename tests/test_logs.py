@@ -18,6 +18,7 @@ from proxy.config import Logging
 from proxy.logs import AccessLog, JsonFormatter, TextFormatter, hash_user, setup_logging
 from proxy.record import RequestRecord
 from tests.support import (
+    TEN_ITEMS_ROUTES,
     ProxyProcess,
     fetch,
     seed_ten_items,
@@ -26,12 +27,6 @@ from tests.support import (
     write_config,
 )
 
-ROUTES = """\
-models:
-  dot: {path: dot.onnx}
-routes:
-  - {name: feed, match: {path: /feed}, model: dot, budget_ms: 500}
-"""
 USER = "alice-42"
 ACCESS_FIELDS = {
     "time",
@@ -138,7 +133,7 @@ async def setup(
 
 async def run_proxy(setup: Any, logging_line: str) -> ProxyProcess:
     tmp_path, origin, redis_url = setup
-    cfg = write_config(tmp_path, origin, redis_url, ROUTES, logging_line)
+    cfg = write_config(tmp_path, origin, redis_url, TEN_ITEMS_ROUTES, logging_line)
     proc = await ProxyProcess.start(cfg)
     try:
         status, headers, _ = await fetch(proc.url("/feed"), headers={"X-User-Id": USER})

@@ -16,6 +16,7 @@ import redis
 
 from proxy.workers import resolve_workers
 from tests.support import (
+    TEN_ITEMS_ROUTES,
     ProxyProcess,
     fetch,
     metric,
@@ -26,13 +27,6 @@ from tests.support import (
     write_config,
 )
 
-ROUTES = """\
-models:
-  dot: {path: dot.onnx}
-routes:
-  - {name: feed, match: {path: /feed}, model: dot, budget_ms: 500}
-"""
-
 
 @pytest.fixture
 async def workers(
@@ -40,7 +34,7 @@ async def workers(
 ) -> AsyncIterator[ProxyProcess]:
     seed_ten_items(redis_db, tmp_path)
     runner, origin = await start_app(ten_item_origin())
-    cfg = write_config(tmp_path, origin, redis_url, ROUTES, "shutdown_timeout_s: 5\n")
+    cfg = write_config(tmp_path, origin, redis_url, TEN_ITEMS_ROUTES, "shutdown_timeout_s: 5\n")
     proc = await ProxyProcess.start(cfg, "--workers", "2")
     try:
         yield proc
