@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import textwrap
 import time
 import urllib.request
@@ -85,6 +86,13 @@ def spawn(
     stack.callback(proc.wait, 10)
     stack.callback(proc.terminate)
     return proc
+
+
+def spawn_origin(stack: ExitStack, port: int, items: int) -> subprocess.Popen[bytes]:
+    """bench/origin.py on ``port`` serving an ``items``-item feed (see ``spawn``)."""
+    return spawn(
+        stack, sys.executable, str(HERE / "origin.py"), "--port", str(port), "--items", str(items)
+    )
 
 
 def mlp_model(path: Path, hidden: int = 64, seed: int = 0, scale: float = 0.2) -> Path:

@@ -46,6 +46,7 @@ from common import (
     save_results,
     seeded_redis,
     spawn,
+    spawn_origin,
     wait_port,
     write_rankgate_config,
 )
@@ -231,15 +232,7 @@ def main() -> int:
         tmp = Path(tmpdir)
         redis_url = seeded_redis(stack, args.items)
         ports = {name: free_port() for name in ("origin", "rankgate", "admin")}
-        spawn(
-            stack,
-            py,
-            str(HERE / "origin.py"),
-            "--port",
-            str(ports["origin"]),
-            "--items",
-            str(args.items),
-        )
+        spawn_origin(stack, ports["origin"], args.items)
         cfg = write_rankgate_config(
             tmp,
             port=ports["rankgate"],

@@ -26,6 +26,7 @@ from common import (
     save_results,
     seeded_redis,
     spawn,
+    spawn_origin,
     wait_port,
     write_rankgate_config,
     wrk,
@@ -42,6 +43,9 @@ def main() -> int:
     if not shutil.which("wrk"):
         print("bench needs wrk: apt-get install wrk", file=sys.stderr)
         return 2
+    if args.model and not Path(args.model).is_file():
+        print(f"no model file at {args.model}", file=sys.stderr)
+        return 2
 
     py = sys.executable
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmpdir:
@@ -49,15 +53,7 @@ def main() -> int:
         redis_url = seeded_redis(stack, max(args.items, 1000))
         ports = {name: free_port() for name in ("origin", "plain", "rankgate", "admin")}
         origin = f"http://127.0.0.1:{ports['origin']}"
-        spawn(
-            stack,
-            py,
-            str(HERE / "origin.py"),
-            "--port",
-            str(ports["origin"]),
-            "--items",
-            str(args.items),
-        )
+        spawn_origin(stack, ports["origin"], args.items)
         spawn(
             stack,
             py,

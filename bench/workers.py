@@ -106,15 +106,7 @@ def main() -> int:
         redis_url = common.seeded_redis(stack, max(args.items, 1000))
         model = common.default_model(tmp)
         origin_port = common.free_port()
-        common.spawn(
-            stack,
-            sys.executable,
-            str(common.HERE / "origin.py"),
-            "--port",
-            str(origin_port),
-            "--items",
-            str(args.items),
-        )
+        common.spawn_origin(stack, origin_port, args.items)
         common.wait_port(origin_port)
         origin = f"http://127.0.0.1:{origin_port}"
 

@@ -1,13 +1,19 @@
-"""Fixtures: a real Redis-protocol server (embedded Valkey, or REDIS_URL when set)."""
+"""Fixtures: a real Redis-protocol server (embedded Valkey, or REDIS_URL when set), and
+the demo for the modules that test it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+import pytest_asyncio
 import redis
 
 from tests.support import env_redis_url, start_valkey
+
+if TYPE_CHECKING:
+    from demo.run import Demo
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +39,20 @@ def redis_db(redis_url: str) -> Iterator[redis.Redis]:
     finally:
         client.flushdb()
         client.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def demo() -> AsyncIterator[Demo]:
+    """`rankgate demo` with the committed config and data, on free ports: one per test
+    module (test_demo, test_demo_browser), whose tests share the demo's event loop."""
+    from demo.run import DEFAULT_CONFIG, DEFAULT_DATA, Demo, DemoOptions
+
+    opts = DemoOptions(
+        config=DEFAULT_CONFIG, data=DEFAULT_DATA, port=0, origin_port=0, admin_port=0
+    )
+    d = Demo(opts)
+    await d.start()
+    try:
+        yield d
+    finally:
+        await d.stop()

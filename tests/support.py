@@ -342,13 +342,20 @@ def seed_vectors(
     rng = np.random.default_rng(seed)
     user_vecs = {u: rng.standard_normal(DIM).astype("<f4") for u in users}
     item_vecs = {f"i{k}": rng.standard_normal(DIM).astype("<f4") for k in range(n_items)}
+    store_vectors(client, user_vecs, item_vecs)
+    return user_vecs, item_vecs
+
+
+def store_vectors(
+    client: redis.Redis, users: dict[str, np.ndarray], items: dict[str, np.ndarray]
+) -> None:
+    """``emb:user:ID`` and ``emb:item:ID`` for each vector given, in one pipeline."""
     pipe = client.pipeline(transaction=False)
-    for u, v in user_vecs.items():
+    for u, v in users.items():
         pipe.set(f"emb:user:{u}", v.tobytes())
-    for i, v in item_vecs.items():
+    for i, v in items.items():
         pipe.set(f"emb:item:{i}", v.tobytes())
     pipe.execute()
-    return user_vecs, item_vecs
 
 
 def dot_order(user: np.ndarray, items: dict[str, np.ndarray], sign: float = 1.0) -> list[str]:

@@ -12,7 +12,6 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -20,11 +19,10 @@ import numpy as np
 import onnxruntime as ort
 import orjson
 import pytest
-import pytest_asyncio
 import yaml
 
 from demo import stats
-from demo.run import DEFAULT_CONFIG, DEFAULT_DATA, Demo, DemoOptions
+from demo.run import DEFAULT_CONFIG, DEFAULT_DATA, Demo
 from proxy.contract import sha256_file
 from proxy.experiments import bucket
 from tests.support import fetch, metric, parse_metrics
@@ -36,18 +34,8 @@ N = 100
 # such a response is asked for again, any other outcome is the answer.
 TIMING = ("reason=budget", "reason=redis-timeout")
 
-# One demo for the module: its tests share the demo's event loop.
+# One demo for the module (the `demo` fixture, conftest.py): its tests share its event loop.
 in_demo_loop = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def demo() -> AsyncIterator[Demo]:
-    d = Demo(DemoOptions(config=CONFIG, data=DATA, port=0, origin_port=0, admin_port=0))
-    await d.start()
-    try:
-        yield d
-    finally:
-        await d.stop()
 
 
 def model_paths() -> dict[str, Path]:

@@ -14,9 +14,9 @@ import pytest
 import pytest_asyncio
 
 from demo.browser import Page, find_chromium, launch
-from demo.run import Demo, DemoOptions
+from demo.run import Demo
 from tests.support import fetch
-from tests.test_demo import CONFIG, DATA, TIMING
+from tests.test_demo import TIMING
 
 CHROMIUM = find_chromium()
 pytestmark = [
@@ -45,16 +45,6 @@ SCORE_TEXTS_MATCH = (
 ORIGIN_SCORES = (
     "document.querySelectorAll('#origin-list .score, #origin-list li[data-score]').length"
 )
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def demo() -> AsyncIterator[Demo]:
-    d = Demo(DemoOptions(config=CONFIG, data=DATA, port=0, origin_port=0, admin_port=0))
-    await d.start()
-    try:
-        yield d
-    finally:
-        await d.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

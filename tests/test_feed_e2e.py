@@ -25,6 +25,7 @@ from tests.support import (
     running_proxy,
     start_app,
     start_valkey,
+    store_vectors,
     vec,
     write_config,
 )
@@ -97,12 +98,7 @@ routes:
 
 
 def seed(client: redis.Redis) -> None:
-    pipe = client.pipeline()
-    for ident, v in ITEM_VECS.items():
-        pipe.set(f"emb:item:{ident}", v.tobytes())
-    for ident, v in USER_VECS.items():
-        pipe.set(f"emb:user:{ident}", v.tobytes())
-    pipe.execute()
+    store_vectors(client, USER_VECS, ITEM_VECS)
 
 
 def expected_order(model_path: Path, user: str, ids: list[str]) -> list[str]:

@@ -23,7 +23,15 @@ from aiohttp import web
 from plugins import FeedContext, ItemArray
 from proxy.record import RequestRecord
 from proxy.server import ProxyServer
-from tests.support import DIM, dot_model, proxy_get, running_proxy, start_app, write_config
+from tests.support import (
+    DIM,
+    dot_model,
+    proxy_get,
+    running_proxy,
+    start_app,
+    store_vectors,
+    write_config,
+)
 
 RNG = np.random.default_rng(11)
 N = 12
@@ -159,21 +167,12 @@ def origin_app(state: dict[str, Any]) -> web.Application:
     return app
 
 
-def seed(client: redis.Redis) -> None:
-    pipe = client.pipeline()
-    for ident, v in ITEM_VECS.items():
-        pipe.set(f"emb:item:{ident}", v.tobytes())
-    for ident, v in USER_VECS.items():
-        pipe.set(f"emb:user:{ident}", v.tobytes())
-    pipe.execute()
-
-
 Env = tuple[ProxyServer, dict[str, Any], list[RequestRecord], Path]
 
 
 @pytest.fixture
 async def env(tmp_path: Path, redis_url: str, redis_db: redis.Redis) -> AsyncIterator[Env]:
-    seed(redis_db)
+    store_vectors(redis_db, USER_VECS, ITEM_VECS)
     dot_model(tmp_path / "dot.onnx")
     state: dict[str, Any] = {"items": feed_items()}
     runner, origin = await start_app(origin_app(state))
