@@ -27,19 +27,6 @@ def dig(doc: Any, path: tuple[str, ...]) -> Any:
     return node
 
 
-def replace_at(doc: Any, path: tuple[str, ...], value: Any) -> Any:
-    """Put ``value`` where ``path`` points (the path exists: dig found it); returns the doc."""
-    if not path:
-        return value
-    parent = dig(doc, path[:-1])
-    last = path[-1]
-    if isinstance(parent, list):
-        parent[int(last)] = value
-    else:
-        parent[last] = value
-    return doc
-
-
 def item_ids(items: list[Any], id_path: tuple[str, ...]) -> list[str | None]:
     """Each item's id as a string (strings and integers), None where it has none."""
     if len(id_path) == 1:

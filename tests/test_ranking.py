@@ -5,16 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from proxy.ranking import ItemsNotFound, arrange, dig, item_ids, reorder, replace_at
+from proxy.ranking import ItemsNotFound, arrange, dig, item_ids, reorder
 
 
-def test_dig_and_replace_at() -> None:
+def test_dig() -> None:
     doc = {"data": {"children": [{"x": 1}, {"x": 2}]}}
     assert dig(doc, ("data", "children", "1", "x")) == 2
     with pytest.raises(ItemsNotFound):
         dig(doc, ("data", "nope"))
-    assert replace_at(doc, ("data", "children"), []) == {"data": {"children": []}}
-    assert replace_at([1], (), [2]) == [2]
 
 
 def test_item_ids_strings_and_integers_only() -> None:
