@@ -31,6 +31,7 @@ A route without plugins runs none of the plugin code (no context is even made).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -111,12 +112,27 @@ async def within(future: asyncio.Future[T], deadline: float, plugin: str | None 
     A future still running is left to finish on its own (Redis calls are bounded by
     redis.timeout_ms, and a late item lookup still fills the cache)."""
     if not future.done():
-        remaining = deadline - asyncio.get_running_loop().time()
-        done, _ = await asyncio.wait({future}, timeout=max(remaining, 0.0))
-        if not done:
+        # A waiter woken by whichever comes first: asyncio.wait() does the same with
+        # sets and a counter, 2-7 us more per wait (measured on uvloop).
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_at(deadline, _wake, waiter)
+        callback = functools.partial(_wake, waiter)
+        future.add_done_callback(callback)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            future.remove_done_callback(callback)
+        if not future.done():
             future.add_done_callback(_consume)
             raise Skip("budget", plugin)
     return future.result()
+
+
+def _wake(waiter: asyncio.Future[None], _: object = None) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _consume(future: asyncio.Future[object]) -> None:
