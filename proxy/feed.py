@@ -156,7 +156,7 @@ class FeedPipeline:
 
     async def handle(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         route: CompiledRoute,
         snapshot: Snapshot,
         record: RequestRecord,
@@ -228,7 +228,7 @@ class FeedPipeline:
 
     async def _respond(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         route: CompiledRoute,
         record: RequestRecord,
         upstream: aiohttp.ClientResponse,
@@ -460,7 +460,7 @@ class FeedPipeline:
 
     async def _stream_skipped(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         route: CompiledRoute,
         record: RequestRecord,
         upstream: aiohttp.ClientResponse,

@@ -75,7 +75,9 @@ class Forwarder:
             raise RuntimeError("Forwarder.start() was not awaited")
         return self._session
 
-    def upstream_headers(self, request: web.Request, drop: Iterable[str] = ()) -> CIMultiDict[str]:
+    def upstream_headers(
+        self, request: web.BaseRequest, drop: Iterable[str] = ()
+    ) -> CIMultiDict[str]:
         headers = end_to_end(request.headers, drop=("Host", *drop))
         peer = request.remote
         add_forwarded(headers, peer, request.scheme, request.host)
@@ -86,7 +88,7 @@ class Forwarder:
         return headers
 
     async def open(
-        self, request: web.Request, drop_headers: Iterable[str] = ()
+        self, request: web.BaseRequest, drop_headers: Iterable[str] = ()
     ) -> aiohttp.ClientResponse:
         """Send the request upstream (body streamed) and return once headers arrive."""
         # The path and query exactly as the client encoded them.
@@ -123,7 +125,7 @@ class Forwarder:
 
     async def stream_back(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         upstream: aiohttp.ClientResponse,
         headers: CIMultiDict[str] | None = None,
         first: bytes = b"",

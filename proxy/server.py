@@ -20,7 +20,7 @@ from aiohttp import web
 
 from proxy import logs
 from proxy.admin import build_admin_app
-from proxy.app import Runtime, build_app
+from proxy.app import Runtime, build_server
 from proxy.config import Settings
 from proxy.metrics import Metrics
 from proxy.reload import RoutesWatcher
@@ -44,14 +44,14 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
-def _bound_port(runner: web.AppRunner) -> int:
+def _bound_port(runner: web.BaseRunner) -> int:
     for address in runner.addresses:
         if isinstance(address, tuple):
             return int(address[1])
     raise RuntimeError("listener has no TCP address")
 
 
-async def _listen(runner: web.AppRunner, what: str, host: str, port: int, reuse_port: bool) -> int:
+async def _listen(runner: web.BaseRunner, what: str, host: str, port: int, reuse_port: bool) -> int:
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
@@ -90,7 +90,7 @@ class ProxyServer:
         self.reuse_port = reuse_port
         self.admin_host = settings.admin.host if admin_host is None else admin_host
         self._admin_port = settings.admin.port if admin_port is None else admin_port
-        self._public: web.AppRunner | None = None
+        self._public: web.ServerRunner | None = None
         self._admin: web.AppRunner | None = None
         self._stopped = False
         self._flusher: asyncio.Task[None] | None = None
@@ -126,8 +126,8 @@ class ProxyServer:
 
     async def start_public(self) -> None:
         s = self.settings
-        self._public = web.AppRunner(
-            build_app(self.runtime), access_log=None, shutdown_timeout=s.shutdown_timeout_s
+        self._public = web.ServerRunner(
+            build_server(self.runtime), access_log=None, shutdown_timeout=s.shutdown_timeout_s
         )
         self.port = await _listen(
             self._public, "listen", s.listen.host, s.listen.port, self.reuse_port
