@@ -1,0 +1,136 @@
+"""Two revisions of rankgate side by side, in one run: the A/B a perf change needs.
+
+    python bench/compare.py BASE [HEAD] [--rounds 6] [--duration 4] [--workers 1]
+
+BASE and HEAD are git revisions (HEAD defaults to the working tree). Each is checked out
+in a temporary worktree and served from there, behind one origin and one Valkey; the
+targets are measured in turns (order reversed every other round) and medians reported,
+with the origin direct and a plain aiohttp pass-through as references. On a shared
+2-vCPU VM two runs of the same code differ by 60 us p50 and more, so a change is only
+visible against its base in the same run. Needs wrk and git.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+import common
+
+
+def worktree(stack: ExitStack, rev: str, where: Path) -> Path:
+    """``rev`` checked out (detached) at ``where``, removed when ``stack`` closes."""
+    subprocess.run(
+        ["git", "-C", str(common.ROOT), "worktree", "add", "--detach", "-q", str(where), rev],
+        check=True,
+    )
+    stack.callback(
+        subprocess.run,
+        ["git", "-C", str(common.ROOT), "worktree", "remove", "--force", str(where)],
+        check=False,
+    )
+    return where
+
+
+def serve(stack: ExitStack, tree: Path, cfg: Path) -> None:
+    """rankgate from ``tree``: its directory first on sys.path, not the installed one."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    cmd = [sys.executable, "-m", "proxy", "serve", "--config", str(cfg)]
+    proc = subprocess.Popen(
+        cmd, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    stack.callback(proc.wait, 10)
+    stack.callback(proc.terminate)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("base")
+    parser.add_argument("head", nargs="?", help="a revision (default: the working tree)")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--duration", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    for tool in ("wrk", "git"):
+        if not shutil.which(tool):
+            print(f"bench/compare.py needs {tool}", file=sys.stderr)
+            return 2
+
+    # The stack (servers, worktrees) closes before the directory holding them goes.
+    with tempfile.TemporaryDirectory() as tmpdir, ExitStack() as stack:
+        tmp = Path(tmpdir)
+        trees = {"base": worktree(stack, args.base, tmp / "base")}
+        trees["head"] = worktree(stack, args.head, tmp / "head") if args.head else common.ROOT
+        redis_url = common.seeded_redis(stack, 1000)
+        origin_port, plain_port = common.free_port(), common.free_port()
+        origin = f"http://127.0.0.1:{origin_port}"
+        common.spawn_origin(stack, origin_port, 100)
+        common.spawn(
+            stack,
+            sys.executable,
+            str(common.HERE / "plain_proxy.py"),
+            "--port",
+            str(plain_port),
+            "--origin",
+            origin,
+        )
+        targets = {
+            "origin direct": f"{origin}/api/feed",
+            "plain": f"http://127.0.0.1:{plain_port}/api/feed",
+        }
+        ports = [origin_port, plain_port]
+        for name, tree in trees.items():
+            port = common.free_port()
+            conf = tmp / f"conf-{name}"
+            conf.mkdir()
+            cfg = common.write_rankgate_config(
+                conf,
+                port=port,
+                admin_port=common.free_port(),
+                origin=origin,
+                redis_url=redis_url,
+                model=common.default_model(conf),
+                workers=args.workers,
+            )
+            serve(stack, tree, cfg)
+            targets[f"{name} re-rank"] = f"http://127.0.0.1:{port}/api/feed"
+            targets[f"{name} pass"] = f"http://127.0.0.1:{port}/static"
+            ports.append(port)
+        for port in ports:
+            common.wait_port(port)
+        lua = tmp / "users.lua"
+        lua.write_text(common.LUA)
+        for name, url in targets.items():
+            if name.endswith("re-rank") and not common.check_headers(url).startswith("applied"):
+                print(f"{name}: re-ranking is not applied", file=sys.stderr)
+                return 1
+            common.wrk(url, 4, 1, lua)  # warm pools and caches
+
+        p50: dict[str, list[float]] = {name: [] for name in targets}
+        rps: dict[str, list[float]] = {name: [] for name in targets}
+        for k in range(args.rounds):
+            names = list(targets) if k % 2 == 0 else list(reversed(targets))
+            for name in names:
+                p50[name].append(common.wrk(targets[name], 1, args.duration, lua)["p50_ms"] * 1000)
+                rps[name].append(common.wrk(targets[name], 16, args.duration, lua)["rps"])
+
+    med = {name: (statistics.median(p50[name]), statistics.median(rps[name])) for name in targets}
+    origin_p50, plain_rps = med["origin direct"][0], med["plain"][1]
+    print(f"base {args.base}, head {args.head or 'working tree'}: medians of {args.rounds} rounds")
+    print(f"{'target':16} {'p50 c1':>9} {'over origin':>12} {'rps c16':>9} {'vs plain':>9}")
+    for name, (lat, thr) in med.items():
+        print(
+            f"{name:16} {lat:7.0f}us {lat - origin_p50:+10.0f}us {thr:9.0f} {thr / plain_rps:9.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
