@@ -79,10 +79,12 @@ def seeded_redis(stack: ExitStack, items: int) -> str:
 
 
 def spawn(
-    stack: ExitStack, *cmd: str, env: dict[str, str] | None = None
+    stack: ExitStack, *cmd: str, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """A child process, output discarded, terminated and reaped when ``stack`` closes."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd
+    )
     stack.callback(proc.wait, 10)
     stack.callback(proc.terminate)
     return proc

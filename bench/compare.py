@@ -42,12 +42,9 @@ def worktree(stack: ExitStack, rev: str, where: Path) -> Path:
 def serve(stack: ExitStack, tree: Path, cfg: Path) -> None:
     """rankgate from ``tree``: its directory first on sys.path, not the installed one."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    cmd = [sys.executable, "-m", "proxy", "serve", "--config", str(cfg)]
-    proc = subprocess.Popen(
-        cmd, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    common.spawn(
+        stack, sys.executable, "-m", "proxy", "serve", "--config", str(cfg), env=env, cwd=tree
     )
-    stack.callback(proc.wait, 10)
-    stack.callback(proc.terminate)
 
 
 def main() -> int:
