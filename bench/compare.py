@@ -27,10 +27,13 @@ import common
 
 def worktree(stack: ExitStack, rev: str, where: Path) -> Path:
     """``rev`` checked out (detached) at ``where``, removed when ``stack`` closes."""
-    subprocess.run(
+    added = subprocess.run(
         ["git", "-C", str(common.ROOT), "worktree", "add", "--detach", "-q", str(where), rev],
-        check=True,
+        capture_output=True,
+        text=True,
     )
+    if added.returncode != 0:
+        raise SystemExit(f"bench/compare.py: cannot check out {rev!r}: {added.stderr.strip()}")
     stack.callback(
         subprocess.run,
         ["git", "-C", str(common.ROOT), "worktree", "remove", "--force", str(where)],
