@@ -21,9 +21,7 @@ import numpy as np
 import onnx
 import torch
 
-from models.options import add_export_arguments
-from models.ranker import Ranker, build
-from proxy.contract import (
+from models.contract import (
     ITEM_INPUT,
     SCORE_OUTPUT,
     USER_INPUT,
@@ -31,6 +29,8 @@ from proxy.contract import (
     open_session,
     sha256_file,
 )
+from models.options import add_export_arguments
+from models.ranker import Ranker, build
 
 VERIFY_BATCHES = (1, 100, 1000)
 TOLERANCE = 1e-4

@@ -25,9 +25,9 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 
+from models.contract import ITEM_INPUT, SCORE_OUTPUT, USER_INPUT, check_signature, open_session
 from models.embeddings import Embeddings, load_embeddings
 from models.evaluate import kendall_tau, top_k_overlap
-from proxy.contract import ITEM_INPUT, SCORE_OUTPUT, USER_INPUT, check_signature, open_session
 
 FEED_SIZE = 100
 RANDOM_USERS = 500

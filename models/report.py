@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from models.contract import ITEM_INPUT, SCORE_OUTPUT, USER_INPUT, open_session, sha256_file
 from models.data import leave_last_out, load, seen_matrix
 from models.embeddings import Embeddings, load_embeddings
 from models.evaluate import RankMetrics, heldout_ranks, kendall_tau, rank_metrics, top_k_overlap
 from models.options import MODELS_DIR, NPZ_NAME
 from models.quantize import compare
-from proxy.contract import ITEM_INPUT, SCORE_OUTPUT, USER_INPUT, open_session, sha256_file
 
 START = "<!-- metrics:start -->"
 END = "<!-- metrics:end -->"

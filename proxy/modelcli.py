@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from proxy.contract import ModelContractError, check_signature, open_session, sha256_bytes
+from models.contract import ModelContractError, check_signature, open_session, sha256_bytes
 
 CHECK_BATCH = 100
 TIMED_RUNS = 5

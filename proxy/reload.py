@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
+from models.contract import sha256_file
 from proxy import yamlconf
-from proxy.contract import sha256_file
 from proxy.snapshot import Fingerprint, SnapshotStore
 
 log = logging.getLogger("rankgate.reload")

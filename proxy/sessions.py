@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from proxy.contract import (
+from models.contract import (
     ITEM_INPUT,
     USER_INPUT,
     ModelContractError,

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
+from models.contract import ModelContractError, sha256_bytes, sha256_file
 from plugins.registry import NO_PLUGINS, PluginLoadError, compile_route
 from plugins.run import RoutePlugins
 from proxy import yamlconf
-from proxy.contract import ModelContractError, sha256_bytes, sha256_file
 from proxy.experiments import ArmChooser
 from proxy.routes import Match, Route, RoutesFile
 from proxy.sessions import ModelSession, load_model

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from proxy.contract import sha256_file
+from models.contract import sha256_file
 from proxy.server import ProxyServer
 from tests.support import (
     dot_model,

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.contract import sha256_file
 from models.embeddings import REQUIRED, load_embeddings
 from models.evaluate import top_k_overlap
 from models.quantize import compare
 from proxy.cli import main
-from proxy.contract import sha256_file
 from proxy.sessions import ModelSession, load_model
 
 MODELS = Path(__file__).resolve().parent.parent / "models"

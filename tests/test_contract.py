@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from proxy.contract import ModelContractError, check_signature, open_session
+from models.contract import ModelContractError, check_signature, open_session
 from tests.support import dot_model
 
 Dims = Sequence[int | str]

@@ -23,7 +23,7 @@ import yaml
 
 from demo import stats
 from demo.run import DEFAULT_CONFIG, DEFAULT_DATA, Demo
-from proxy.contract import sha256_file
+from models.contract import sha256_file
 from proxy.experiments import bucket
 from tests.support import fetch, metric, parse_metrics
 

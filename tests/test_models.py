@@ -10,13 +10,13 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is the optional train extra; CI installs it")
 
+from models.contract import check_signature, open_session  # noqa: E402
 from models.embeddings import REQUIRED, load_embeddings  # noqa: E402
 from models.export import export_model, load_checkpoint, verify  # noqa: E402
 from models.options import NPZ_NAME, MFConfig, RankerConfig, TrainOptions  # noqa: E402
 from models.ranker import Ranker  # noqa: E402
 from models.train import run  # noqa: E402
 from proxy.cli import main  # noqa: E402
-from proxy.contract import check_signature, open_session  # noqa: E402
 from proxy.sessions import load_model  # noqa: E402
 
 DIM = 8

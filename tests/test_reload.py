@@ -171,7 +171,7 @@ async def test_model_file_change_alone_reloads(models: Path) -> None:
 
 
 async def test_pinned_model_changed_on_disk_is_refused(models: Path) -> None:
-    from proxy.contract import sha256_file
+    from models.contract import sha256_file
 
     routes = models / "routes.yaml"
     routes.write_text(routes_text("a", sha256=sha256_file(models / "a.onnx")))

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from proxy.contract import ModelContractError
+from models.contract import ModelContractError
 from proxy.sessions import WARM_BATCH, load_model
 from tests.support import DIM, dot_model
 

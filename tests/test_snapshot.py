@@ -20,7 +20,7 @@ import orjson
 import pytest
 import redis
 
-from proxy.contract import sha256_file
+from models.contract import sha256_file
 from proxy.server import ProxyServer
 from proxy.snapshot import Snapshot, SnapshotStore
 from tests.support import (

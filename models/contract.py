@@ -1,4 +1,4 @@
-"""The model contract (DESIGN.md): what an ONNX ranking model must look like to be served.
+"""The model contract: what an ONNX ranking model must look like to be served.
 
 Inputs ``user_embedding`` [N, D] and ``item_embedding`` [N, D], float32; output
 ``score`` [N, 1] or [N]; N a dynamic axis. Used at load time and by ``rankgate model check``.
