@@ -12,24 +12,41 @@ below from which hook on it is set, and whether a hook may change it.
 Plugin objects are made once per routes snapshot and shared by every request, so
 per-request data belongs in ``ctx.state`` (keyed by the plugin object), never on
 ``self``.
+
+This module, ``plugins.hooks`` and ``plugins.spec`` are the plugin API: they import
+nothing from the proxy, so a plugin depends on them alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from proxy.experiments import RequestView
-from proxy.ranking import ItemsNotFound  # find_items raises it: reason=items-not-found
-
-__all__ = ["FeedContext", "ItemArray", "ItemsNotFound"]
+__all__ = ["MAX_USER_ID", "FeedContext", "ItemArray", "ItemsNotFound", "RequestView"]
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
     from aiohttp import web
+
+# Longer values are not user ids; they would only bloat Redis keys.
+MAX_USER_ID = 256
+
+
+class ItemsNotFound(Exception):
+    """Raised by ``find_items`` when the body has no item array: the origin's bytes are
+    served with ``reason=items-not-found`` (not a plugin error)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """The parts of a request that resolvers, conditions and rules read."""
+
+    headers: Mapping[str, str]
+    cookies: Mapping[str, str]
+    query: Mapping[str, str]
 
 
 @dataclass(slots=True)
@@ -48,12 +65,25 @@ class ItemArray:
     put: Callable[[list[Any]], None] | None = None
 
 
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+# Shared read-only defaults: a context is made per request, and five fresh arrays each
+# time would cost more than the rest of the constructor.
+_NO_INDEX = _frozen(np.empty(0, dtype=np.intp))
+_NO_FLOATS = _frozen(np.empty(0, dtype=np.float32))
+_NO_MATRIX = _frozen(np.empty((0, 0), dtype=np.float32))
+_NO_MASK = _frozen(np.empty(0, dtype=bool))
+
+
 @dataclass(slots=True, eq=False)
 class FeedContext:
     # -- set at request start (every hook) -------------------------------------------
     request: web.BaseRequest | None
     """The aiohttp request. Read only. None when a test drives hooks without a server
-    (``plugins.testing.make_context``)."""
+    (``plugins.testing.context``)."""
     view: RequestView
     """Headers, cookies and query of the request: what resolvers and rules usually read."""
     route: str
@@ -93,19 +123,19 @@ class FeedContext:
     and the pipeline builds the new list from them. (The built-in ``annotate``, listed
     last, is the exception: it writes each scored item's score into the item.)"""
     ids: list[str | None] = field(default_factory=list)
-    positions: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.intp))
+    positions: np.ndarray = field(default_factory=lambda: _NO_INDEX)
     """int [M]: indices into ``items`` of the M scored items, ascending. Read only."""
-    embeddings: np.ndarray = field(default_factory=lambda: np.empty((0, 0), dtype=np.float32))
+    embeddings: np.ndarray = field(default_factory=lambda: _NO_MATRIX)
     """float32 [M, D]: the scored items' embeddings, row k for ``positions[k]``. Read only."""
-    user_embedding: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.float32))
+    user_embedding: np.ndarray = field(default_factory=lambda: _NO_FLOATS)
     """float32 [D]. Read only."""
-    scores: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.float32))
+    scores: np.ndarray = field(default_factory=lambda: _NO_FLOATS)
     """float [M]: the model's scores, higher first. May be replaced or changed in place
     (same shape, finite values), e.g. by boost."""
-    fixed: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=bool))
+    fixed: np.ndarray = field(default_factory=lambda: _NO_MASK)
     """bool [N]: items that keep their origin slot. Starts True for unscored items; a
     rule may set more (pin). It should not clear it for unscored items."""
-    dropped: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=bool))
+    dropped: np.ndarray = field(default_factory=lambda: _NO_MASK)
     """bool [N]: items left out of the response (filter). Dropping wins over fixed."""
     order: np.ndarray | None = None
     """int [M] or None: a permutation of ``range(M)`` (indices into ``positions``), best

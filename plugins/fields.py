@@ -12,19 +12,22 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from plugins.dotted import check_dotted as _check_dotted
+from plugins.dotted import split_dotted
 from plugins.hooks import PluginOptions
 
 Scalar = str | int | float | bool | None
 
 
 def dotted(path: str) -> tuple[str, ...]:
-    return tuple(path.split("."))
+    return split_dotted(path)
 
 
 def check_dotted(value: str) -> str:
-    if not value or any(part == "" for part in value.split(".")):
-        raise ValueError(f"not a dotted path: {value!r}")
-    return value
+    """A field path: dotted, and not empty (a field is inside an item)."""
+    if not value:
+        raise ValueError("not a dotted path: ''")
+    return _check_dotted(value)
 
 
 def _dig(item: Any, path: tuple[str, ...]) -> Any:

@@ -12,7 +12,8 @@ The class is checked against the hook specs (``plugins.hooks``), its options val
 with its ``Options`` model, and it is instantiated once. Any problem is a line
 ``routes[i].plugins[j]...: message`` in a ``PluginLoadError``; the snapshot builder
 turns those into a refused routes file. A module is imported once per process: a
-changed plugin module needs a restart, a changed option only a reload.
+changed plugin module needs a restart, a changed option only a reload. Sorting a route's
+plugins by kind is the proxy's business (``proxy.routeplugins``).
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from plugins.hooks import HOOKS
-from plugins.run import LoadedPlugin, RoutePlugins
-from proxy.routes import PluginSpec, Route
-from proxy.yamlconf import yaml_path
+from plugins.run import LoadedPlugin
+from plugins.spec import PluginSpec
 
 ENTRY_POINT_GROUP = "rankgate.plugins"
 BUILTINS: dict[str, str] = {
@@ -43,7 +43,6 @@ BUILTINS: dict[str, str] = {
     "annotate": "plugins.annotate:Annotate",
 }
 _USE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*(:[A-Za-z_][A-Za-z0-9_.]*)?$")
-NO_PLUGINS = RoutePlugins()
 
 
 class PluginLoadError(Exception):
@@ -139,6 +138,11 @@ def check_hooks(cls: type) -> list[str]:
     return problems
 
 
+def _loc(loc: tuple[int | str, ...]) -> str:
+    """('ids', 0) -> 'ids[0]': the option's path below the plugin entry."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
 def _option_problems(exc: ValidationError, where: str) -> list[str]:
     out = []
     for err in exc.errors():
@@ -148,7 +152,7 @@ def _option_problems(exc: ValidationError, where: str) -> list[str]:
             msg = "unknown option"
         elif err["type"] == "missing":
             msg = "required"
-        out.append(f"{where}.{yaml_path(loc)}: {msg}" if loc else f"{where}: {msg}")
+        out.append(f"{where}.{_loc(loc)}: {msg}" if loc else f"{where}: {msg}")
     return out
 
 
@@ -175,7 +179,9 @@ def instantiate(cls: type, options: dict[str, Any], where: str, base_dir: Path |
         raise PluginLoadError([f"{where}: {exc}"]) from None
 
 
-def load(spec: PluginSpec, where: str, base_dir: Path | None = None) -> LoadedPlugin:
+def load(
+    spec: PluginSpec, where: str, base_dir: Path | None = None, *, implicit: bool = False
+) -> LoadedPlugin:
     try:
         cls = resolve(spec.use)
     except ValueError as exc:
@@ -188,60 +194,11 @@ def load(spec: PluginSpec, where: str, base_dir: Path | None = None) -> LoadedPl
     if isinstance(vary, str) or not all(isinstance(v, str) for v in vary):
         raise PluginLoadError([f"{where}: {spec.use}: vary must be a sequence of header names"])
     hooks = {name: getattr(instance, name) for name in HOOKS if hasattr(instance, name)}
-    return LoadedPlugin(name=spec.use, where=where, instance=instance, vary=tuple(vary), **hooks)
-
-
-def compile_route(route: Route, where: str, base_dir: Path | None = None) -> RoutePlugins:
-    """A route's ``plugins:`` loaded and sorted by kind; PluginLoadError lists all problems."""
-    if not route.plugins:
-        return NO_PLUGINS
-    user: list[LoadedPlugin] = []
-    rules: list[LoadedPlugin] = []
-    items: LoadedPlugin | None = None
-    problems: list[str] = []
-    for j, spec in enumerate(route.plugins):
-        at = f"{where}.plugins[{j}]"
-        try:
-            plugin = load(spec, at, base_dir)
-        except PluginLoadError as exc:
-            problems.extend(exc.problems)
-            continue
-        if plugin.resolve_user is not None:
-            user.append(plugin)
-        if plugin.find_items is not None:
-            if items is not None:
-                problems.append(f"{at}: a route has one items plugin ({items.where} is one)")
-            items = plugin
-        if plugin.rerank is not None:
-            rules.append(plugin)
-    problems.extend(_last_rule_problems(rules))
-    written = route.model_fields_set
-    if user and "user" in written:
-        # Mixing them silently would let an unverified cookie stand in for a JWT.
-        problems.append(
-            f"{where}.user: the route takes its user from its plugins "
-            f"({', '.join(p.name for p in user)}); to also accept these sources, list "
-            "{use: sources, from: [...]} among the plugins instead"
-        )
-    if items is not None and written & {"items", "item_id"}:
-        problems.append(f"{where}.items: the route finds its items with plugin {items.name}")
-    if problems:
-        raise PluginLoadError(problems)
-    every = (*user, *([items] if items else []), *rules)
-    vary = tuple(dict.fromkeys(v for p in every for v in p.vary))
-    return RoutePlugins(user=tuple(user), items=items, rules=tuple(rules), vary=vary)
-
-
-def _last_rule_problems(rules: list[LoadedPlugin]) -> list[str]:
-    """A rule that writes the final scores into the items (``_last_rule``, e.g.
-    annotate) must come after every rule that could still change them."""
-    others = [k for k, p in enumerate(rules) if not getattr(p.instance, "_last_rule", False)]
-    if not others:
-        return []
-    after = rules[others[-1]]
-    return [
-        f"{p.where}: {p.name} writes the final scores into the items, so it must come "
-        f"after every other rules plugin ({after.name} at {after.where} follows it)"
-        for p in rules[: others[-1]]
-        if getattr(p.instance, "_last_rule", False)
-    ]
+    return LoadedPlugin(
+        name=spec.use,
+        where=where,
+        instance=instance,
+        vary=tuple(vary),
+        implicit=implicit,
+        **hooks,
+    )

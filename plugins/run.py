@@ -1,8 +1,11 @@
-"""Calling a route's plugins: timing each one, and turning its failures into a reason.
+"""Calling a route's plugins: timing each one, checking what it left, and reporting its
+failures as ``PluginFailure``.
 
-The feed pipeline calls these; nothing here blocks or retries. A hook that raises is
-reported as ``PluginFailure`` (the pipeline serves the origin's bytes), with the reason
-``plugin-error``, or a ``redis-*`` reason when the plugin's Redis call failed.
+The feed pipeline calls these; nothing here blocks or retries. A route's own ``user:``
+and ``items:`` are plugins too (``sources`` and ``dotted``, compiled from the route):
+when they stand alone, the runner calls their code directly, with no timing or output
+checks (the built-ins are the proxy's own code), so a route without plugins pays
+nothing for the plugin machinery.
 """
 
 from __future__ import annotations
@@ -15,31 +18,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from plugins.context import FeedContext, ItemArray, ItemsNotFound
-from proxy.users import MAX_USER_ID
+from plugins.arrange import arrange
+from plugins.context import MAX_USER_ID, FeedContext, ItemArray, ItemsNotFound
+from plugins.dotted import DottedItems, dig, item_ids
+from plugins.sources import RequestSources, resolve_user
 
 log = logging.getLogger("rankgate.plugins")
 
 
 class PluginFailure(Exception):
-    def __init__(self, reason: str, plugin: str) -> None:
-        super().__init__(f"{plugin}: {reason}")
-        self.reason = reason
+    """A hook raised, left its output malformed, or overran the route's budget.
+
+    ``cause`` is what the hook raised (None when it overran the budget); the pipeline
+    names the reason from it (a Redis error in a hook is a ``redis-*`` reason)."""
+
+    def __init__(self, plugin: str, cause: BaseException | None) -> None:
+        super().__init__(f"{plugin}: {'over budget' if cause is None else repr(cause)}")
         self.plugin = plugin
-
-
-def failure_reason(exc: BaseException) -> str:
-    if isinstance(exc, RedisTimeoutError):
-        return "redis-timeout"
-    if isinstance(exc, RedisConnectionError):
-        return "redis-unavailable"
-    if isinstance(exc, RedisError):
-        return "redis-error"
-    return "plugin-error"
+        self.cause = cause
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,6 +52,8 @@ class LoadedPlugin:
     prefetch: Callable[[FeedContext], Awaitable[None]] | None = None
     rerank: Callable[[FeedContext], Any] | None = None
     vary: tuple[str, ...] = ()
+    # Compiled from the route's own user:/items: rather than listed under plugins:.
+    implicit: bool = False
     timing_key: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -61,12 +61,11 @@ class LoadedPlugin:
 
 
 def _failed(plugin: LoadedPlugin, exc: BaseException) -> PluginFailure:
-    reason = failure_reason(exc)
-    if reason == "plugin-error":
-        log.warning("plugin %s (%s) failed", plugin.name, plugin.where, exc_info=exc)
+    if isinstance(exc, RedisError):
+        log.warning("plugin %s: Redis: %s: %s", plugin.name, type(exc).__name__, exc)
     else:
-        log.warning("plugin %s: %s: %s", plugin.name, reason, exc)
-    return PluginFailure(reason, plugin.name)
+        log.warning("plugin %s (%s) failed", plugin.name, plugin.where, exc_info=exc)
+    return PluginFailure(plugin.name, exc)
 
 
 def _add_time(ctx: FeedContext, plugin: LoadedPlugin, started: float) -> None:
@@ -82,16 +81,25 @@ class RoutePlugins:
     items: LoadedPlugin | None = None
     rules: tuple[LoadedPlugin, ...] = ()
     vary: tuple[str, ...] = ()
+    # The fast paths: the route's own sources / dotted paths, standing alone.
+    sources: RequestSources | None = field(default=None, init=False)
+    dotted: DottedItems | None = field(default=None, init=False)
 
-    @property
-    def active(self) -> bool:
-        return bool(self.user or self.items or self.rules)
+    def __post_init__(self) -> None:
+        if len(self.user) == 1 and self.user[0].implicit:
+            assert isinstance(self.user[0].instance, RequestSources)
+            object.__setattr__(self, "sources", self.user[0].instance)
+        if self.items is not None and self.items.implicit:
+            assert isinstance(self.items.instance, DottedItems)
+            object.__setattr__(self, "dotted", self.items.instance)
 
     @property
     def prefetchers(self) -> tuple[LoadedPlugin, ...]:
         return tuple(p for p in self.rules if p.prefetch is not None)
 
     def resolve_user(self, ctx: FeedContext) -> str | None:
+        if self.sources is not None:
+            return resolve_user(self.sources.sources, ctx.view)
         for plugin in self.user:
             assert plugin.resolve_user is not None
             started = time.perf_counter()
@@ -111,12 +119,17 @@ class RoutePlugins:
         return None
 
     def find_items(self, ctx: FeedContext) -> list[ItemArray]:
+        """The item arrays of ``ctx.doc``; raises ItemsNotFound or PluginFailure."""
+        if self.dotted is not None:
+            items = dig(ctx.doc, self.dotted.path)
+            if not isinstance(items, list):
+                raise ItemsNotFound(".".join(self.dotted.path))
+            return [ItemArray(items, item_ids(items, self.dotted.id_path))]
         plugin = self.items
         assert plugin is not None and plugin.find_items is not None
         started = time.perf_counter()
         try:
-            found = plugin.find_items(ctx)
-            arrays = list(found)
+            arrays = list(plugin.find_items(ctx))
             for arr in arrays:
                 if not (
                     isinstance(arr, ItemArray)
@@ -132,7 +145,8 @@ class RoutePlugins:
             _add_time(ctx, plugin, started)
         return arrays
 
-    def put(self, arr: ItemArray, ranked: list[Any], ctx: FeedContext) -> None:
+    def put(self, arr: ItemArray, ranked: list[Any]) -> None:
+        """The new order into the document: in place, or through the array's ``put``."""
         if arr.put is None:
             arr.items[:] = ranked
             return
@@ -154,6 +168,28 @@ class RoutePlugins:
         except Exception as exc:
             raise _failed(plugin, exc) from exc
 
+    def apply(
+        self,
+        ctx: FeedContext,
+        arr: ItemArray,
+        positions: np.ndarray,
+        scores: np.ndarray,
+        vectors: np.ndarray,
+        deadline: float | None,
+    ) -> list[Any]:
+        """Every rules plugin on one scored array; returns the array as it is served."""
+        n = len(arr.items)
+        unscored = np.ones(n, dtype=bool)
+        unscored[positions] = False
+        ctx.items, ctx.ids, ctx.positions = arr.items, arr.ids, positions
+        ctx.embeddings, ctx.scores = vectors, np.array(scores, dtype=np.float32).reshape(-1)
+        ctx.fixed, ctx.dropped, ctx.order = unscored.copy(), np.zeros(n, dtype=bool), None
+        self.rerank(ctx, deadline)
+        # Unscored items cannot be ranked whatever a rule did to ``fixed``.
+        return arrange(
+            arr.items, positions, ctx.scores, ctx.fixed | unscored, ctx.dropped, ctx.order
+        )
+
     def rerank(self, ctx: FeedContext, deadline: float | None) -> None:
         """Every rules plugin in order on the array set in ``ctx``; each is checked for
         what it left behind, and for the budget (``loop.time()`` based; None: no
@@ -172,7 +208,7 @@ class RoutePlugins:
             finally:
                 _add_time(ctx, plugin, started)
             if loop is not None and deadline is not None and loop.time() > deadline:
-                raise PluginFailure("budget", plugin.name)
+                raise PluginFailure(plugin.name, None)
 
 
 def _check(ctx: FeedContext, m: int, n: int, previous_order: np.ndarray | None) -> None:

@@ -19,12 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from plugins.context import FeedContext
+from plugins.context import FeedContext, ItemArray, RequestView
 from plugins.registry import load as _load
 from plugins.run import LoadedPlugin, RoutePlugins
-from proxy.experiments import RequestView
-from proxy.ranking import arrange
-from proxy.routes import PluginSpec
+from plugins.spec import PluginSpec
 
 
 def load(use: str, base_dir: Path | None = None, **options: Any) -> LoadedPlugin:
@@ -67,10 +65,9 @@ def context(
 
 
 def apply(ctx: FeedContext, *plugins: LoadedPlugin) -> list[Any]:
-    """Run the plugins' rerank hooks on ``ctx`` and return the re-arranged items."""
-    unscored = np.ones(len(ctx.items), dtype=bool)
-    unscored[ctx.positions] = False
-    RoutePlugins(rules=plugins).rerank(ctx, None)
-    return arrange(
-        ctx.items, ctx.positions, ctx.scores, ctx.fixed | unscored, ctx.dropped, ctx.order
+    """Run the plugins' rerank hooks on ``ctx`` (as the pipeline does, with its checks)
+    and return the array as the response would carry it."""
+    arr = ItemArray(ctx.items, ctx.ids)
+    return RoutePlugins(rules=plugins).apply(
+        ctx, arr, ctx.positions, ctx.scores, ctx.embeddings, None
     )

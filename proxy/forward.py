@@ -10,12 +10,12 @@ import logging
 from collections.abc import Iterable
 
 import aiohttp
-import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.config import Origin
+from proxy.errors import OriginError, Reason
 from proxy.headers import add_forwarded, end_to_end
 
 log = logging.getLogger("rankgate.forward")
@@ -23,20 +23,6 @@ log = logging.getLogger("rankgate.forward")
 # Statuses whose responses never carry a body (RFC 9110 6.4.1).
 NO_BODY_STATUSES = frozenset({204, 304})
 CHUNK = 64 * 1024
-
-
-class OriginError(Exception):
-    """The origin could not be reached or did not answer in time."""
-
-    def __init__(self, status: int, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.reason = reason
-        self.detail = detail
-
-    def response(self) -> web.Response:
-        body = orjson.dumps({"error": self.reason, "detail": self.detail})
-        return web.Response(status=self.status, body=body, content_type="application/json")
 
 
 class Forwarder:
@@ -106,17 +92,15 @@ class Forwarder:
                 compress=None,
                 chunked=None,
             )
-        except TimeoutError:
-            raise OriginError(504, "origin_timeout", "the origin did not answer in time") from None
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise OriginError(Reason.ORIGIN_TIMEOUT, "the origin did not answer in time") from None
         except aiohttp.ClientConnectorError as exc:
             raise OriginError(
-                502, "origin_unreachable", f"cannot connect to the origin: {exc.os_error}"
+                Reason.ORIGIN_UNREACHABLE, f"cannot connect to the origin: {exc.os_error}"
             ) from None
-        except aiohttp.ServerTimeoutError:
-            raise OriginError(504, "origin_timeout", "the origin did not answer in time") from None
         except aiohttp.ClientError as exc:
             raise OriginError(
-                502, "origin_error", f"bad answer from the origin: {type(exc).__name__}"
+                Reason.ORIGIN_ERROR, f"bad answer from the origin: {type(exc).__name__}"
             ) from None
 
     @staticmethod

@@ -5,9 +5,8 @@ for requests no route matches; never raw paths or user ids):
 
   rankgate_requests_total{route,outcome,reason}
       outcome: applied | skipped | control | passthrough | origin-error
-      reason: why it was not applied (``redis-timeout``, ``no-user``, ... see feed.py;
-      ``origin_timeout`` ... for origin-error), "" for applied and passthrough.
-      Reasons are constants in the code, so they stay a small set.
+      reason: why it was not applied (``proxy.errors.Reason``: ``no-user``,
+      ``redis-timeout``, ``origin-timeout`` ...), "" for applied and passthrough.
   rankgate_stage_seconds{route,stage}        histogram: origin, redis, inference,
       rerank, total, and plugin:NAME
   rankgate_model_requests_total{model,arm,outcome}  requests that chose an arm

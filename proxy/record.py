@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from proxy.errors import Outcome, Reason
+
 
 @dataclass(slots=True)
 class RequestRecord:
@@ -16,9 +18,8 @@ class RequestRecord:
     started: float = field(default_factory=time.perf_counter)
     status: int = 0
     route: str | None = None
-    # applied | skipped | control | passthrough | origin-error
-    outcome: str = "passthrough"
-    reason: str | None = None
+    outcome: Outcome = Outcome.PASSTHROUGH
+    reason: Reason | None = None
     plugin: str | None = None  # the plugin that caused the skip (its ``use:`` name)
     model: str | None = None
     arm: str | None = None

@@ -8,19 +8,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SerializerFunctionWrapHandler,
-    field_validator,
-    model_serializer,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from plugins.dotted import check_dotted
+from plugins.sources import check_source
+from plugins.spec import PluginSpec
 
 NONE_MODEL = "none"  # the control arm: origin order
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
-_SOURCE = re.compile(r"^(cookie|header|query):([!#$%&'*+\-.^_`|~0-9A-Za-z]+)$")
 
 
 class Strict(BaseModel):
@@ -128,29 +123,6 @@ def arm_name(index: int, experiment: Experiment) -> str:
     return experiment.name or f"exp{index}"
 
 
-class PluginSpec(BaseModel):
-    """``{use: NAME, ...options}``; the options are checked by the plugin itself."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-    use: str
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-    @model_serializer(mode="wrap")
-    def _redacted(self, handler: SerializerFunctionWrapHandler) -> Any:
-        # Dumps feed /admin/routes and logs: never show a plugin's secret (jwt's).
-        data = handler(self)
-        if isinstance(data, dict):
-            for key in SECRET_OPTIONS & data.keys():
-                data[key] = "<redacted>"
-        return data
-
-
-SECRET_OPTIONS = frozenset({"secret", "password", "token", "private_key"})
-
-
 class Route(Strict):
     name: Annotated[str, Field(pattern=_NAME)]
     match: Match
@@ -162,20 +134,20 @@ class Route(Strict):
     experiments: tuple[Experiment, ...] = ()
     plugins: tuple[PluginSpec, ...] = ()
 
+    # user: and items:/item_id: compile into the built-in sources and dotted plugins.
     @field_validator("user")
     @classmethod
     def _sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("list at least one source (e.g. cookie:uid)")
         for source in value:
-            if not _SOURCE.match(source):
-                raise ValueError(f"{source!r}: want 'cookie:NAME', 'header:NAME' or 'query:NAME'")
+            check_source(source)
         return value
 
     @field_validator("items", "item_id")
     @classmethod
     def _dotted(cls, value: str) -> str:
-        if value and any(part == "" for part in value.split(".")):
-            raise ValueError(f"not a dotted path: {value!r}")
-        return value
+        return check_dotted(value)
 
 
 class RoutesFile(Strict):

@@ -19,10 +19,11 @@ from pathlib import Path
 from types import MappingProxyType
 
 from models.contract import ModelContractError, sha256_bytes, sha256_file
-from plugins.registry import NO_PLUGINS, PluginLoadError, compile_route
+from plugins.registry import PluginLoadError
 from plugins.run import RoutePlugins
 from proxy import yamlconf
 from proxy.experiments import ArmChooser
+from proxy.routeplugins import compile_plugins
 from proxy.routes import Match, Route, RoutesFile
 from proxy.sessions import ModelSession, load_model
 
@@ -33,17 +34,28 @@ log = logging.getLogger("rankgate.snapshot")
 # A SimpleQueue, not an executor: __del__ runs wherever a GC pass happens, e.g. inside
 # ThreadPoolExecutor.submit (asyncio.to_thread) holding concurrent.futures' global lock,
 # which another submit() would take again: a deadlocked event loop. SimpleQueue.put is
-# reentrant (documented safe in __del__).
+# reentrant (documented safe in __del__). The thread starts with the first store, never
+# from __del__ (starting a thread takes locks a GC pass may be holding).
 _RETIRED: queue.SimpleQueue[Mapping[str, ModelSession]] = queue.SimpleQueue()
+_releaser_lock = threading.Lock()
+_releaser: threading.Thread | None = None
 
 
-def _releaser() -> None:
+def _release_forever() -> None:
     while True:
         models = _RETIRED.get()
         del models  # the last reference: the sessions are freed here, off the loop
 
 
-threading.Thread(target=_releaser, name="rankgate-release", daemon=True).start()
+def ensure_releaser() -> None:
+    """Start the (daemon) thread that frees retired models, once per process."""
+    global _releaser
+    with _releaser_lock:
+        if _releaser is None:
+            _releaser = threading.Thread(
+                target=_release_forever, name="rankgate-release", daemon=True
+            )
+            _releaser.start()
 
 
 def _path_matcher(match: Match) -> Callable[[str], bool]:
@@ -60,21 +72,14 @@ def _path_matcher(match: Match) -> Callable[[str], bool]:
     return lambda path: regex.match(path) is not None
 
 
-def _dotted(path: str) -> tuple[str, ...]:
-    return tuple(path.split(".")) if path else ()
-
-
 @dataclass(frozen=True)
 class CompiledRoute:
     spec: Route
     matches_path: Callable[[str], bool] = field(repr=False)
     methods: frozenset[str]
-    user_sources: tuple[tuple[str, str], ...]
-    items_path: tuple[str, ...]
-    id_path: tuple[str, ...]
     arms: ArmChooser
     vary: tuple[str, ...]
-    plugins: RoutePlugins = field(default=NO_PLUGINS, repr=False)
+    plugins: RoutePlugins = field(repr=False)
 
     @property
     def name(self) -> str:
@@ -85,34 +90,18 @@ class CompiledRoute:
         cls, route: Route, where: str = "route", base_dir: Path | None = None
     ) -> CompiledRoute:
         """Raises PluginLoadError (lines with YAML paths under ``where``) for bad plugins."""
-        plugins = compile_route(route, where, base_dir)
-        # User plugins replace the route's user: list (compile_route refuses both).
-        sources = (
-            ()
-            if plugins.user
-            else tuple((kind, name) for kind, _, name in (s.partition(":") for s in route.user))
-        )
+        plugins = compile_plugins(route, where, base_dir)
         arms = ArmChooser.for_route(route)
-        vary: list[str] = []
-        for kind, name in sources:
-            if kind == "cookie":
-                vary.append("Cookie")
-            elif kind == "header":
-                vary.append(name)
-        vary.extend(arms.vary_headers())
-        vary.extend(plugins.vary)
+        user_vary = [v for p in plugins.user for v in p.vary]
         # Only what can choose the body: a Vary on Cookie for a route that never reads
         # one would split shared caches per session for nothing.
-        deduped = tuple(dict.fromkeys(vary))
+        vary = tuple(dict.fromkeys([*user_vary, *arms.vary_headers(), *plugins.vary]))
         return cls(
             spec=route,
             matches_path=_path_matcher(route.match),
             methods=frozenset(route.match.methods),
-            user_sources=sources,
-            items_path=_dotted(route.items),
-            id_path=_dotted(route.item_id),
             arms=arms,
-            vary=deduped,
+            vary=vary,
             plugins=plugins,
         )
 
@@ -282,6 +271,7 @@ class SnapshotStore:
         self.watch_mode = "off"
         self.listeners: list[ReloadListener] = []
         self._lock = asyncio.Lock()
+        ensure_releaser()
 
     @property
     def ready(self) -> bool:

@@ -232,7 +232,8 @@ async def test_conditional_without_user_passes_through(env) -> None:
         (b'{"items": {"a": 1}}', "application/json", "items-not-found"),
         (b'{"items": []}', "application/json", "no-items"),
         (b'{"items": [{"id": "zz"}]}', "application/json", "no-item-vectors"),
-        (b'{"items": [1, 2]}', "application/json", "no-item-vectors"),
+        (b'{"items": [1, 2]}', "application/json", "no-item-ids"),
+        (b'{"items": [{"pid": "i1"}, {"pid": "i2"}]}', "application/json", "no-item-ids"),
         (b"[1, 2, 3]", "application/json", "items-not-found"),
         (
             b'{"items": [{"id": "i1"}], "big": 123456789012345678901234567890}',

@@ -290,14 +290,14 @@ async def test_origin_down_is_502(tmp_path: Path, redis_url: str, client) -> Non
     cfg = write_config(tmp_path, "http://127.0.0.1:9", redis_url, "routes: []\n")
     async with running_proxy(cfg) as proxy, client.get(url(proxy, "/x")) as resp:
         assert resp.status == 502
-        assert (await resp.json())["error"] == "origin_unreachable"
+        assert (await resp.json())["error"] == "origin-unreachable"
 
 
 async def test_origin_slow_is_504(env, client) -> None:
     proxy, _ = env
     async with client.get(url(proxy, "/slow")) as resp:
         assert resp.status == 504
-        assert (await resp.json())["error"] == "origin_timeout"
+        assert (await resp.json())["error"] == "origin-timeout"
 
 
 async def test_client_disconnect_frees_upstream(env) -> None:

@@ -173,7 +173,7 @@ async def test_origin_errors_are_counted(
             "rankgate_requests_total",
             route="passthrough",
             outcome="origin-error",
-            reason="origin_unreachable",
+            reason="origin-unreachable",
         )
         == 1
     )

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 
 from plugins import ItemsNotFound
-from plugins.context import FeedContext
+from plugins.context import FeedContext, RequestView
 from plugins.registry import PluginLoadError
 from plugins.testing import apply, context, load
-from proxy.experiments import RequestView
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "plugins" / "README.md").read_text()

@@ -1,9 +1,10 @@
-"""The route's own user sources: first present wins, bounded, trimmed."""
+"""The built-in user plugin's sources (what a route's user: compiles into): first
+present wins, bounded, trimmed."""
 
 from __future__ import annotations
 
-from proxy.experiments import RequestView
-from proxy.users import MAX_USER_ID, resolve_user
+from plugins.context import MAX_USER_ID, RequestView
+from plugins.sources import resolve_user
 
 SOURCES = (("cookie", "uid"), ("header", "X-User-Id"), ("query", "u"))
 

@@ -1,4 +1,5 @@
-"""Unit tests of the feed path's helpers (the path itself: test_feed_e2e.py)."""
+"""Waiting within the route's budget: a result in time, Skip(budget) past it, the
+future left running and its callbacks gone."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import asyncio
 
 import pytest
 
-from proxy.feed import Skip, is_json, private_cache_control, within
+from proxy.deadline import within
+from proxy.errors import Skip
 
 
 async def test_within_a_done_future_is_its_result() -> None:
@@ -47,15 +49,3 @@ async def test_within_cancelled_leaves_no_callback_behind() -> None:
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert not future._callbacks  # type: ignore[attr-defined]
-
-
-def test_is_json() -> None:
-    assert is_json("application/json; charset=utf-8")
-    assert is_json("application/vnd.api+json")
-    assert not is_json("text/html")
-    assert not is_json(None)
-
-
-def test_private_cache_control_keeps_lifetimes() -> None:
-    assert private_cache_control(None) == "private"
-    assert private_cache_control("public, max-age=60, s-maxage=600") == "private, max-age=60"
