@@ -41,7 +41,7 @@ async def run(options: DemoOptions) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from proxy.cli import run_loop
+    from proxy import eventloop
     from proxy.config import load_settings
     from proxy.logs import setup_logging
 
@@ -61,7 +61,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         result.append(await run(options))
 
     try:
-        run_loop(main())
+        eventloop.run(main())
     except (DataError, DemoError) as exc:
         print(f"rankgate demo: {exc}", file=sys.stderr)
         return 1

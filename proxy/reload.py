@@ -28,7 +28,8 @@ import yaml
 
 from models.contract import sha256_file
 from proxy import yamlconf
-from proxy.snapshot import Fingerprint, SnapshotStore
+from proxy.snapshot import Fingerprint
+from proxy.snapshotstore import SnapshotStore
 
 log = logging.getLogger("rankgate.reload")
 

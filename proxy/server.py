@@ -1,37 +1,45 @@
-"""Running rankgate: the public and admin listeners, signals, graceful shutdown.
+"""Running rankgate in one process: the admin and public listeners, signals, drain.
 
-Start-up order: admin first (so ``/healthz`` answers and ``/readyz`` says 503 while
-models load), then the runtime (routes, models warmed, pools), then the public port.
-Shutdown is the reverse: ``/readyz`` goes 503, the public port stops accepting,
-requests in flight finish (up to ``shutdown_timeout_s``), pools close, admin last.
+One lifespan, entered in order and left in reverse (``contextlib.AsyncExitStack``):
+
+    admin listener      /healthz answers, /readyz says 503 while models load
+    runtime             Valkey (embedded), Redis, origin client, routes and warm models
+    public listener     requests are served from here on
+    routes watcher      reloads routes.yaml when it (or a model) changes on disk
+
+Leaving it: ``/readyz`` goes 503 (draining), the watcher stops, the public port stops
+accepting and requests in flight finish (up to ``shutdown_timeout_s``), the runtime's
+pools close, the admin port last. Each step runs even when an earlier one failed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from proxy import logs
-from proxy.admin import build_admin_app
-from proxy.app import Runtime, build_server
+from proxy.admin import LocalAdmin, build_admin_app
+from proxy.app import build_server
 from proxy.config import Settings
 from proxy.metrics import Metrics
 from proxy.reload import RoutesWatcher
+from proxy.runtime import Runtime, ServingState, open_runtime
 from proxy.yamlconf import ConfigError
 
 log = logging.getLogger("rankgate.server")
 
-# NOTES.md: a feed parse makes ~1 000 objects, and full collections over everything
-# loaded at start-up (onnxruntime, numpy, modules) made the p99. gc.freeze() takes the
-# start-up heap out of collections; a larger gen-0 threshold makes young collections
-# rarer. RANKGATE_GC_TUNING=0 turns it off (to measure).
+# A feed parse makes ~1 000 objects, and full collections over everything loaded at
+# start-up (onnxruntime, numpy, modules) made the p99 (20-25 ms at concurrency 16 against
+# ~7 ms; README, Performance). gc.freeze() takes the start-up heap out of collections; a
+# larger gen-0 threshold makes young collections rarer. RANKGATE_GC_TUNING=0 turns it off.
 GC_GEN0_THRESHOLD = 20_000
 
 
@@ -44,24 +52,26 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
-def _bound_port(runner: web.BaseRunner) -> int:
-    for address in runner.addresses:
-        if isinstance(address, tuple):
-            return int(address[1])
-    raise RuntimeError("listener has no TCP address")
-
-
-async def _listen(runner: web.BaseRunner, what: str, host: str, port: int, reuse_port: bool) -> int:
+@contextlib.asynccontextmanager
+async def listening(
+    runner: web.BaseRunner, what: str, host: str, port: int, reuse_port: bool
+) -> AsyncIterator[int]:
+    """A listener for the lifespan; yields its bound port. ``runner.cleanup()`` on exit
+    stops accepting and waits for handlers up to the runner's shutdown_timeout."""
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+        bound = next(a[1] for a in runner.addresses if isinstance(a, tuple))
     except OSError as exc:
-        # A clean one-line message (exit status 2), not a traceback.
         await runner.cleanup()
+        # A clean one-line message (exit status 2), not a traceback.
         raise ConfigError(
             "rankgate serve", [f"{what}: cannot listen on {host}:{port}: {exc.strerror or exc}"]
         ) from None
-    return _bound_port(runner)
+    try:
+        yield int(bound)
+    finally:
+        await runner.cleanup()
 
 
 class ProxyServer:
@@ -81,77 +91,79 @@ class ProxyServer:
         access_sink: logs.Sink | None = None,
     ) -> None:
         self.settings = settings
-        self.runtime = Runtime(settings)
+        self.state = ServingState()
         self.metrics = Metrics()
-        self.metrics.install(self.runtime)
-        access = logs.access_log(settings.logging, access_sink)
-        if access is not None:
-            self.runtime.observers.append(access)
+        self.access = logs.access_log(settings.logging, access_sink)
         self.reuse_port = reuse_port
         self.admin_host = settings.admin.host if admin_host is None else admin_host
         self._admin_port = settings.admin.port if admin_port is None else admin_port
-        self._public: web.ServerRunner | None = None
-        self._admin: web.AppRunner | None = None
-        self._stopped = False
-        self._flusher: asyncio.Task[None] | None = None
-        # Reloads routes.yaml when it (or a model it names) changes on disk.
-        self.watcher = RoutesWatcher(self.runtime.store) if settings.routes_watch else None
+        self._stack = contextlib.AsyncExitStack()
         self.port = 0
         self.admin_port = 0
         self.cold_start_s = 0.0
 
+    @property
+    def runtime(self) -> Runtime:
+        if self.state.runtime is None:
+            raise RuntimeError("ProxyServer.start() was not awaited")
+        return self.state.runtime
+
     async def start(self) -> None:
         await self.start_admin()
-        try:
-            await self.runtime.start()
-            await self.start_public()
-            if self.watcher is not None:
-                await self.watcher.start()
-        except BaseException:
-            await self.stop()
-            raise
-        self.cold_start_s = self.metrics.set_cold_start(time.time())
-        if self.metrics.multiproc_dir is not None:
-            self._flusher = asyncio.create_task(self.metrics.run_flusher())
+        await self.start_serving()
 
     async def start_admin(self) -> None:
-        self._admin = web.AppRunner(
-            build_admin_app(self.runtime, self.metrics),
+        admin = LocalAdmin(self.state, self.metrics, self.settings.admin.token)
+        runner = web.AppRunner(
+            build_admin_app(admin),
             access_log=None,
             shutdown_timeout=self.settings.shutdown_timeout_s,
         )
-        self.admin_port = await _listen(
-            self._admin, "admin", self.admin_host, self._admin_port, self.reuse_port
-        )
+        try:
+            self.admin_port = await self._stack.enter_async_context(
+                listening(runner, "admin", self.admin_host, self._admin_port, self.reuse_port)
+            )
+        except BaseException:
+            await self.stop()
+            raise
 
-    async def start_public(self) -> None:
-        s = self.settings
-        self._public = web.ServerRunner(
-            build_server(self.runtime), access_log=None, shutdown_timeout=s.shutdown_timeout_s
-        )
-        self.port = await _listen(
-            self._public, "listen", s.listen.host, s.listen.port, self.reuse_port
-        )
+    async def start_serving(self) -> None:
+        """The runtime, the public listener and the watcher, after the admin listener."""
+        s, stack = self.settings, self._stack
+        try:
+            runtime = await stack.enter_async_context(open_runtime(s))
+            self._wire(runtime)
+            public = web.ServerRunner(
+                build_server(runtime), access_log=None, shutdown_timeout=s.shutdown_timeout_s
+            )
+            self.port = await stack.enter_async_context(
+                listening(public, "listen", s.listen.host, s.listen.port, self.reuse_port)
+            )
+            if s.routes_watch:
+                watcher = RoutesWatcher(runtime.store)
+                await watcher.start()
+                stack.push_async_callback(watcher.stop)  # no reload may start while we drain
+        except BaseException:
+            await self.stop()
+            raise
+        self.state.ready_at = time.time()
+        self.cold_start_s = self.metrics.set_cold_start(self.state.ready_at)
+
+    def _wire(self, runtime: Runtime) -> None:
+        """Data flows one way: the request path and the store tell metrics and logs."""
+        self.state.runtime = runtime
+        runtime.observers.append(self.metrics.observe)
+        if self.access is not None:
+            runtime.observers.append(self.access)
+        cache = runtime.embeddings.cache
+        self.metrics.cache_counts = lambda: (cache.hits, cache.misses)
+        runtime.store.listeners.append(self.metrics.on_reload)
+        self.metrics.on_reload(None, runtime.store.current)
 
     async def stop(self) -> None:
         """Drain: not ready, stop accepting, let requests in flight finish, close pools."""
-        if self._stopped:
-            return
-        self._stopped = True
-        self.runtime.draining = True
-        if self.watcher is not None:
-            await self.watcher.stop()  # no reload may start while we drain
-        if self._public is not None:
-            # Closes the listener, then waits for handlers up to shutdown_timeout_s.
-            await self._public.cleanup()
-            self._public = None
-        await self.runtime.stop()
-        if self._flusher is not None:
-            self._flusher.cancel()
-        self.metrics.flush()  # the last requests' counts reach the shared files too
-        if self._admin is not None:
-            await self._admin.cleanup()
-            self._admin = None
+        self.state.draining = True
+        await self._stack.aclose()
 
 
 async def serve(
@@ -182,7 +194,7 @@ async def serve(
                 os._exit(1)
             return
         log.info("%s: draining requests in flight", sig.name, extra={"event": "draining"})
-        server.runtime.draining = True  # /readyz says 503 from now on
+        server.state.draining = True  # /readyz says 503 from now on
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -197,11 +209,24 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     await server.start()
     tune_gc()
-    s = settings
-    what = "worker ready" if role == "worker" else "rankgate ready"
+    _log_ready(server, role)
+    if on_ready is not None:
+        on_ready(server)
+    await stop.wait()
+    started = time.perf_counter()
+    await server.stop()
+    log.info(
+        "stopped after %.2fs of draining",
+        time.perf_counter() - started,
+        extra={"event": "stopped", "role": role},
+    )
+
+
+def _log_ready(server: ProxyServer, role: str) -> None:
+    s = server.settings
     log.info(
         "%s on %s:%d -> %s (admin %s:%d), %.2fs from process start",
-        what,
+        "worker ready" if role == "worker" else "rankgate ready",
         s.listen.host,
         server.port,
         s.origin.url,
@@ -215,14 +240,4 @@ async def serve(
             "admin_port": server.admin_port,
             "cold_start_s": round(server.cold_start_s, 3),
         },
-    )
-    if on_ready is not None:
-        on_ready(server)
-    await stop.wait()
-    started = time.perf_counter()
-    await server.stop()
-    log.info(
-        "stopped after %.2fs of draining",
-        time.perf_counter() - started,
-        extra={"event": "stopped", "role": role},
     )

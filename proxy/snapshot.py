@@ -7,8 +7,6 @@ request in flight sees.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import queue
 import re
 import threading
@@ -26,8 +24,6 @@ from proxy.experiments import ArmChooser
 from proxy.routeplugins import compile_plugins
 from proxy.routes import Match, Route, RoutesFile
 from proxy.sessions import ModelSession, load_model
-
-log = logging.getLogger("rankgate.snapshot")
 
 # Where the models of a retired snapshot are freed: ORT returns its arenas in the
 # session's destructor (a few ms for a 20 MB model), which must not stall the event loop.
@@ -234,131 +230,3 @@ def build_snapshot(path: Path, dim: int, version: int, previous: Snapshot | None
         routes=tuple(routes),
         models=MappingProxyType(models),
     )
-
-
-RESULTS = ("ok", "unchanged", "error")
-
-
-@dataclass(frozen=True)
-class ReloadOutcome:
-    result: str  # ok: swapped in | unchanged: same content, nothing to do | error: refused
-    trigger: str  # watch, poll, sighup, admin, ...
-    version: int  # the active version after the attempt
-    error: str | None
-    seconds: float
-    at: float
-
-
-# (result, snapshot now active or None on error, error text or None). Called on the
-# event loop after every reload attempt, and once with "ok" for the initial load.
-ReloadListener = Callable[[str, "Snapshot | None", "str | None"], None]
-
-
-class SnapshotStore:
-    """Holds the current snapshot and swaps in new ones; reloads are serialized."""
-
-    def __init__(self, path: Path, dim: int) -> None:
-        self.path = path
-        self.dim = dim
-        self.current: Snapshot = empty_snapshot(path)
-        self.last_error: str | None = None
-        self.last_error_at: float | None = None
-        self.last_reload_at: float | None = None
-        self.last_outcome: ReloadOutcome | None = None
-        # Reload attempts by result (not the initial load): rankgate_reloads_total{result}.
-        self.reload_counts: dict[str, int] = dict.fromkeys(RESULTS, 0)
-        # How file changes reach us, set by the watcher: events | poll | off.
-        self.watch_mode = "off"
-        self.listeners: list[ReloadListener] = []
-        self._lock = asyncio.Lock()
-        ensure_releaser()
-
-    @property
-    def ready(self) -> bool:
-        return self.current.version > 0
-
-    def load_initial(self) -> Snapshot:
-        """First load at start-up; an error here is fatal (raised to the CLI)."""
-        self.current = build_snapshot(self.path, self.dim, 1, None)
-        self.last_reload_at = time.time()
-        self._notify("ok", self.current, None)
-        return self.current
-
-    async def reload(self, trigger: str = "manual") -> bool:
-        """Reload (SIGHUP, admin); True unless the files were refused."""
-        return (await self.reload_outcome(trigger)).result != "error"
-
-    async def reload_outcome(
-        self, trigger: str = "manual", *, if_changed: bool = False
-    ) -> ReloadOutcome:
-        """Build a new snapshot off the loop; swap it in only if all of it is good.
-
-        ``if_changed`` (the file watcher): keep the active snapshot, result "unchanged",
-        when routes.yaml and the models hash the same. An explicit reload always swaps,
-        since plugins may read files of their own (a JWT key_file) that no hash covers.
-        """
-        async with self._lock:
-            previous = self.current
-            started = time.perf_counter()
-            error: str | None = None
-            snapshot: Snapshot | None = None
-            try:
-                snapshot = await asyncio.to_thread(
-                    build_snapshot, self.path, self.dim, previous.version + 1, previous
-                )
-            except yamlconf.ConfigError as exc:
-                error = exc.render()
-            except Exception as exc:  # never let a reload take the proxy down
-                log.exception("routes reload failed (%s)", trigger)
-                error = f"{self.path}: unexpected error: {exc!r}"
-            now = time.time()
-            if error is not None:
-                result = "error"
-                self.last_error, self.last_error_at = error, now
-                log.error(
-                    "routes reload refused (%s); still serving version %d: %s",
-                    trigger,
-                    previous.version,
-                    error,
-                )
-            elif snapshot is None:  # unreachable: no error means a snapshot was built
-                raise AssertionError("reload built no snapshot")
-            elif (
-                if_changed and previous.version > 0 and snapshot.fingerprint == previous.fingerprint
-            ):
-                # The files say what is already served: keep it (and its version).
-                result = "unchanged"
-                self.last_error = None
-                log.info("routes unchanged (%s): still version %d", trigger, previous.version)
-            else:
-                result = "ok"
-                self.current = snapshot
-                self.last_error = None
-                self.last_reload_at = now
-                log.info(
-                    "routes reloaded (%s): version %d, %d routes, models %s",
-                    trigger,
-                    snapshot.version,
-                    len(snapshot.routes),
-                    sorted(snapshot.models),
-                )
-            del previous  # the old snapshot lives on only in requests still in flight
-            self.reload_counts[result] += 1
-            outcome = ReloadOutcome(
-                result=result,
-                trigger=trigger,
-                version=self.current.version,
-                error=error,
-                seconds=time.perf_counter() - started,
-                at=now,
-            )
-            self.last_outcome = outcome
-            self._notify(result, None if error else self.current, error)
-            return outcome
-
-    def _notify(self, result: str, snapshot: Snapshot | None, error: str | None) -> None:
-        for listener in self.listeners:
-            try:
-                listener(result, snapshot, error)
-            except Exception:
-                log.exception("reload listener failed")

@@ -67,8 +67,7 @@ async def test_ready_only_after_warm_up(tmp_path: Path, origin, redis_url: str) 
         status, body = await get_json(server.admin_port, "/readyz")
         assert status == 503
         assert body["ready"] is False and "snapshot" in body["problems"]
-        await server.runtime.start()
-        await server.start_public()
+        await server.start_serving()
         status, body = await get_json(server.admin_port, "/readyz")
         assert status == 200, body
         assert body["ready"] is True and body["redis"] == "ok"

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from proxy.reload import RoutesWatcher, symlink_chain
-from proxy.snapshot import SnapshotStore
+from proxy.snapshotstore import SnapshotStore
 from tests.support import (
     DIM,
     ProxyProcess,

@@ -22,7 +22,8 @@ import redis
 
 from models.contract import sha256_file
 from proxy.server import ProxyServer
-from proxy.snapshot import Snapshot, SnapshotStore
+from proxy.snapshot import Snapshot
+from proxy.snapshotstore import ReloadOutcome, SnapshotStore
 from tests.support import (
     DIM,
     dot_model,
@@ -118,7 +119,7 @@ async def test_dropped_model_is_released_after_the_swap(models_dir: Path) -> Non
 
 async def test_same_files_are_unchanged_for_the_watcher(models_dir: Path) -> None:
     store = store_for(models_dir, routes_text({"m": "path: a.onnx"}))
-    seen: list[tuple[str, Snapshot | None, str | None]] = []
+    seen: list[tuple[ReloadOutcome | None, Snapshot | None]] = []
     store.listeners.append(lambda *args: seen.append(args))
     outcome = await store.reload_outcome("watch", if_changed=True)
     assert (outcome.result, outcome.version, store.current.version) == ("unchanged", 1, 1)
@@ -135,7 +136,7 @@ async def test_same_files_are_unchanged_for_the_watcher(models_dir: Path) -> Non
     assert (outcome.result, store.current.version) == ("ok", 2)
     assert store.current.models["m"].session is session
     assert store.reload_counts == {"ok": 1, "unchanged": 2, "error": 1}
-    assert [(r, s is store.current, e is None) for r, s, e in seen] == [
+    assert [(o and o.result, s is store.current, o and o.error is None) for o, s in seen] == [
         ("unchanged", False, True),
         ("error", False, False),
         ("unchanged", False, True),

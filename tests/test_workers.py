@@ -14,7 +14,7 @@ import orjson
 import pytest
 import redis
 
-from proxy.workers import resolve_workers
+from proxy.supervisor import resolve_workers
 from tests.support import (
     TEN_ITEMS_ROUTES,
     ProxyProcess,
@@ -89,7 +89,7 @@ async def test_two_workers_serve_restart_and_drain(workers: ProxyProcess) -> Non
     served_by = {line["pid"] for line in proc.access()}
     assert served_by == pids
 
-    # One admin port: /metrics adds both workers up (workers flush every FLUSH_S).
+    # One admin port: /metrics adds both workers up (the supervisor scrapes them).
     samples = await scrape_until(proc, lambda s: metric(s, "rankgate_requests_total") == 40)
     assert metric(samples, "rankgate_requests_total", route="feed", outcome="applied") == 20
     assert metric(samples, "rankgate_requests_total", route="passthrough") == 20

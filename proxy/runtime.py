@@ -1,0 +1,82 @@
+"""What a serving process holds while it serves, entered and left as one lifespan.
+
+``open_runtime`` enters every resource in one ``AsyncExitStack``, in the order each
+needs the one before: the embedded Valkey (when ``redis.url`` is absent), the Redis
+client and embedding store, the origin client, then the routes snapshot with its models
+loaded and warmed. Leaving it releases them in reverse order, each even when another
+fails to close. Nothing here runs at import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from proxy.config import Settings
+from proxy.embeddings import EmbeddingStore, connect
+from proxy.feed import FeedServices
+from proxy.forward import Forwarder
+from proxy.record import Observer
+from proxy.snapshotstore import SnapshotStore
+from proxy.valkey import start_embedded
+
+log = logging.getLogger("rankgate.runtime")
+
+
+@dataclass(eq=False)
+class ServingState:
+    """What the admin port reports about this process, from start to exit."""
+
+    started_at: float = field(default_factory=time.time)
+    ready_at: float | None = None
+    draining: bool = False
+    runtime: Runtime | None = None  # set once everything below is ready
+
+
+@dataclass(eq=False)
+class Runtime:
+    """Everything a serving process uses to answer requests; all of it ready."""
+
+    settings: Settings
+    redis_url: str
+    embeddings: EmbeddingStore
+    forwarder: Forwarder
+    store: SnapshotStore
+    feed: FeedServices
+    observers: list[Observer] = field(default_factory=list)
+    in_flight: int = 0
+
+
+@contextlib.asynccontextmanager
+async def embedded_valkey() -> AsyncIterator[str]:
+    """An embedded Valkey for the lifespan; yields its URL."""
+    server = await asyncio.to_thread(start_embedded)
+    try:
+        yield server.connection_url
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    async with contextlib.AsyncExitStack() as stack:
+        redis_url = settings.redis.url
+        if redis_url is None:
+            redis_url = await stack.enter_async_context(embedded_valkey())
+        r = settings.redis
+        embeddings = EmbeddingStore(
+            connect(redis_url, r.timeout_ms, r.max_connections), settings.embeddings
+        )
+        stack.push_async_callback(embeddings.close)
+        forwarder = Forwarder(settings.origin)
+        stack.push_async_callback(forwarder.close)
+        await forwarder.start()
+        store = SnapshotStore(settings.routes_path, settings.embeddings.dim)
+        await asyncio.to_thread(store.load_initial)
+        f = settings.feed
+        feed = FeedServices(forwarder, embeddings, f.max_body_bytes, f.thread_min_items)
+        yield Runtime(settings, redis_url, embeddings, forwarder, store, feed)
