@@ -45,7 +45,7 @@ async def test_everything_is_ready_inside(tmp_path: Path) -> None:
         await runtime.embeddings.ping()  # the embedded Valkey answers
         assert runtime.feed.forwarder is runtime.forwarder
         pid = valkey_pid(runtime.redis_url)
-        assert valkey_children() == [pid]
+        assert pid in valkey_children()
     assert not alive(pid)
 
 
@@ -71,11 +71,11 @@ async def test_a_failing_close_does_not_leak_the_rest(
 async def test_a_failed_start_releases_what_was_entered(tmp_path: Path) -> None:
     # No model file: the routes load fails after Valkey, Redis and the origin client.
     settings = load_settings(write_config(tmp_path, "http://127.0.0.1:9", None, ROUTES))
-    assert not valkey_children()
+    before = valkey_children()
     with pytest.raises(Exception, match="file not found"):
         async with open_runtime(settings):
             pass
-    assert not valkey_children()
+    assert valkey_children() == before
 
 
 def valkey_children() -> list[int]:
