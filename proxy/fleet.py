@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -25,10 +26,33 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.admin import Answer, Json
 
-if TYPE_CHECKING:
-    from proxy.supervisor import Supervisor, Worker
-
 SampleKey = tuple[str, tuple[tuple[str, str], ...]]  # (sample name, sorted labels)
+
+
+@dataclass
+class Worker:
+    index: int
+    proc: asyncio.subprocess.Process | None = None
+    admin_port: int | None = None
+    ready: bool = False
+    started: float = 0.0
+    restarts: int = 0
+    failures: int = 0  # exits in a row before becoming ready
+    control: asyncio.ReadTransport | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+
+class Fleet(Protocol):
+    """What the fleet admin reads of its supervisor."""
+
+    workers: list[Worker]
+    draining: bool
 
 
 class FleetMetrics:
@@ -87,7 +111,7 @@ class FleetMetrics:
 class SupervisorCollector:
     """The supervisor's own series: how many workers it wants, has, and restarted."""
 
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Fleet) -> None:
         self.supervisor = supervisor
 
     def collect(self) -> Iterator[Metric]:
@@ -109,9 +133,9 @@ class SupervisorCollector:
 class FleetAdmin:
     """The admin backend of a supervisor (see ``proxy.admin.AdminBackend``)."""
 
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Fleet, token: str | None) -> None:
         self.supervisor = supervisor
-        self.token = supervisor.settings.admin.token
+        self.token = token
         self.merged = FleetMetrics()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.merged)

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import orjson
@@ -25,10 +25,8 @@ from plugins.run import LoadedPlugin, PluginFailure
 from proxy import bodycodec
 from proxy.deadline import consume, past, within
 from proxy.errors import BodyError, ItemsError, ModelError, Reason, Skip, from_plugin
+from proxy.feedstate import FeedRequest
 from proxy.ranking import reorder
-
-if TYPE_CHECKING:
-    from proxy.feed import FeedRequest
 
 log = logging.getLogger("rankgate.feed")
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from proxy.config import Settings
 from proxy.embeddings import EmbeddingStore, connect
-from proxy.feed import FeedServices
+from proxy.feedstate import FeedServices
 from proxy.forward import Forwarder
 from proxy.record import Observer
 from proxy.snapshotstore import SnapshotStore

@@ -23,7 +23,6 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -31,7 +30,7 @@ from aiohttp import web
 
 from proxy.admin import build_admin_app
 from proxy.config import Settings
-from proxy.fleet import FleetAdmin
+from proxy.fleet import FleetAdmin, Worker
 from proxy.runtime import embedded_valkey
 from proxy.server import listening
 from proxy.worker import REDIS_URL_ENV, WORKER_ENV
@@ -53,25 +52,6 @@ def resolve_workers(configured: int) -> int:
         return len(os.sched_getaffinity(0))  # the CPUs this process may use
     except AttributeError:
         return os.cpu_count() or 1
-
-
-@dataclass
-class Worker:
-    index: int
-    proc: asyncio.subprocess.Process | None = None
-    admin_port: int | None = None
-    ready: bool = False
-    started: float = 0.0
-    restarts: int = 0
-    failures: int = 0  # exits in a row before becoming ready
-    control: asyncio.ReadTransport | None = field(default=None, repr=False)
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
 
 
 @contextlib.contextmanager
@@ -114,7 +94,7 @@ class Supervisor:
         self.admin_port = 0
         self.started_at = time.time()
         self.ever_ready = False
-        self.fleet = FleetAdmin(self)
+        self.fleet = FleetAdmin(self, settings.admin.token)
         self._stop = asyncio.Event()
         self._changed = asyncio.Event()
         self._redis_url: str | None = settings.redis.url

@@ -1,0 +1,70 @@
+"""A feed request's state, and the services every feed request uses.
+
+One ``FeedRequest`` is made per feed request; the stages (``proxy.feed``, then
+``proxy.rerank``) fill it in, in order, and the response is built from it. Later
+features read it too: an exposure record after the response, a shadow model's scores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import aiohttp
+import numpy as np
+from aiohttp import web
+
+from plugins.context import FeedContext, ItemArray
+from proxy.embeddings import EmbeddingStore
+from proxy.errors import RankgateError
+from proxy.forward import Forwarder
+from proxy.record import RequestRecord
+from proxy.sessions import ModelSession
+from proxy.snapshot import CompiledRoute, Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class FeedServices:
+    """What every feed request uses, made once by the runtime."""
+
+    forwarder: Forwarder
+    embeddings: EmbeddingStore
+    max_body_bytes: int
+    thread_min_items: int
+
+
+_NO_FLOATS = np.empty(0, dtype=np.float32)
+_NO_INDEX = np.empty(0, dtype=np.intp)
+
+
+@dataclass(slots=True, eq=False)
+class FeedRequest:
+    """One feed request's state: made once, filled in by the stages in order."""
+
+    svc: FeedServices
+    request: web.BaseRequest
+    route: CompiledRoute
+    snapshot: Snapshot
+    record: RequestRecord
+    ctx: FeedContext
+    model: ModelSession | None = None
+    skip: RankgateError | None = None  # a reason found before the origin answered
+    user_task: asyncio.Task[np.ndarray | None] | None = None
+    upstream: aiohttp.ClientResponse | None = None
+    encoding: str = ""
+    body: bytes = b""  # the origin's body as it came (still encoded)
+    deadline: float = 0.0  # loop.time() by which our own work must be done
+    raw: bytes = b""  # the decoded body
+    arrays: list[ItemArray] = field(default_factory=list)
+    ids: list[str | None] = field(default_factory=list)  # every array's ids, end to end
+    user: np.ndarray = field(default_factory=lambda: _NO_FLOATS)
+    # The scored items: their indices into ``ids``, and their vectors [M, dim] (row k
+    # for positions[k]).
+    positions: np.ndarray = field(default_factory=lambda: _NO_INDEX)
+    vectors: np.ndarray = field(default_factory=lambda: _NO_FLOATS)
+    scores: np.ndarray = field(default_factory=lambda: _NO_FLOATS)
+    out: bytes = b""  # the re-ranked body, encoded as the origin's was
+
+    @property
+    def timings(self) -> dict[str, float]:
+        return self.record.timings
