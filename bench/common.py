@@ -202,6 +202,8 @@ def parse_wrk(out: str) -> dict[str, float]:
             res[f"p{pct}_ms"] = ms(m.group(1))
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     res["rps"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"^\s*(\d+) requests in", out, re.M)
+    res["requests"] = float(m.group(1)) if m else 0.0
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     res["errors"] = float(m.group(1)) if m else 0.0
     return res
@@ -212,6 +214,29 @@ def wrk(url: str, conns: int, duration: int, lua: Path) -> dict[str, float]:
     cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", "-s", str(lua), url]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return parse_wrk(out)
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and every live descendant:
+    what a server spent, steadier than its latency on a shared VM."""
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, wanted = 0.0, {pid}
+    for child, (parent, _) in sorted(stats.items()):
+        if parent in wanted:
+            wanted.add(child)
+    for p in wanted:
+        total += stats.get(p, (0, 0.0))[1]
+    return total
 
 
 def check_headers(url: str) -> str:

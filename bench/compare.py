@@ -42,12 +42,12 @@ def worktree(stack: ExitStack, rev: str, where: Path) -> Path:
     return where
 
 
-def serve(stack: ExitStack, tree: Path, cfg: Path) -> None:
+def serve(stack: ExitStack, tree: Path, cfg: Path) -> int:
     """rankgate from ``tree``: its directory first on sys.path, not the installed one."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    common.spawn(
+    return common.spawn(
         stack, sys.executable, "-m", "proxy", "serve", "--config", str(cfg), env=env, cwd=tree
-    )
+    ).pid
 
 
 def main() -> int:
@@ -71,8 +71,8 @@ def main() -> int:
         redis_url = common.seeded_redis(stack, 1000)
         origin_port, plain_port = common.free_port(), common.free_port()
         origin = f"http://127.0.0.1:{origin_port}"
-        common.spawn_origin(stack, origin_port, 100)
-        common.spawn(
+        pids = {"origin direct": common.spawn_origin(stack, origin_port, 100).pid}
+        pids["plain"] = common.spawn(
             stack,
             sys.executable,
             str(common.HERE / "plain_proxy.py"),
@@ -80,7 +80,7 @@ def main() -> int:
             str(plain_port),
             "--origin",
             origin,
-        )
+        ).pid
         targets = {
             "origin direct": f"{origin}/api/feed",
             "plain": f"http://127.0.0.1:{plain_port}/api/feed",
@@ -99,7 +99,7 @@ def main() -> int:
                 model=common.default_model(conf),
                 workers=args.workers,
             )
-            serve(stack, tree, cfg)
+            pids[f"{name} re-rank"] = pids[f"{name} pass"] = serve(stack, tree, cfg)
             targets[f"{name} re-rank"] = f"http://127.0.0.1:{port}/api/feed"
             targets[f"{name} pass"] = f"http://127.0.0.1:{port}/static"
             ports.append(port)
@@ -115,21 +115,48 @@ def main() -> int:
 
         p50: dict[str, list[float]] = {name: [] for name in targets}
         rps: dict[str, list[float]] = {name: [] for name in targets}
+        cpu: dict[str, list[float]] = {name: [] for name in targets}
         for k in range(args.rounds):
             names = list(targets) if k % 2 == 0 else list(reversed(targets))
             for name in names:
                 p50[name].append(common.wrk(targets[name], 1, args.duration, lua)["p50_ms"] * 1000)
-                rps[name].append(common.wrk(targets[name], 16, args.duration, lua)["rps"])
+                before = common.tree_cpu(pids[name])
+                run = common.wrk(targets[name], 16, args.duration, lua)
+                spent = common.tree_cpu(pids[name]) - before
+                rps[name].append(run["rps"])
+                cpu[name].append(spent / max(run["requests"], 1) * 1e6)
 
-    med = {name: (statistics.median(p50[name]), statistics.median(rps[name])) for name in targets}
+    report(args, targets, p50, rps, cpu)
+    return 0
+
+
+def report(
+    args: argparse.Namespace,
+    targets: dict[str, str],
+    p50: dict[str, list[float]],
+    rps: dict[str, list[float]],
+    cpu: dict[str, list[float]],
+) -> None:
+    med = {
+        name: (
+            statistics.median(p50[name]),
+            statistics.median(rps[name]),
+            statistics.median(cpu[name]),
+        )
+        for name in targets
+    }
     origin_p50, plain_rps = med["origin direct"][0], med["plain"][1]
     print(f"base {args.base}, head {args.head or 'working tree'}: medians of {args.rounds} rounds")
-    print(f"{'target':16} {'p50 c1':>9} {'over origin':>12} {'rps c16':>9} {'vs plain':>9}")
-    for name, (lat, thr) in med.items():
+    print(
+        f"{'target':16} {'p50 c1':>9} {'over origin':>12} {'rps c16':>9} {'vs plain':>9} "
+        f"{'cpu/req':>9}"
+    )
+    for name, (lat, thr, us) in med.items():
         print(
-            f"{name:16} {lat:7.0f}us {lat - origin_p50:+10.0f}us {thr:9.0f} {thr / plain_rps:9.2f}"
+            f"{name:16} {lat:7.0f}us {lat - origin_p50:+10.0f}us {thr:9.0f} {thr / plain_rps:9.2f} "
+            f"{us:7.0f}us"
         )
-    return 0
+    print("cpu/req: CPU time of the serving process (and its children) per request at c16")
 
 
 if __name__ == "__main__":
