@@ -15,7 +15,20 @@ def arrange(
     dropped: np.ndarray,
     order: np.ndarray | None,
 ) -> list[Any]:
-    """The array after rules: a stable sort by score, generalized.
+    """The array after rules (see ``arrangement``)."""
+    source = arrangement(positions, scores, fixed, dropped, order)
+    return [items[i] for i in source.tolist()]
+
+
+def arrangement(
+    positions: np.ndarray,
+    scores: np.ndarray,
+    fixed: np.ndarray,
+    dropped: np.ndarray,
+    order: np.ndarray | None,
+) -> np.ndarray:
+    """For each slot of the array after rules, the index of the item served there: a
+    stable sort by score, generalized.
 
     Dropped items go. Fixed items (unscored, or pinned) keep their index; if drops made
     the array too short for that, they keep their relative order at its end. The other
@@ -37,4 +50,4 @@ def arrange(
     free = np.ones(length, dtype=bool)
     free[slots] = False
     source[free] = ranked
-    return [items[i] for i in source.tolist()]
+    return source

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from redis.exceptions import RedisError
 
-from plugins.arrange import arrange
+from plugins.arrange import arrangement
 from plugins.context import MAX_USER_ID, FeedContext, ItemArray, ItemsNotFound
 from plugins.dotted import DottedItems, dig, item_ids
 from plugins.sources import RequestSources, resolve_user
@@ -176,8 +176,9 @@ class RoutePlugins:
         scores: np.ndarray,
         vectors: np.ndarray,
         deadline: float | None,
-    ) -> list[Any]:
-        """Every rules plugin on one scored array; returns the array as it is served."""
+    ) -> np.ndarray:
+        """Every rules plugin on one scored array; returns, for each slot of the array as
+        it is served, the index of the item there (dropped items are in no slot)."""
         n = len(arr.items)
         unscored = np.ones(n, dtype=bool)
         unscored[positions] = False
@@ -186,9 +187,7 @@ class RoutePlugins:
         ctx.fixed, ctx.dropped, ctx.order = unscored.copy(), np.zeros(n, dtype=bool), None
         self.rerank(ctx, deadline)
         # Unscored items cannot be ranked whatever a rule did to ``fixed``.
-        return arrange(
-            arr.items, positions, ctx.scores, ctx.fixed | unscored, ctx.dropped, ctx.order
-        )
+        return arrangement(positions, ctx.scores, ctx.fixed | unscored, ctx.dropped, ctx.order)
 
     def rerank(self, ctx: FeedContext, deadline: float | None) -> None:
         """Every rules plugin in order on the array set in ``ctx``; each is checked for

@@ -68,6 +68,7 @@ def apply(ctx: FeedContext, *plugins: LoadedPlugin) -> list[Any]:
     """Run the plugins' rerank hooks on ``ctx`` (as the pipeline does, with its checks)
     and return the array as the response would carry it."""
     arr = ItemArray(ctx.items, ctx.ids)
-    return RoutePlugins(rules=plugins).apply(
+    source = RoutePlugins(rules=plugins).apply(
         ctx, arr, ctx.positions, ctx.scores, ctx.embeddings, None
     )
+    return [arr.items[i] for i in source.tolist()]

@@ -105,6 +105,55 @@ class Logging(Strict):
     user_hash_salt: str = ""
 
 
+_ENV = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class Exposures(Strict):
+    """One record per feed decision (what was served, to whom, by which arm), written off
+    the request path; see docs/exposures.md."""
+
+    enabled: bool = False
+    sink: Literal["redis", "jsonl"] = "redis"
+    # redis: a Stream on the embeddings' Redis, trimmed to about maxlen entries.
+    stream: str = "rankgate:exposures"
+    maxlen: Annotated[int, Field(ge=1)] = 1_000_000
+    # jsonl: files in this directory (relative to this file), one set per process.
+    path: str = "exposures"
+    max_file_bytes: Annotated[int, Field(ge=4096)] = 64 * 1024 * 1024
+    keep_files: Annotated[int, Field(ge=1)] = 10
+    # The served ids in a record (and their origin positions, and scores).
+    max_items: Annotated[int, Field(ge=1, le=1000)] = 50
+    scores: bool = False
+    # The record's unit: the user id as it came, or HMAC-SHA256(key, user id) in hex with
+    # the key from the environment variable unit_key_env (the app can compute the same).
+    unit: Literal["raw", "hmac-sha256"] = "raw"
+    unit_key_env: Annotated[str, Field(pattern=_ENV)] = "RANKGATE_UNIT_KEY"
+    # X-Rankgate-Id tokens are signed (HMAC-SHA256) with this environment variable's value.
+    token_key_env: Annotated[str, Field(pattern=_ENV)] = "RANKGATE_TOKEN_KEY"
+    # The bounded queue between the request path and the sink.
+    queue_size: Annotated[int, Field(ge=1)] = 10_000
+    flush_interval_ms: Annotated[float, Field(gt=0)] = 100.0
+    batch: Annotated[int, Field(ge=1)] = 500
+    timeout_ms: Annotated[float, Field(gt=0)] = 1000.0
+
+
+class Events(Strict):
+    """``POST`` clicks and conversions back, naming the X-Rankgate-Id they follow."""
+
+    enabled: bool = False
+    path: str = "/_rankgate/events"
+    max_age_s: Annotated[float, Field(gt=0)] = 86_400.0
+    max_per_id: Annotated[int, Field(ge=1)] = 20
+    max_body_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 64 * 1024
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or "?" in value:
+            raise ValueError(f"must be a path starting with '/': {value!r}")
+        return value
+
+
 class Settings(Strict):
     listen: Listen = Listen()
     origin: Origin
@@ -113,6 +162,8 @@ class Settings(Strict):
     feed: Feed = Feed()
     admin: Admin = Admin()
     logging: Logging = Logging()
+    exposures: Exposures = Exposures()
+    events: Events = Events()
     routes: str = "routes.yaml"
     # Reload routes.yaml (and the models it names) when their content changes on disk.
     routes_watch: bool = True
@@ -130,7 +181,15 @@ class Settings(Strict):
         )
         if same_host and self.admin.port == self.listen.port and self.admin.port != 0:
             raise ValueError("admin.port: must differ from listen.port (admin never shares it)")
+        if self.events.enabled and not self.exposures.enabled:
+            raise ValueError(
+                "events.enabled: needs exposures.enabled (events name the exposures they follow)"
+            )
         return self
+
+    @property
+    def exposures_dir(self) -> Path:
+        return Path(os.path.abspath(self.base_dir / self.exposures.path))
 
     @property
     def routes_path(self) -> Path:

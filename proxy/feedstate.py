@@ -63,6 +63,9 @@ class FeedRequest:
     positions: np.ndarray = field(default_factory=lambda: _NO_INDEX)
     vectors: np.ndarray = field(default_factory=lambda: _NO_FLOATS)
     scores: np.ndarray = field(default_factory=lambda: _NO_FLOATS)
+    # Per item array, the index (into that array, in origin order) of the item served in
+    # each slot: what the response carries, for the exposure record.
+    served: list[np.ndarray] = field(default_factory=list)
     out: bytes = b""  # the re-ranked body, encoded as the origin's was
 
     @property

@@ -11,14 +11,18 @@ from typing import Any
 import numpy as np
 
 
-def reorder(items: list[Any], positions: np.ndarray, scores: np.ndarray) -> list[Any]:
-    """Stable sort of the scored items (at ``positions``) by descending score; they fill
-    the slots scored items had, and items without a score keep their own slots."""
+def served_order(n: int, positions: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """For each of the n slots, the index of the item served there: a stable sort of the
+    scored items (at ``positions``) by descending score fills the slots scored items had,
+    and items without a score keep their own slots."""
     order = np.argsort(-scores, kind="stable")
-    if len(positions) == len(items):
-        # All scored (the common case): positions is 0..n-1.
-        return [items[i] for i in order.tolist()]
-    out = list(items)
-    for slot, src in zip(positions.tolist(), positions[order].tolist(), strict=True):
-        out[slot] = items[src]
-    return out
+    if len(positions) == n:
+        return order  # all scored (the common case): positions is 0..n-1
+    source = np.arange(n, dtype=np.intp)
+    source[positions] = positions[order]
+    return source
+
+
+def reorder(items: list[Any], positions: np.ndarray, scores: np.ndarray) -> list[Any]:
+    """The items in served order (see ``served_order``)."""
+    return [items[i] for i in served_order(len(items), positions, scores).tolist()]

@@ -26,7 +26,7 @@ from proxy import bodycodec
 from proxy.deadline import consume, past, within
 from proxy.errors import BodyError, ItemsError, ModelError, Reason, Skip, from_plugin
 from proxy.feedstate import FeedRequest
-from proxy.ranking import reorder
+from proxy.ranking import served_order
 
 log = logging.getLogger("rankgate.feed")
 
@@ -167,13 +167,14 @@ def arrange(st: FeedRequest) -> None:
     try:
         if plugins.rules:
             st.ctx.user_embedding = st.user
-            ranked = [plugins.apply(st.ctx, *part, st.deadline) for part in parts]
+            st.served = [plugins.apply(st.ctx, *part, st.deadline) for part in parts]
         else:
-            ranked = [reorder(arr.items, pos, sc) for arr, pos, sc, _ in parts]
+            st.served = [served_order(len(arr.items), pos, sc) for arr, pos, sc, _ in parts]
             if past(st.deadline):
                 raise Skip(Reason.BUDGET)
-        for (arr, *_), order in zip(parts, ranked, strict=True):
-            plugins.put(arr, order)
+        for (arr, *_), source in zip(parts, st.served, strict=True):
+            items = arr.items
+            plugins.put(arr, [items[i] for i in source.tolist()])
     except PluginFailure as exc:
         raise from_plugin(exc) from None
 
