@@ -206,6 +206,9 @@ def run_checks(config: str | Path, offline: bool = False, out: TextIO | None = N
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from proxy.cli import config_path
+
+    args.config = config_path(args.config)
     report = run_checks(args.config, args.offline)
     verdict = "failed" if report.failed else "successful"
     print(
@@ -217,12 +220,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from proxy.cli import DEFAULT_CONFIG
+    from proxy.cli import CONFIG_HELP
 
     parser = sub.add_parser(
         "check", help="validate the config, routes and models, try Redis and the origin"
     )
-    parser.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="static config YAML")
+    parser.add_argument("--config", "-c", default=None, help=CONFIG_HELP)
     parser.add_argument(
         "--offline", action="store_true", help="check files only (not Redis or the origin)"
     )
