@@ -175,11 +175,13 @@ def cmd_load(args: argparse.Namespace) -> int:
             how = "started for this load" if embedded.started else f"running, pid {embedded.pid}"
             print(f"embedded Valkey at {url} (data in {_shown(embedded.dir)}; {how})")
         assert url is not None
+        # A progress bar is for a terminal, not for a log or a pipe.
+        progress = not args.quiet and sys.stderr.isatty()
         client = redis.Redis.from_url(url, socket_timeout=10)
         try:
             for kind, ids, vectors in loads:
                 template = templates.get(kind) or f"emb:{kind}:{{id}}"
-                count = load_vectors(client, template, ids, vectors, progress=not args.quiet)
+                count = load_vectors(client, template, ids, vectors, progress=progress)
                 print(f"loaded {count} {kind} vectors (dim {vectors.shape[1]}) as {template}")
         finally:
             client.close()
