@@ -54,6 +54,11 @@ PORTS_TRIED = 100
 START_TIMEOUT_S = 30.0  # includes loading the data set from disk
 STOP_TIMEOUT_S = 10.0
 LOCK_TIMEOUT_S = START_TIMEOUT_S + STOP_TIMEOUT_S  # another process may be starting it
+START_ATTEMPTS = 3
+
+
+class PortTaken(Exception):
+    """The server could not bind its port: another program took it meanwhile."""
 
 
 class EmbeddedValkeyError(ConfigError):
@@ -317,7 +322,7 @@ class EmbeddedValkey:
         finally:
             os.close(alone)
 
-    def _choose_port(self) -> int:
+    def _choose_port(self, taken: set[int]) -> int:
         if self.configured_port is not None:
             if not _port_free(self.host, self.configured_port):
                 raise EmbeddedValkeyError(
@@ -326,7 +331,7 @@ class EmbeddedValkey:
                 )
             return self.configured_port
         recorded = self._recorded_port()
-        if recorded is not None:
+        if recorded is not None and recorded not in taken:
             if _port_free(self.host, recorded):
                 return recorded
             log.warning(
@@ -336,7 +341,7 @@ class EmbeddedValkey:
                 self.state_path,
             )
         for port in range(FIRST_PORT, FIRST_PORT + PORTS_TRIED):
-            if _port_free(self.host, port):
+            if port not in taken and _port_free(self.host, port):
                 return port
         raise EmbeddedValkeyError(
             f"no free port in {FIRST_PORT}..{FIRST_PORT + PORTS_TRIED - 1} on {self.host}: "
@@ -367,9 +372,24 @@ class EmbeddedValkey:
         self.conf_path.write_text(text)
 
     def _start_server(self) -> None:
-        port = self._choose_port()
+        taken: set[int] = set()
+        for _ in range(START_ATTEMPTS):
+            port = self._choose_port(taken)
+            try:
+                self._spawn(port)
+                return
+            except PortTaken:
+                # Another program bound the port between our look and the server's bind.
+                if self.configured_port is not None:
+                    raise EmbeddedValkeyError(
+                        f"redis.embedded.port {port}: {self.host}:{port} is in use by another "
+                        "program"
+                    ) from None
+                taken.add(port)
+        raise EmbeddedValkeyError(f"ports {sorted(taken)} were taken as the server started")
+
+    def _spawn(self, port: int) -> None:
         self._write_conf(port)
-        self.state_path.write_text(json.dumps({"host": self.host, "port": port}) + "\n")
         try:
             binary = _binary()
             with open(self.log_path, "ab") as log_file:
@@ -388,30 +408,35 @@ class EmbeddedValkey:
         # this process is killed before the server gets that far.
         self.pid_path.write_text(f"{proc.pid}\n")
         self._proc = proc
-        self.pid, self.port, self.started = proc.pid, port, True
         try:
             self._wait_ready(proc, port, offset)
         except BaseException:
             self._shutdown(proc.pid)
             raise
+        self.state_path.write_text(json.dumps({"host": self.host, "port": port}) + "\n")
+        self.pid, self.port, self.started = proc.pid, port, True
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], port: int, log_offset: int) -> None:
+        """Until the server answers on ``port`` as itself: a PING alone could be answered
+        by another program's server that holds the port (then ours exits: PortTaken)."""
         client = redis.Redis(host=self.host, port=port, socket_timeout=2, socket_connect_timeout=2)
         deadline = time.monotonic() + START_TIMEOUT_S
         try:
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
+                    text = self._log_since(log_offset)
+                    if "Address already in use" in text:
+                        raise PortTaken()
                     raise EmbeddedValkeyError(
                         f"valkey-server exited with status {proc.returncode} at start; "
-                        f"its log ({self.log_path}):\n{self._log_since(log_offset)}"
+                        f"its log ({self.log_path}):\n{text}"
                     )
                 try:
-                    if client.ping():
+                    # Then PING: it answers LOADING (an error) until the data is in.
+                    if client.info("server").get("process_id") == proc.pid and client.ping():
                         return
-                except redis.BusyLoadingError:
-                    pass  # loading the data set: wait
                 except redis.RedisError:
-                    pass  # not listening yet
+                    pass  # not listening yet, or loading the data set
                 time.sleep(0.05)
         finally:
             client.close()

@@ -17,9 +17,9 @@ import pytest
 import redis
 
 from proxy.config import load_settings
-from proxy.valkey import EmbeddedValkey, EmbeddedValkeyError
+from proxy.valkey import EmbeddedValkey, EmbeddedValkeyError, PortTaken
 from proxy.yamlconf import ConfigError
-from tests.support import valkey_pids
+from tests.support import start_valkey, valkey_pids
 
 
 @pytest.fixture
@@ -195,3 +195,17 @@ def test_url_and_embedded_together_are_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"redis\.embedded: only without redis\.url"):
         load_settings(cfg)
+
+
+def test_a_port_taken_as_the_server_starts_is_never_mistaken_for_ours(data_dir: Path) -> None:
+    # Another program's server holds the port: it answers PING, but it is not ours (its
+    # INFO names another pid), and ours exits: the start tries another port.
+    other = start_valkey()
+    try:
+        server = EmbeddedValkey(data_dir)
+        data_dir.mkdir(parents=True)
+        with pytest.raises(PortTaken):
+            server._spawn(other.port)
+        assert valkey_pids(data_dir) == [] and server.port is None
+    finally:
+        other.stop()
