@@ -119,7 +119,9 @@ class Background:
             code = self.proc.wait(limit_s)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
-            raise AssertionError(f"$ {self.command}: still running {limit_s} s after Ctrl-C")
+            raise AssertionError(
+                f"$ {self.command}: still running {limit_s} s after Ctrl-C"
+            ) from None
         self._reader.join(5)
         return code
 

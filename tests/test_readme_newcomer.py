@@ -36,7 +36,7 @@ POSTS = [{"pid": k, "title": f"Post {k}"} for k in range(1, 21)]
 
 
 class Origin(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+    def do_GET(self) -> None:  # the stdlib's name for it
         if self.path.split("?")[0] != "/api/posts":
             self.send_error(404)
             return
