@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -75,6 +76,30 @@ def test_the_section_names_the_commands_a_newcomer_runs() -> None:
     for command in (["rankgate", "init"], ["rankgate", "embeddings"], ["rankgate", "check"]):
         assert command in commands
     assert ["rankgate", "serve"] in commands and ["curl", "-s"] in commands
+
+
+def readme_yaml(after: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    found = re.search(re.escape(after) + r".*?```yaml\n(.*?)```", text, re.S)
+    assert found, f"no yaml block after {after!r}"
+    return found.group(1)
+
+
+def test_the_configuration_examples_load_as_written(tmp_path: Path) -> None:
+    # Copied into config/ of a checkout (their paths say ../models/): both load, the
+    # models' sha256 pins match, and the route's plugin options are good.
+    from proxy.config import load_settings
+    from proxy.snapshot import build_snapshot
+
+    (tmp_path / "config").mkdir()
+    shutil.copytree(ROOT / "models", tmp_path / "models", ignore=shutil.ignore_patterns("*.py"))
+    config = tmp_path / "config" / "rankgate.yaml"
+    config.write_text(readme_yaml("**`rankgate.yaml`** is read at start"))
+    (tmp_path / "config" / "routes.yaml").write_text(readme_yaml("**`routes.yaml`** is watched"))
+    settings = load_settings(config)
+    snapshot = build_snapshot(settings.routes_path, settings.embeddings.dim, 1, None)
+    assert sorted(snapshot.models) == ["ranker_v1", "ranker_v2"]
+    assert snapshot.routes[0].spec.sample == "/api/feed?limit=20"
 
 
 def _ports_free() -> bool:
