@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 F32 = np.dtype("<f4")
 MIN_SHARE = 0.5  # under this share of item vectors, say so (the others keep their slots)
-USER_SCAN = 1000  # keys looked at for one valid user vector
+SCAN_COUNT, SCAN_CALLS = 1000, 100  # at most ~100k keys looked at for one user vector
 
 
 class Stop(Exception):
@@ -51,22 +51,26 @@ def probe_routes(
 
 
 def find_user(settings: Settings, client: redis.Redis) -> tuple[str, np.ndarray] | None:
-    """(user id, vector) of one valid user vector in Redis, for the dry run."""
+    """(user id, vector) of one valid user vector in Redis, for the dry run. Bounded: a
+    big keyspace with few user keys is not walked to its end."""
     import redis as redis_mod
 
     emb = settings.embeddings
     prefix, _, suffix = emb.user_key.partition("{id}")
     pattern = emb.user_key.replace("*", r"\*").replace("{id}", "*")
+    cursor = 0
     try:
-        for n, key in enumerate(client.scan_iter(match=pattern, count=USER_SCAN)):
-            if n >= USER_SCAN:
+        for _ in range(SCAN_CALLS):
+            cursor, keys = client.scan(cursor, match=pattern, count=SCAN_COUNT)
+            for key in keys:
+                raw = client.get(key)
+                if isinstance(raw, bytes) and len(raw) == emb.dim * 4:
+                    vector = np.frombuffer(raw, dtype=F32)
+                    if np.isfinite(vector).all():
+                        name = key.decode(errors="replace")
+                        return name[len(prefix) : len(name) - len(suffix)], vector
+            if cursor == 0:
                 break
-            raw = client.get(key)
-            if isinstance(raw, bytes) and len(raw) == emb.dim * 4:
-                vector = np.frombuffer(raw, dtype=F32)
-                if np.isfinite(vector).all():
-                    name = key.decode(errors="replace")
-                    return name[len(prefix) : len(name) - len(suffix)], vector
     except redis_mod.RedisError:
         return None
     return None

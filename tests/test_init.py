@@ -184,3 +184,17 @@ def test_reference_model_is_package_data() -> None:
     assert path.read_bytes() == (ROOT / "models" / "ranker_v1.onnx").read_bytes()
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"*" = ["*.onnx"' in pyproject and '"models*"' in pyproject
+
+
+async def test_a_feed_with_a_query(origin: str, tmp_path: Path, capsys) -> None:
+    code, _, err = await run(
+        capsys, "init", "--origin", origin, "--feed", "/api/posts?limit=5", "--dir", str(tmp_path)
+    )
+    assert code == 0, err
+    route = load(RoutesFile, tmp_path / "routes.yaml").routes[0]
+    # Routes match the path (queries are ignored); the probe fetches what init fetched.
+    assert (route.match.path, route.sample, route.name) == (
+        "/api/posts",
+        "/api/posts?limit=5",
+        "posts",
+    )
