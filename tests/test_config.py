@@ -161,3 +161,15 @@ def test_serve_port_in_use(tmp_path: Path, redis_url: str) -> None:
 def test_serve_bad_workers_flag(tmp_path: Path) -> None:
     out = serve("--config", str(tmp_path / "x.yaml"), "--workers", "many")
     assert out.returncode == 2 and "want a number >= 0" in out.stderr
+
+
+def test_the_default_config_is_inits_when_there_is_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from proxy.cli import config_path
+
+    monkeypatch.chdir(tmp_path)
+    assert config_path(None) == "config/rankgate.yaml"
+    (tmp_path / "rankgate.yaml").write_text(GOOD)  # what `rankgate init` writes here
+    assert config_path(None) == "rankgate.yaml"
+    assert config_path("other.yaml") == "other.yaml"
