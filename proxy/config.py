@@ -55,7 +55,7 @@ class Embedded(Strict):
     # Relative to the config file's directory. Holds the data (AOF), the server's
     # pidfile and log, and the port it was first given (so the address stays the same).
     dir: str = ".rankgate/valkey"
-    # None: the port recorded in ``dir`` (first start: a free one from 16379 up).
+    # None: the port recorded in ``dir`` (first start: a free one from 16500 up).
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
 
 

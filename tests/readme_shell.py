@@ -4,7 +4,8 @@ A section is the text between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``;
 ```` ```console ```` blocks hold ``$ command`` lines, each followed by what it prints.
 Every command runs in ``bash -c`` in one working directory, as written. Its output
 (stdout and stderr together) must hold the printed lines in order (other lines may come
-between): ``…`` stands for any text, and numbers (timings, sizes, pids) may differ.
+between): ``…`` stands for any text, and numbers (timings, sizes, pids) may differ,
+but not the ports of ``127.0.0.1:PORT`` addresses.
 
 A ``rankgate serve`` command keeps running, as in a terminal: the next commands run
 beside it (as in a second terminal) once its printed lines have appeared; at the end it
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 NUMBER = r"\d+(?:\.\d+)?"
+ADDRESS = r"127\.0\.0\.1:\d+"
 BACKGROUND = ("rankgate serve",)
 
 
@@ -51,10 +53,13 @@ def steps(text: str) -> list[Step]:
 
 
 def pattern(line: str) -> re.Pattern[str]:
-    parts = re.split(f"(…|{NUMBER})", line.rstrip())
+    # Loopback addresses are literal, ports included: the section's ports are its promise.
+    parts = re.split(f"({ADDRESS}|…|{NUMBER})", line.rstrip())
     regex = ""
     for part in parts:
-        if part == "…":
+        if re.fullmatch(ADDRESS, part):
+            regex += re.escape(part)
+        elif part == "…":
             regex += ".*"
         elif re.fullmatch(NUMBER, part):
             regex += NUMBER

@@ -2,7 +2,7 @@
 it describes (``http://127.0.0.1:9000``, ``GET /api/posts``), and prints what it shows.
 
 The section names fixed ports (the origin's 9000, rankgate's 8080 and 9090, the embedded
-Valkey's 16379), so it runs in a network namespace of its own (``unshare -rn``): the
+Valkey's 16500), so it runs in a network namespace of its own (``unshare -rn``): the
 machine's own servers on those ports (a `make demo`, another checkout's tests) are not
 in the way, and nothing it starts is reachable from outside. Where namespaces are not
 available it runs on the machine's loopback if those ports are free, else it skips.
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the venv's: rankgate, python
 SECTION = "newcomer"
 ORIGIN_PORT = 9000
-FIXED_PORTS = (ORIGIN_PORT, 8080, 9090)
+FIXED_PORTS = (ORIGIN_PORT, 8080, 9090, 16500)
 
 # What the section says the origin serves: {"data": {"posts": [{"pid": ...}, ...]}}.
 POSTS = [{"pid": k, "title": f"Post {k}"} for k in range(1, 21)]
