@@ -44,8 +44,13 @@ def _is_dynamic(axis: object) -> bool:
     return not isinstance(axis, int) or axis < 0
 
 
-def check_signature(session: ort.InferenceSession, dim: int | None = None) -> Signature:
-    """Check a session's inputs and outputs against the contract; raise with the reason."""
+def check_signature(
+    session: ort.InferenceSession, dim: int | None = None, dim_from: str = "embeddings.dim"
+) -> Signature:
+    """Check a session's inputs and outputs against the contract; raise with the reason.
+
+    ``dim_from`` names where ``dim`` came from, for the message: the config's
+    ``embeddings.dim``, or a command's ``--dim``."""
     inputs = {i.name: i for i in session.get_inputs()}
     expected = {USER_INPUT, ITEM_INPUT}
     if set(inputs) != expected:
@@ -71,7 +76,11 @@ def check_signature(session: ort.InferenceSession, dim: int | None = None) -> Si
         raise ModelContractError(f"inputs disagree on D: {sorted(dims)}")
     model_dim = dims.pop() if dims else None
     if dim is not None and model_dim is not None and model_dim != dim:
-        raise ModelContractError(f"embedding dim is {model_dim}, config says embeddings.dim={dim}")
+        if dim_from == "embeddings.dim":
+            wanted = f"config says embeddings.dim={dim}"
+        else:
+            wanted = f"not the {dim} that {dim_from} asks for"
+        raise ModelContractError(f"embedding dim is {model_dim}, {wanted}")
     outputs = session.get_outputs()
     names = [o.name for o in outputs]
     if SCORE_OUTPUT not in names:

@@ -4,8 +4,11 @@ One line per check, ``ok`` or ``FAIL`` (and ``warn`` for what works but looks wr
 the static config, the routes file, every model (file, sha256 pin, contract, a warm-up
 run, loaded exactly as serving loads them), then Redis (PING, and one stored user
 vector's length against ``embeddings.dim``) and the origin (any HTTP answer to
-``HEAD /`` counts as reachable). Exit status 0 when nothing failed, 1 otherwise.
-``--offline`` skips Redis and the origin (a CI job that only checks files).
+``HEAD /`` counts as reachable), then probes each feed route (``proxy/probe.py``: one
+GET of a sample, items, ids, vectors, a dry run). With no ``redis.url``, the config's
+embedded Valkey is used: the running one, or started for the check and stopped after.
+Exit status 0 when nothing failed, 1 otherwise. ``--offline`` skips Redis, the origin
+and the probes (a CI job that only checks files).
 """
 
 from __future__ import annotations
@@ -17,11 +20,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
 
 from proxy.config import Settings, load_settings
 from proxy.yamlconf import ConfigError
+
+if TYPE_CHECKING:
+    import redis
+
+    from proxy.snapshot import Snapshot
 
 NETWORK_TIMEOUT_S = 3.0
 
@@ -43,6 +51,14 @@ class Report:
         else:
             self.passed += 1
         print(f"{status:<5} {what:<8} {detail}", file=self.out, flush=True)
+
+
+def shown_path(path: str | Path) -> str:
+    """Relative to the working directory when under it: what a person typed."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _n(count: int, noun: str) -> str:
@@ -70,7 +86,7 @@ def check_config(path: Path, report: Report) -> Settings | None:
     return settings
 
 
-def check_routes(settings: Settings, report: Report) -> None:
+def check_routes(settings: Settings, report: Report) -> Snapshot | None:
     from proxy.routes import RoutesFile
     from proxy.snapshot import build_snapshot
     from proxy.yamlconf import load
@@ -83,18 +99,18 @@ def check_routes(settings: Settings, report: Report) -> None:
         for problem in exc.problems:
             what = "model" if problem.startswith("models.") else "routes"
             report.line("FAIL", what, f"{exc.source}: {problem}")
-        return
+        return None
     routes = ", ".join(r.name for r in snapshot.routes) or "none"
     report.line(
         "ok",
         "routes",
-        f"{path}: {_n(len(snapshot.routes), 'route')} ({routes}), "
+        f"{shown_path(path)}: {_n(len(snapshot.routes), 'route')} ({routes}), "
         f"{_n(len(snapshot.models), 'model')}",
     )
     pinned = {name: ref.sha256 for name, ref in load(RoutesFile, path).models.items()}
     for name, model in sorted(snapshot.models.items()):
         detail = (
-            f"{name}: {model.path}, {model.size / 1024:.1f} KB, dim {model.dim}, "
+            f"{name}: {shown_path(model.path)}, {model.size / 1024:.1f} KB, dim {model.dim}, "
             f"sha256 {model.sha256[:12]}..., warm-up {_ms(model.load_seconds)}"
         )
         if pinned.get(name):
@@ -106,16 +122,14 @@ def check_routes(settings: Settings, report: Report) -> None:
     }
     for name in sorted(set(snapshot.models) - used):
         report.line("warn", "model", f"{name}: loaded but no route uses it")
+    return snapshot
 
 
-def check_redis(settings: Settings, report: Report) -> None:
+def check_redis(settings: Settings, url: str, report: Report, what: str = "") -> redis.Redis | None:
+    """PING and one user vector's length; the client (for the probes) unless it failed."""
     import redis
 
-    url = settings.redis.url
-    if url is None:
-        report.line("ok", "redis", "no redis.url: an embedded Valkey starts with the proxy")
-        return
-    shown = _redact(url)
+    shown = what or _redact(url)
     client = redis.Redis.from_url(
         url, socket_timeout=NETWORK_TIMEOUT_S, socket_connect_timeout=NETWORK_TIMEOUT_S
     )
@@ -135,8 +149,9 @@ def check_redis(settings: Settings, report: Report) -> None:
         check_vectors(settings, client, report)
     except redis.RedisError as exc:
         report.line("FAIL", "redis", f"{shown}: {type(exc).__name__}: {exc}")
-    finally:
         client.close()
+        return None
+    return client
 
 
 def check_vectors(settings: Settings, client: object, report: Report) -> None:
@@ -194,18 +209,48 @@ def _redact(url: str) -> str:
 
 
 def run_checks(config: str | Path, offline: bool = False, out: TextIO | None = None) -> Report:
+    from proxy.probe import probe_routes
+    from proxy.valkey import EmbeddedValkey
+
     report = Report(out if out is not None else sys.stdout)
     settings = check_config(Path(config), report)
     if settings is None:
         return report
-    check_routes(settings, report)
-    if not offline:
-        check_redis(settings, report)
+    snapshot = check_routes(settings, report)
+    if offline:
+        return report
+    embedded: EmbeddedValkey | None = None
+    client: redis.Redis | None = None
+    try:
+        if settings.redis.url is not None:
+            client = check_redis(settings, settings.redis.url, report)
+        else:
+            # The embedded Valkey `rankgate serve` uses: running, or started for this.
+            embedded = EmbeddedValkey.for_settings(settings)
+            try:
+                url = embedded.start()
+            except ConfigError as exc:
+                report.line("FAIL", "redis", f"no redis.url: embedded Valkey: {exc.problems[0]}")
+                embedded = None
+            else:
+                how = "started for this check" if embedded.started else f"pid {embedded.pid}"
+                what = f"embedded Valkey {url} ({how}, data in {shown_path(embedded.dir)})"
+                client = check_redis(settings, url, report, what)
         check_origin(settings, report)
+        if snapshot is not None:
+            probe_routes(settings, snapshot, client, report)
+    finally:
+        if client is not None:
+            client.close()
+        if embedded is not None:
+            embedded.stop()
     return report
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from proxy.cli import config_path
+
+    args.config = config_path(args.config)
     report = run_checks(args.config, args.offline)
     verdict = "failed" if report.failed else "successful"
     print(
@@ -217,12 +262,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from proxy.cli import DEFAULT_CONFIG
+    from proxy.cli import CONFIG_HELP
 
     parser = sub.add_parser(
         "check", help="validate the config, routes and models, try Redis and the origin"
     )
-    parser.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="static config YAML")
+    parser.add_argument("--config", "-c", default=None, help=CONFIG_HELP)
     parser.add_argument(
         "--offline", action="store_true", help="check files only (not Redis or the origin)"
     )

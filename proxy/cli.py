@@ -13,9 +13,27 @@ from proxy import __version__
 from proxy.yamlconf import ConfigError
 
 # Modules that add their own subcommands through ``register(subparsers)``.
-COMMAND_MODULES = ("proxy.check", "proxy.embedload", "proxy.modelcli", "demo.cli")
+COMMAND_MODULES = (
+    "proxy.init",
+    "proxy.check",
+    "proxy.embedload",
+    "proxy.modelcli",
+    "demo.cli",
+)
 
 DEFAULT_CONFIG = "config/rankgate.yaml"
+# What `rankgate init` writes into the directory it runs in.
+LOCAL_CONFIG = "rankgate.yaml"
+CONFIG_HELP = (
+    f"static config YAML (default: ./{LOCAL_CONFIG} if there is one, else {DEFAULT_CONFIG})"
+)
+
+
+def config_path(given: str | None) -> str:
+    """--config, else ./rankgate.yaml (`rankgate init`'s), else config/rankgate.yaml."""
+    if given is not None:
+        return given
+    return LOCAL_CONFIG if os.path.isfile(LOCAL_CONFIG) else DEFAULT_CONFIG
 
 
 def setup_logging(level: str = "info") -> None:
@@ -33,6 +51,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from proxy.server import serve
     from proxy.supervisor import resolve_workers, serve_fleet
 
+    args.config = config_path(args.config)
     settings = load_settings(args.config)
     if args.workers is not None:
         settings = settings.model_copy(update={"workers": args.workers})
@@ -58,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rankgate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the proxy")
-    serve.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="static config YAML")
+    serve.add_argument("--config", "-c", default=None, help=CONFIG_HELP)
     serve.add_argument(
         "--workers",
         "-w",

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from proxy import yamlconf
 
@@ -42,17 +49,35 @@ class Origin(Strict):
         return value.rstrip("/")
 
 
+class Embedded(Strict):
+    """The embedded Valkey (``redis.url`` absent): where it keeps its data, which port."""
+
+    # Relative to the config file's directory. Holds the data (AOF), the server's
+    # pidfile and log, and the port it was first given (so the address stays the same).
+    dir: str = ".rankgate/valkey"
+    # None: the port recorded in ``dir`` (first start: a free one from 16500 up).
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+
+
 class Redis(Strict):
-    # No url: rankgate starts an embedded Valkey (fine for a demo, not for production).
+    # No url: rankgate runs an embedded Valkey that keeps its data in embedded.dir.
     url: str | None = None
     timeout_ms: Annotated[float, Field(gt=0)] = 20.0
     max_connections: Annotated[int, Field(ge=1)] = 64
+    embedded: Embedded | None = None
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
             raise ValueError(f"not a Redis URL: {value!r} (want redis://host:port/db)")
+        return value
+
+    @field_validator("embedded")
+    @classmethod
+    def _one_server(cls, value: Embedded | None, info: ValidationInfo) -> Embedded | None:
+        if value is not None and info.data.get("url") is not None:
+            raise ValueError("only without redis.url (which one should rankgate use?)")
         return value
 
 
@@ -190,6 +215,12 @@ class Settings(Strict):
     @property
     def exposures_dir(self) -> Path:
         return Path(os.path.abspath(self.base_dir / self.exposures.path))
+
+    @property
+    def embedded_dir(self) -> Path:
+        """Where the embedded Valkey keeps its data (used when redis.url is absent)."""
+        embedded = self.redis.embedded or Embedded()
+        return Path(os.path.abspath(self.base_dir / embedded.dir))
 
     @property
     def routes_path(self) -> Path:

@@ -54,7 +54,7 @@ def check_model(path: Path, dim: int | None) -> None:
     proto = _parse(data)
     try:
         session = open_session(data)
-        signature = check_signature(session, dim)
+        signature = check_signature(session, dim, dim_from="--dim")
     except ModelContractError as exc:
         raise CheckFailed(str(exc)) from None
     ins = ", ".join(f"{i.name} {_shape(i)}" for i in session.get_inputs())

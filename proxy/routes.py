@@ -133,6 +133,24 @@ class Route(Strict):
     model: str
     experiments: tuple[Experiment, ...] = ()
     plugins: tuple[PluginSpec, ...] = ()
+    # The path (and query) `rankgate check` fetches from the origin to probe this route;
+    # None: the match path, when it is exact.
+    sample: str | None = None
+
+    @field_validator("sample")
+    @classmethod
+    def _sample(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"must start with '/': {value!r}")
+        return value
+
+    @property
+    def sample_path(self) -> str | None:
+        """What to fetch to probe the route: ``sample``, else an exact match path."""
+        if self.sample is not None:
+            return self.sample
+        path = self.match.path
+        return path if path is not None and "{" not in path else None
 
     # user: and items:/item_id: compile into the built-in sources and dotted plugins.
     @field_validator("user")

@@ -22,7 +22,7 @@ from proxy.feedstate import FeedServices
 from proxy.forward import Forwarder
 from proxy.record import Observer
 from proxy.snapshotstore import SnapshotStore
-from proxy.valkey import start_embedded
+from proxy.valkey import EmbeddedValkey
 
 log = logging.getLogger("rankgate.runtime")
 
@@ -52,11 +52,13 @@ class Runtime:
 
 
 @contextlib.asynccontextmanager
-async def embedded_valkey() -> AsyncIterator[str]:
-    """An embedded Valkey for the lifespan; yields its URL."""
-    server = await asyncio.to_thread(start_embedded)
+async def embedded_valkey(settings: Settings) -> AsyncIterator[str]:
+    """The config's embedded Valkey for the lifespan (started, or the running one
+    reused; see proxy/valkey.py); yields its URL."""
+    server = EmbeddedValkey.for_settings(settings)
+    url = await asyncio.to_thread(server.start)
     try:
-        yield server.connection_url
+        yield url
     finally:
         await asyncio.to_thread(server.stop)
 
@@ -66,7 +68,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     async with contextlib.AsyncExitStack() as stack:
         redis_url = settings.redis.url
         if redis_url is None:
-            redis_url = await stack.enter_async_context(embedded_valkey())
+            redis_url = await stack.enter_async_context(embedded_valkey(settings))
         r = settings.redis
         embeddings = EmbeddingStore(
             connect(redis_url, r.timeout_ms, r.max_connections), settings.embeddings

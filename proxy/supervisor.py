@@ -128,7 +128,7 @@ class Supervisor:
             self._life_read, _ = stack.enter_context(life_pipe())
             if self._redis_url is None:
                 # One embedded Valkey for all workers: they must see the same data.
-                self._redis_url = await stack.enter_async_context(embedded_valkey())
+                self._redis_url = await stack.enter_async_context(embedded_valkey(s))
             await stack.enter_async_context(self.fleet)
             runner = web.AppRunner(build_admin_app(self.fleet), access_log=None)
             self.admin_port = await stack.enter_async_context(

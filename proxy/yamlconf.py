@@ -6,6 +6,9 @@ Both config files go through here, so a person always reads the same kind of mes
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,7 +46,55 @@ def yaml_path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _message(err: Any) -> str:
+# Filled in by the loader, never written in a file: not a key to suggest.
+HIDDEN_KEYS = frozenset({"base_dir"})
+
+
+def _candidates(annotation: Any) -> list[Any]:
+    """The types an annotation may hold: Optional/Union members, Annotated's type."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _candidates(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [c for a in typing.get_args(annotation) for c in _candidates(a)]
+    return [] if annotation is type(None) else [annotation]
+
+
+def _step(annotation: Any, part: int | str) -> Any:
+    """The annotation one location part further in: a model's field, a container's item."""
+    for candidate in _candidates(annotation):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            if isinstance(part, str) and part in candidate.model_fields:
+                return candidate.model_fields[part].annotation
+            continue
+        origin, args = typing.get_origin(candidate), typing.get_args(candidate)
+        if origin in (tuple, list, set, frozenset) and args:
+            return args[0]
+        if origin is dict and len(args) == 2:
+            return args[1]
+    return None
+
+
+def allowed_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the mapping at ``loc`` may hold (its model's fields); [] when unknown."""
+    annotation: Any = model
+    for part in loc:
+        annotation = _step(annotation, part)
+        if annotation is None:
+            return []
+    for candidate in _candidates(annotation):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return [k for k in candidate.model_fields if k not in HIDDEN_KEYS]
+    return []
+
+
+def did_you_mean(key: str, allowed: list[str]) -> str:
+    """`` (did you mean 'port'?)`` for a near miss, else ``""``."""
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _message(err: Any, model: type[BaseModel] | None = None) -> str:
     msg = str(err["msg"])
     # pydantic prefixes custom ValueErrors; the user wants our words only.
     for prefix in ("Value error, ", "Assertion failed, "):
@@ -51,17 +102,20 @@ def _message(err: Any) -> str:
             msg = msg[len(prefix) :]
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
+        loc = err["loc"]
+        if model is not None and loc and isinstance(loc[-1], str):
+            msg += did_you_mean(loc[-1], allowed_keys(model, loc[:-1]))
     elif err["type"] == "missing":
         msg = "required"
     return msg
 
 
-def validation_problems(exc: ValidationError) -> list[str]:
+def validation_problems(exc: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
     problems = []
     for err in exc.errors():
         # Drop union/tag noise pydantic adds to locations (e.g. 'function-after[...]').
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
-        message = _message(err)
+        message = _message({**err, "loc": loc}, model)
         if "\n" in message or (not loc and ": " in message):
             # A whole-file check already wrote the full YAML path into each line.
             problems.extend(line for line in message.splitlines() if line)
@@ -98,7 +152,7 @@ def validate(model: type[M], data: Any, source: str, context: dict[str, Any] | N
     try:
         return model.model_validate(data, context=context)
     except ValidationError as exc:
-        raise ConfigError(source, validation_problems(exc)) from None
+        raise ConfigError(source, validation_problems(exc, model)) from None
 
 
 def load(model: type[M], path: Path, context: dict[str, Any] | None = None) -> M:

@@ -385,3 +385,23 @@ async def wait_until(
             if result:
                 return
             await asyncio.sleep(every_s)
+
+
+# -- the embedded Valkey of a data directory ---------------------------------------------
+
+
+def valkey_pids(data_dir: Path) -> list[int]:
+    """Live valkey-server processes started with ``data_dir``'s config file."""
+    conf = str(Path(os.path.abspath(data_dir)) / "valkey.conf").encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if conf in args and state != "Z":
+            pids.append(int(proc.name))
+    return pids

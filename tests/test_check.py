@@ -36,11 +36,21 @@ def dead_port() -> int:
         return int(s.getsockname()[1])
 
 
+FEED = {"items": [{"id": "a"}, {"id": "b"}, {"id": "c"}]}
+
+
+async def feed(request: web.Request) -> web.Response:
+    return web.json_response(FEED)
+
+
 @pytest.fixture
 async def good(tmp_path: Path, redis_url: str, redis_db: redis.Redis) -> AsyncIterator[Path]:
     redis_db.set("emb:user:u1", vec([1.0] * DIM))
+    for k, ident in enumerate("abc"):
+        redis_db.set(f"emb:item:{ident}", vec([float(k)] * DIM))
     model = dot_model(tmp_path / "dot.onnx")
     app = web.Application()
+    app.router.add_get("/feed", feed)  # the route's feed, which the probe fetches
     runner, origin = await start_app(app)  # answers 404 to HEAD /: reachable all the same
     yield write_config(tmp_path, origin, redis_url, routes_for(model))
     await runner.cleanup()
@@ -61,7 +71,12 @@ async def test_good_config(good: Path, capsys) -> None:
     assert code == 0, out
     for what in ("config", "routes", "model", "redis", "vectors", "origin"):
         assert status_of(out, what) == ["ok"], (what, out)
+    assert status_of(out, "feed") == ["ok"] * 4, out
     assert "-> 404" in out and "sha256 pinned" in out
+    assert "feed: 3 items at items, 3 with an id at id" in out
+    assert "feed: 3 of 3 item vectors in Redis (100%)" in out
+    assert "feed: dry run of dot for user u1: 3 scores in" in out
+    assert "2 of 3 items move" in out  # c, b, a: the dot model's order
     assert out.rstrip().endswith("0 failed: test successful")
 
 
@@ -71,6 +86,7 @@ async def test_offline_skips_the_network(good: Path, capsys) -> None:
     code, out = await check(good, capsys, "--offline")
     assert code == 0, out
     assert status_of(out, "redis") == [] and status_of(out, "origin") == []
+    assert status_of(out, "feed") == []
 
 
 def set_url(path: Path, before: str, quote: str, url: str) -> None:

@@ -30,7 +30,18 @@ routes:
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        (GOOD.replace("port: 0}", "prot: 0}", 1), "listen.prot: unknown key"),
+        (
+            GOOD.replace("port: 0}", "prot: 0}", 1),
+            "listen.prot: unknown key (did you mean 'port'?)",
+        ),
+        (GOOD + "loging: {}\n", "loging: unknown key (did you mean 'logging'?)"),
+        (GOOD + "redis: {embeded: {}}\n", "redis.embeded: unknown key (did you mean 'embedded'?)"),
+        (
+            GOOD + "embeddings: {item_cache: {max_item: 1}}\n",
+            "embeddings.item_cache.max_item: unknown key (did you mean 'max_items'?)",
+        ),
+        (GOOD + "zzz: 1\n", "zzz: unknown key\n"),  # nothing close: no suggestion
+        (GOOD + "base_di: 1\n", "base_di: unknown key\n"),  # never the loader's own field
         ("listen: {port: 1}\n", "origin: required"),
         (GOOD.replace("http://127.0.0.1:9", "127.0.0.1:9"), "origin.url: not a URL"),
         (
@@ -55,9 +66,38 @@ def test_problems_name_the_yaml_path(tmp_path: Path, text: str, problem: str) ->
     cfg.write_text(text)
     with pytest.raises(ConfigError) as info:
         load_settings(cfg)
-    rendered = info.value.render()
+    rendered = info.value.render() + "\n"
     assert rendered.startswith(f"{cfg}: ")
     assert problem in rendered, rendered
+
+
+def test_routes_unknown_keys_get_a_suggestion(tmp_path: Path) -> None:
+    from proxy.routes import RoutesFile
+    from proxy.yamlconf import load
+
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        "models:\n  a: {path: a.onnx, sha: x}\n"
+        "routes:\n  - {name: f, match: {pth: /x}, model: a, item: x,\n"
+        "     experiments: [{when: {headr: {a: b}}, model: a}]}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load(RoutesFile, routes)
+    assert info.value.problems == [
+        "models.a.sha: unknown key (did you mean 'sha256'?)",
+        "routes[0].match.pth: unknown key (did you mean 'path'?)",
+        "routes[0].experiments[0].when.headr: unknown key (did you mean 'header'?)",
+        "routes[0].item: unknown key (did you mean 'items'?)",
+    ]
+
+
+def test_serve_help_shows_the_default_config(capsys: pytest.CaptureFixture[str]) -> None:
+    from proxy.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: ./rankgate.yaml if there is one, else config/rankgate.yaml)" in out
 
 
 def test_good_config_and_defaults(tmp_path: Path) -> None:
@@ -121,3 +161,15 @@ def test_serve_port_in_use(tmp_path: Path, redis_url: str) -> None:
 def test_serve_bad_workers_flag(tmp_path: Path) -> None:
     out = serve("--config", str(tmp_path / "x.yaml"), "--workers", "many")
     assert out.returncode == 2 and "want a number >= 0" in out.stderr
+
+
+def test_the_default_config_is_inits_when_there_is_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from proxy.cli import config_path
+
+    monkeypatch.chdir(tmp_path)
+    assert config_path(None) == "config/rankgate.yaml"
+    (tmp_path / "rankgate.yaml").write_text(GOOD)  # what `rankgate init` writes here
+    assert config_path(None) == "rankgate.yaml"
+    assert config_path("other.yaml") == "other.yaml"

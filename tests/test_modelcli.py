@@ -110,7 +110,7 @@ def test_check_without_dim_uses_the_models(
     ("make", "argv", "reason"),
     [
         (lambda p: dot_model(p, dim=8, fixed_batch=True), [], "batch axis is fixed at 1"),
-        (lambda p: mlp_model(p), ["--dim", "32"], "embedding dim is 16, config says"),
+        (lambda p: mlp_model(p), ["--dim", "32"], "dim is 16, not the 32 that --dim asks for"),
         (lambda p: p.write_bytes(b"\x00garbage") and p, [], "not an ONNX model"),
         (lambda p: p, [], "file not found"),
     ],

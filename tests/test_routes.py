@@ -91,7 +91,7 @@ def test_yaml_scalars_mean_their_text() -> None:
         ),
         (
             "[{when: {headers: {X: '1'}}, model: b}]",
-            "routes[0].experiments[0].when.headers: unknown key",
+            "routes[0].experiments[0].when.headers: unknown key (did you mean 'header'?)",
         ),
         (
             "[{name: default, when: {percent: 5}, model: b}]",
