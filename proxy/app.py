@@ -31,6 +31,8 @@ class PublicApp:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         rt = self.runtime
+        if rt.events is not None and request.path == rt.events.path:
+            return await rt.events.handle(request)  # ours: never forwarded
         record = RequestRecord(request.method, request.path)
         snapshot = rt.store.current  # this request's view, whatever reloads happen
         route = snapshot.match(request.method, request.path)

@@ -139,8 +139,10 @@ class Exposures(Strict):
 
     enabled: bool = False
     sink: Literal["redis", "jsonl"] = "redis"
-    # redis: a Stream on the embeddings' Redis, trimmed to about maxlen entries.
+    # redis: a Stream, trimmed to about maxlen entries, on the embeddings' Redis unless
+    # redis_url names another (keeping the log's writes off the serving Redis).
     stream: str = "rankgate:exposures"
+    redis_url: str | None = None
     maxlen: Annotated[int, Field(ge=1)] = 1_000_000
     # jsonl: files in this directory (relative to this file), one set per process.
     path: str = "exposures"
@@ -160,6 +162,11 @@ class Exposures(Strict):
     flush_interval_ms: Annotated[float, Field(gt=0)] = 100.0
     batch: Annotated[int, Field(ge=1)] = 500
     timeout_ms: Annotated[float, Field(gt=0)] = 1000.0
+
+    @field_validator("redis_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return Redis._url(value)
 
 
 class Events(Strict):

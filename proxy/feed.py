@@ -54,24 +54,56 @@ async def handle(
     record: RequestRecord,
 ) -> web.StreamResponse:
     st = FeedRequest(svc, request, route, snapshot, record, _context(svc, request, route, record))
+    recorder = svc.recorder
+    if recorder is not None:
+        recorder.start(st)
     try:
         before_origin(st)
         await call_origin(st)
-        assert st.upstream is not None
-        if st.skip is None:
-            try:
-                gate(st)
-                await read_body(st)
-            except BodyError as exc:  # an OriginError goes up: the client gets a 502
-                st.skip = exc
-        if st.skip is not None:
-            return await stream_skipped(
-                svc.forwarder, request, record, st.upstream, route.vary, st.skip, st.body
-            )
-        return await after_body(st)
+        response = await answer(st)
     finally:
         if st.user_task is not None and not st.user_task.done():
             st.user_task.cancel()
+    if recorder is not None:
+        recorder.emit(st)
+    return response
+
+
+async def answer(st: FeedRequest) -> web.StreamResponse:
+    """The origin's answer, re-ranked or as it came."""
+    assert st.upstream is not None
+    if st.skip is None or _record_control(st):
+        try:
+            gate(st)
+            await read_body(st)
+        except BodyError as exc:  # an OriginError goes up: the client gets a 502
+            if st.skip is None:
+                st.skip = exc
+    if st.skip is not None and not st.body_complete:
+        token = _token(st)
+        return await stream_skipped(
+            st.svc.forwarder,
+            st.request,
+            st.record,
+            st.upstream,
+            st.route.vary,
+            st.skip,
+            st.body,
+            token,
+        )
+    return await after_body(st)
+
+
+def _record_control(st: FeedRequest) -> bool:
+    """A control arm's served items are recorded too (its body read and parsed like a
+    re-ranked one's, so both arms also carry the same latency): with exposures on."""
+    skip = st.skip
+    return st.svc.recorder is not None and skip is not None and skip.reason is Reason.CONTROL
+
+
+def _token(st: FeedRequest) -> str | None:
+    recorder = st.svc.recorder
+    return recorder.token(st) if recorder is not None else None
 
 
 def _context(
@@ -195,7 +227,7 @@ async def read_body(st: FeedRequest) -> None:
         upstream.release()
         raise OriginError(Reason.ORIGIN_ERROR, "the origin broke off the response") from None
     upstream.release()
-    st.body = bytes(body)
+    st.body, st.body_complete = bytes(body), True
     st.timings["origin"] = time.perf_counter() - st.record.started
 
 
@@ -206,6 +238,9 @@ async def after_body(st: FeedRequest) -> web.StreamResponse:
     """Re-rank the buffered body within the route's budget, then answer."""
     upstream, record = st.upstream, st.record
     assert upstream is not None
+    if st.skip is not None:  # a control arm whose items are recorded
+        rerank.items_only(st)
+        return buffered_skipped(record, upstream, st.route.vary, st.skip, st.body, _token(st))
     started = time.perf_counter()
     # The budget counts our own work after the origin's body is in.
     st.deadline = asyncio.get_running_loop().time() + st.route.spec.budget_ms / 1000.0
@@ -218,7 +253,8 @@ async def after_body(st: FeedRequest) -> web.StreamResponse:
         log.exception("re-ranking failed on route %s", st.route.name)
         why = RankgateError(Reason.INTERNAL_ERROR)
     st.timings["rerank"] = time.perf_counter() - started
+    token = _token(st)
     if why is not None:
-        return buffered_skipped(record, upstream, st.route.vary, why, st.body)
+        return buffered_skipped(record, upstream, st.route.vary, why, st.body, token)
     record.items, record.scored = len(st.ids), int(st.positions.size)
-    return applied(record, upstream, st.route.vary, st.out)
+    return applied(record, upstream, st.route.vary, st.out, token)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiohttp
 import numpy as np
@@ -23,6 +24,19 @@ from proxy.sessions import ModelSession
 from proxy.snapshot import CompiledRoute, Snapshot
 
 
+class Recorder(Protocol):
+    """What keeps a record of each feed decision (``proxy.exposure.ExposureLog``)."""
+
+    def start(self, st: FeedRequest) -> None:
+        """At request start: the request id."""
+
+    def token(self, st: FeedRequest) -> str | None:
+        """The response's X-Rankgate-Id, or None."""
+
+    def emit(self, st: FeedRequest) -> None:
+        """Once the response is on its way: the record, off the request path."""
+
+
 @dataclass(frozen=True, slots=True)
 class FeedServices:
     """What every feed request uses, made once by the runtime."""
@@ -31,6 +45,7 @@ class FeedServices:
     embeddings: EmbeddingStore
     max_body_bytes: int
     thread_min_items: int
+    recorder: Recorder | None = None
 
 
 _NO_FLOATS = np.empty(0, dtype=np.float32)
@@ -48,11 +63,14 @@ class FeedRequest:
     record: RequestRecord
     ctx: FeedContext
     model: ModelSession | None = None
+    request_id: str = ""  # with exposures on: names the request in its record and token
+    ts_ms: int = 0  # when the response was ready (the token's and the record's time)
     skip: RankgateError | None = None  # a reason found before the origin answered
     user_task: asyncio.Task[np.ndarray | None] | None = None
     upstream: aiohttp.ClientResponse | None = None
     encoding: str = ""
     body: bytes = b""  # the origin's body as it came (still encoded)
+    body_complete: bool = False  # all of it (else what was read before streaming the rest)
     deadline: float = 0.0  # loop.time() by which our own work must be done
     raw: bytes = b""  # the decoded body
     arrays: list[ItemArray] = field(default_factory=list)

@@ -14,6 +14,8 @@ user ids):
   rankgate_model_requests_total{model,arm,outcome}  requests that chose an arm
       (model "none" is a control arm)
   rankgate_item_cache_hits_total / rankgate_item_cache_misses_total
+  rankgate_exposures_total{result}            exposure and event records: written | dropped
+  rankgate_events_total{result}               POSTed events: accepted, or the refusal's status
   rankgate_reloads_total{result}              ok | unchanged | error (not the first load)
   rankgate_model_info{model,sha256}           1 for every model of the active snapshot
   rankgate_cold_start_seconds                 process start to ready
@@ -98,6 +100,8 @@ def process_start_time() -> float:
 
 
 CacheCounts = Callable[[], tuple[int, int]]  # (hits, misses) so far
+SinkCounts = Callable[[], tuple[int, int]]  # (written, dropped) so far
+EventCounts = Callable[[], dict[str, int]]  # result -> count so far
 
 
 class Metrics:
@@ -113,6 +117,8 @@ class Metrics:
         self.model_info: frozenset[tuple[str, str]] = frozenset()
         self.cold_start_s: float | None = None
         self.cache_counts: CacheCounts | None = None
+        self.sink_counts: SinkCounts | None = None
+        self.event_counts: EventCounts | None = None
         self._label_memo: dict[str, str] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -180,6 +186,7 @@ class Metrics:
             models.add_metric(list(key), count)
         yield models
         yield from self._cache_families()
+        yield from self._exposure_families()
         reloads = CounterMetricFamily(
             "rankgate_reloads",
             "routes.yaml reload attempts by result (the first load is not counted).",
@@ -225,6 +232,28 @@ class Metrics:
         yield CounterMetricFamily(
             "rankgate_item_cache_misses", "Item vectors looked up in Redis.", value=misses
         )
+
+    def _exposure_families(self) -> Iterable[Metric]:
+        if self.sink_counts is not None:
+            written, dropped = self.sink_counts()
+            records = CounterMetricFamily(
+                "rankgate_exposures",
+                "Exposure and event records written to the sink, or dropped (queue full, "
+                "sink down).",
+                labels=["result"],
+            )
+            records.add_metric(["written"], written)
+            records.add_metric(["dropped"], dropped)
+            yield records
+        if self.event_counts is not None:
+            events = CounterMetricFamily(
+                "rankgate_events",
+                "Events POSTed back: accepted, or refused with the status given.",
+                labels=["result"],
+            )
+            for result, count in sorted(self.event_counts().items()):
+                events.add_metric([result], count)
+            yield events
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

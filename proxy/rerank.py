@@ -24,7 +24,15 @@ from plugins.context import ItemArray, ItemsNotFound
 from plugins.run import LoadedPlugin, PluginFailure
 from proxy import bodycodec
 from proxy.deadline import consume, past, within
-from proxy.errors import BodyError, ItemsError, ModelError, Reason, Skip, from_plugin
+from proxy.errors import (
+    BodyError,
+    ItemsError,
+    ModelError,
+    RankgateError,
+    Reason,
+    Skip,
+    from_plugin,
+)
 from proxy.feedstate import FeedRequest
 from proxy.ranking import served_order
 
@@ -53,6 +61,16 @@ async def run(st: FeedRequest) -> None:
     await score(st)
     arrange(st)
     encode(st)
+
+
+def items_only(st: FeedRequest) -> None:
+    """The items of a body served as it came (a control arm's, for its record): decode
+    and find them, nothing more; a body without items records none."""
+    try:
+        decode(st)
+        find_items(st)
+    except (RankgateError, ItemsNotFound):
+        st.ids = []
 
 
 def decode(st: FeedRequest) -> None:

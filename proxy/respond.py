@@ -52,8 +52,12 @@ def server_timing(timings: dict[str, float], prior: str | None = None) -> str:
     return f"{prior}, {ours}" if prior else ours
 
 
-def _finish_headers(headers: CIMultiDict[str], record: RequestRecord, label: str) -> None:
+def _finish_headers(
+    headers: CIMultiDict[str], record: RequestRecord, label: str, token: str | None
+) -> None:
     headers["X-Rerank"] = label
+    if token is not None:
+        headers["X-Rankgate-Id"] = token
     record.timings["total"] = time.perf_counter() - record.started
     headers["Server-Timing"] = server_timing(record.timings, headers.get("Server-Timing"))
 
@@ -63,6 +67,7 @@ def applied(
     upstream: aiohttp.ClientResponse,
     vary: tuple[str, ...],
     body: bytes,
+    token: str | None = None,
 ) -> web.Response:
     headers = end_to_end(upstream.headers)
     headers.popall("Content-Length", None)
@@ -70,13 +75,17 @@ def applied(
     headers["Cache-Control"] = private_cache_control(headers.get("Cache-Control"))
     append_token(headers, "Vary", vary)
     record.outcome = Outcome.APPLIED
-    _finish_headers(headers, record, f"applied; model={record.model}; arm={record.arm}")
+    _finish_headers(headers, record, f"applied; model={record.model}; arm={record.arm}", token)
     record.status, record.bytes_out = upstream.status, len(body)
     return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
 
 
 def _skip_headers(
-    headers: CIMultiDict[str], record: RequestRecord, vary: tuple[str, ...], why: RankgateError
+    headers: CIMultiDict[str],
+    record: RequestRecord,
+    vary: tuple[str, ...],
+    why: RankgateError,
+    token: str | None,
 ) -> None:
     reason = why.reason
     record.outcome, record.reason, record.plugin = reason.outcome, reason, why.plugin
@@ -86,7 +95,7 @@ def _skip_headers(
         label += f"; model=none; arm={record.arm}"
     if why.plugin is not None:
         label += f"; plugin={why.plugin}"
-    _finish_headers(headers, record, label)
+    _finish_headers(headers, record, label, token)
 
 
 async def stream_skipped(
@@ -97,10 +106,11 @@ async def stream_skipped(
     vary: tuple[str, ...],
     why: RankgateError,
     first: bytes = b"",
+    token: str | None = None,
 ) -> web.StreamResponse:
     """The origin's response streamed on (``first``: body bytes already read)."""
     headers = end_to_end(upstream.headers)
-    _skip_headers(headers, record, vary, why)
+    _skip_headers(headers, record, vary, why, token)
     record.status = upstream.status
     return await forwarder.stream_back(request, upstream, headers, first)
 
@@ -111,10 +121,11 @@ def buffered_skipped(
     vary: tuple[str, ...],
     why: RankgateError,
     body: bytes,
+    token: str | None = None,
 ) -> web.Response:
     """The origin's body, read whole for re-ranking, served as it came."""
     headers = end_to_end(upstream.headers)
     headers.popall("Content-Length", None)
-    _skip_headers(headers, record, vary, why)
+    _skip_headers(headers, record, vary, why, token)
     record.status, record.bytes_out = upstream.status, len(body)
     return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)

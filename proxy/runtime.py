@@ -18,11 +18,16 @@ from dataclasses import dataclass, field
 
 from proxy.config import Settings
 from proxy.embeddings import EmbeddingStore, connect
+from proxy.events import EventsEndpoint
+from proxy.exposure import ExposureLog
 from proxy.feedstate import FeedServices
 from proxy.forward import Forwarder
 from proxy.record import Observer
+from proxy.sink import RecordQueue, running_sink
 from proxy.snapshotstore import SnapshotStore
+from proxy.tokens import SecretKeyError, TokenSigner, key_from_env
 from proxy.valkey import EmbeddedValkey
+from proxy.yamlconf import ConfigError
 
 log = logging.getLogger("rankgate.runtime")
 
@@ -47,6 +52,8 @@ class Runtime:
     forwarder: Forwarder
     store: SnapshotStore
     feed: FeedServices
+    exposures: RecordQueue | None = None  # with exposures on: the sink's queue
+    events: EventsEndpoint | None = None
     observers: list[Observer] = field(default_factory=list)
     in_flight: int = 0
 
@@ -79,6 +86,27 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await forwarder.start()
         store = SnapshotStore(settings.routes_path, settings.embeddings.dim)
         await asyncio.to_thread(store.load_initial)
+        queue, recorder, events = None, None, None
+        if settings.exposures.enabled:
+            signer, unit_key = _keys(settings)
+            queue = await stack.enter_async_context(
+                running_sink(settings.exposures, redis_url, settings.exposures_dir)
+            )
+            recorder = ExposureLog(settings.exposures, queue, signer, unit_key)
+            if settings.events.enabled:
+                events = EventsEndpoint(settings.events, signer, queue)
         f = settings.feed
-        feed = FeedServices(forwarder, embeddings, f.max_body_bytes, f.thread_min_items)
-        yield Runtime(settings, redis_url, embeddings, forwarder, store, feed)
+        feed = FeedServices(forwarder, embeddings, f.max_body_bytes, f.thread_min_items, recorder)
+        yield Runtime(settings, redis_url, embeddings, forwarder, store, feed, queue, events)
+
+
+def _keys(settings: Settings) -> tuple[TokenSigner, bytes | None]:
+    """The token signer and the unit key, from the environment; a missing or short key
+    stops the start with a one-line error."""
+    cfg = settings.exposures
+    try:
+        signer = TokenSigner(key_from_env(cfg.token_key_env))
+        unit_key = key_from_env(cfg.unit_key_env) if cfg.unit == "hmac-sha256" else None
+    except SecretKeyError as exc:
+        raise ConfigError("exposures", [str(exc)]) from None
+    return signer, unit_key

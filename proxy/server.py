@@ -155,8 +155,12 @@ class ProxyServer:
         runtime.observers.append(self.metrics.observe)
         if self.access is not None:
             runtime.observers.append(self.access)
-        cache = runtime.embeddings.cache
+        cache, queue, events = runtime.embeddings.cache, runtime.exposures, runtime.events
         self.metrics.cache_counts = lambda: (cache.hits, cache.misses)
+        if queue is not None:
+            self.metrics.sink_counts = lambda: (queue.written, queue.dropped)
+        if events is not None:
+            self.metrics.event_counts = lambda: events.counts
         runtime.store.listeners.append(self.metrics.on_reload)
         self.metrics.on_reload(None, runtime.store.current)
 
