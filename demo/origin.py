@@ -26,6 +26,7 @@ import orjson
 from aiohttp import web
 
 from demo import stats
+from demo.clicks import ClickModel
 from demo.data import Catalogue, Persona
 
 STATIC = Path(__file__).parent / "static"
@@ -46,7 +47,11 @@ class OriginState:
     admin_url: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
     session: aiohttp.ClientSession | None = None
+    clicks: ClickModel = field(init=False)
     _pages: dict[tuple[int, int], bytes] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.clicks = ClickModel(self.catalogue)
 
     def page_body(self, offset: int, limit: int) -> bytes:
         key = (offset, limit)
@@ -135,7 +140,8 @@ async def stats_view(request: web.Request) -> web.Response:
 
 
 async def send_traffic(state: OriginState, n: int, concurrency: int = 4) -> dict[str, Any]:
-    """N feed requests through the proxy, mixed like real traffic would be."""
+    """N feed requests through the proxy, mixed like real traffic would be; a known
+    user may click what they like (demo/clicks.py), posted back with the token."""
     assert state.proxy_url is not None and state.session is not None
     rng = random.Random()
     known = state.catalogue.user_ids
@@ -151,27 +157,52 @@ async def send_traffic(state: OriginState, n: int, concurrency: int = 4) -> dict
         elif roll < 0.93:
             headers["X-User-Id"] = f"guest-{rng.randrange(10**6)}"  # no embedding
         queue.put_nowait(headers)  # else: no user at all
+    clicks = 0
 
     async def worker() -> None:
+        nonlocal clicks
         while not queue.empty():
             headers = queue.get_nowait()
             try:
-                async with state.session.get(  # type: ignore[union-attr]
-                    f"{state.proxy_url}/api/feed?limit=50", headers=headers
-                ) as resp:
-                    await resp.read()
-                    label = resp.headers.get("X-Rerank", f"status {resp.status}")
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                label = f"error: {exc.__class__.__name__}"
+                label, clicked = await _one_visit(state, headers)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                label, clicked = f"error: {exc.__class__.__name__}", False
             counts[label] += 1
+            clicks += clicked
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(min(concurrency, n))))
     return {
         "sent": n,
+        "clicks": clicks,
         "seconds": round(time.perf_counter() - started, 3),
         "x_rerank": dict(counts.most_common()),
     }
+
+
+async def _one_visit(state: OriginState, headers: dict[str, str]) -> tuple[str, bool]:
+    """One feed request, and the click its user makes, if any."""
+    session = state.session
+    assert session is not None
+    async with session.get(f"{state.proxy_url}/api/feed?limit=50", headers=headers) as resp:
+        body = await resp.read()
+        label = resp.headers.get("X-Rerank", f"status {resp.status}")
+        token = resp.headers.get("X-Rankgate-Id")
+    user = headers.get("X-User-Id")
+    if token is None or user is None or resp.status != 200:
+        return label, False
+    served = [str(item.get("id")) for item in orjson.loads(body).get("items", [])]
+    item = state.clicks.click(user, served)
+    if item is None:
+        return label, False
+    event = orjson.dumps({"id": token, "item": item, "type": "click"})
+    async with session.post(
+        f"{state.proxy_url}/_rankgate/events",
+        data=event,
+        headers={"Content-Type": "application/json"},
+    ) as posted:
+        await posted.read()
+        return label, posted.status == 202
 
 
 async def traffic(request: web.Request) -> web.Response:

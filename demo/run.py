@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +91,10 @@ class Demo:
         if settings.redis.url:
             # The demo never touches a Redis of the machine (e.g. 127.0.0.1:6379).
             log.warning("ignoring redis.url %s: the demo uses its own Valkey", settings.redis.url)
+        if settings.exposures.enabled:
+            # The tokens' signing key: a fresh one per demo run unless one is given (a
+            # deployment sets it once, the same for every process).
+            os.environ.setdefault(settings.exposures.token_key_env, secrets.token_hex(32))
 
         self.valkey = await asyncio.to_thread(_start_valkey)
         self.loaded = await asyncio.to_thread(

@@ -72,6 +72,9 @@ def summarize(text: str) -> dict[str, Any]:
     models: list[dict[str, str]] = []
     reloads: dict[str, float] = {}
     cold_start: float | None = None
+    clicks: dict[str, float] = defaultdict(float)  # arm -> click events
+    served: dict[str, float] = defaultdict(float)  # arm -> feed responses (every outcome)
+    arm_model: dict[str, str] = {}
     seen: set[str] = set()
 
     for s in samples:
@@ -83,7 +86,12 @@ def summarize(text: str) -> dict[str, Any]:
             else:
                 by_outcome[(s.labels.get("outcome", ""), s.labels.get("reason", ""))] += s.value
         elif s.name == "rankgate_model_requests_total":
-            arms[(s.labels.get("model", ""), s.labels.get("arm", ""))] += s.value
+            arm = s.labels.get("arm", "")
+            arms[(s.labels.get("model", ""), arm)] += s.value
+            served[arm] += s.value
+            arm_model[arm] = s.labels.get("model", "")
+        elif s.name == "rankgate_feedback_total" and s.labels.get("kind") == "click":
+            clicks[s.labels.get("arm", "")] += s.value
         elif s.name.startswith("rankgate_stage_seconds") and route != PASSTHROUGH:
             stage = s.labels.get("stage", "")
             if s.name.endswith("_bucket"):
@@ -137,6 +145,17 @@ def summarize(text: str) -> dict[str, Any]:
             if v > 0
         ],
         "stages": stages,
+        "ctr": [
+            {
+                "arm": arm,
+                "model": arm_model.get(arm, ""),
+                "responses": int(n),
+                "clicks": int(clicks.get(arm, 0)),
+                "ctr": round(clicks.get(arm, 0) / n, 4) if n else None,
+            }
+            for arm, n in sorted(served.items(), key=lambda kv: -kv[1])
+            if n > 0
+        ],
         "item_cache": {k: int(v) for k, v in cache.items()},
         "models": sorted(models, key=lambda m: m["model"]),
         "reloads": {k: int(v) for k, v in reloads.items()},

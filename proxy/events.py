@@ -50,6 +50,8 @@ class EventsEndpoint:
         self.signer = signer
         self.queue = queue
         self.counts: dict[str, int] = {}  # result -> events or POSTs, for metrics
+        # (route, arm, kind) -> accepted events: live click-through by arm on a dashboard
+        self.feedback: dict[tuple[str, str, str], int] = {}
         self._per_id: OrderedDict[str, int] = OrderedDict()
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
@@ -63,8 +65,11 @@ class EventsEndpoint:
             if exc.status == 405:
                 response.headers["Allow"] = "POST"
             return response
+        feedback = self.feedback
         for record in records:
             self.queue.put(record)
+            key = (record["route"], record["arm"], record["kind"])
+            feedback[key] = feedback.get(key, 0) + 1
         self.counts["accepted"] = self.counts.get("accepted", 0) + len(records)
         return _json(202, {"accepted": len(records)})
 

@@ -16,6 +16,8 @@ user ids):
   rankgate_item_cache_hits_total / rankgate_item_cache_misses_total
   rankgate_exposures_total{result}            exposure and event records: written | dropped
   rankgate_events_total{result}               POSTed events: accepted, or the refusal's status
+  rankgate_feedback_total{route,arm,kind}     accepted events by the arm that served them
+      (kind click | conversion): over rankgate_model_requests_total, a live CTR per arm
   rankgate_reloads_total{result}              ok | unchanged | error (not the first load)
   rankgate_model_info{model,sha256}           1 for every model of the active snapshot
   rankgate_cold_start_seconds                 process start to ready
@@ -102,6 +104,7 @@ def process_start_time() -> float:
 CacheCounts = Callable[[], tuple[int, int]]  # (hits, misses) so far
 SinkCounts = Callable[[], tuple[int, int]]  # (written, dropped) so far
 EventCounts = Callable[[], dict[str, int]]  # result -> count so far
+FeedbackCounts = Callable[[], dict[tuple[str, str, str], int]]  # (route, arm, kind) -> count
 
 
 class Metrics:
@@ -119,6 +122,7 @@ class Metrics:
         self.cache_counts: CacheCounts | None = None
         self.sink_counts: SinkCounts | None = None
         self.event_counts: EventCounts | None = None
+        self.feedback_counts: FeedbackCounts | None = None
         self._label_memo: dict[str, str] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -254,6 +258,15 @@ class Metrics:
             for result, count in sorted(self.event_counts().items()):
                 events.add_metric([result], count)
             yield events
+        if self.feedback_counts is not None:
+            feedback = CounterMetricFamily(
+                "rankgate_feedback",
+                "Accepted events by the route and arm of the response they follow.",
+                labels=["route", "arm", "kind"],
+            )
+            for (route, arm, kind), count in sorted(self.feedback_counts().items()):
+                feedback.add_metric([self._label(route), self._label(arm), kind], count)
+            yield feedback
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -161,6 +161,7 @@ class ProxyServer:
             self.metrics.sink_counts = lambda: (queue.written, queue.dropped)
         if events is not None:
             self.metrics.event_counts = lambda: events.counts
+            self.metrics.feedback_counts = lambda: events.feedback
         runtime.store.listeners.append(self.metrics.on_reload)
         self.metrics.on_reload(None, runtime.store.current)
 

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
@@ -19,6 +20,7 @@ import numpy as np
 import onnxruntime as ort
 import orjson
 import pytest
+import redis
 import yaml
 
 from demo import stats
@@ -260,6 +262,31 @@ async def test_stats_summarize_the_admin_metrics(demo: Demo) -> None:
     for s in stages.values():
         assert s["count"] > 0 and 0 <= s["p50_ms"] <= s["p99_ms"]
     assert doc["models"] and doc["missing"] == []
+
+
+@in_demo_loop
+async def test_traffic_clicks_come_back_per_arm(demo: Demo) -> None:
+    """The traffic button's users click what they like; the clicks are posted back with
+    each response's token, land in the exposure stream, and the page's CTR per arm."""
+    status, _, body = await fetch(f"{demo.proxy_url}/api/traffic?n=300", method="POST")
+    assert status == 200
+    clicks = orjson.loads(body)["clicks"]
+    assert clicks > 0
+    _, _, body = await fetch(f"{demo.proxy_url}/api/stats")
+    ctr = {row["arm"]: row for row in orjson.loads(body)["ctr"]}
+    assert {"default", "beta-header"} <= set(ctr)
+    assert sum(row["clicks"] for row in ctr.values()) >= clicks  # earlier tests click too
+    assert all(0 <= row["ctr"] <= 1 for row in ctr.values())
+    assert demo.valkey is not None
+    client = redis.Redis.from_url(demo.valkey.connection_url)
+    try:
+        kinds = Counter(
+            orjson.loads(fields[b"r"])["type"]
+            for _, fields in client.xrange("rankgate:exposures")
+        )
+    finally:
+        client.close()
+    assert kinds["event"] >= clicks and kinds["exposure"] >= 300
 
 
 def test_quantile_matches_prometheus() -> None:

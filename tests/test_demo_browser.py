@@ -15,7 +15,7 @@ import pytest_asyncio
 
 from demo.browser import Page, find_chromium, launch
 from demo.run import Demo
-from tests.support import fetch
+from tests.support import fetch, metric, parse_metrics
 from tests.test_demo import TIMING
 
 CHROMIUM = find_chromium()
@@ -183,7 +183,31 @@ async def test_metrics_view_shows_live_figures(demo: Demo, page: Page) -> None:
     assert "applied" in outcomes
     arms = await page.evaluate("document.getElementById('m-arms').textContent")
     assert "ranker_v1 · default" in arms and "ranker_v2 · beta-header" in arms
+    ctr = await page.evaluate(
+        "[...document.querySelectorAll('#m-ctr tr')].map(tr => tr.dataset.arm)"
+    )
+    assert {"default", "beta-header"} <= set(ctr)
     await page.click("#tab-feed")
+
+
+async def test_a_click_on_a_served_item_goes_back_to_rankgate(demo: Demo, page: Page) -> None:
+    _, _, text = await fetch(f"{demo.admin_url}/metrics")
+    before = metric(parse_metrics(text.decode()), "rankgate_feedback_total", kind="click")
+    user = demo.personas[0].user_id
+    await shown(page, user, False, f'.chip[data-user="{user}"]')
+    await page.click("#ranked-list li:nth-child(3)")
+    await page.wait_for("document.body.dataset.clicks === '1'")
+    assert await page.evaluate("document.querySelector('#ranked-list li.clicked') !== null")
+
+    async def counted() -> float:
+        _, _, text = await fetch(f"{demo.admin_url}/metrics")
+        return metric(parse_metrics(text.decode()), "rankgate_feedback_total", kind="click")
+
+    for _ in range(100):  # sendBeacon is asynchronous
+        if await counted() == before + 1:
+            break
+        await asyncio.sleep(0.05)
+    assert await counted() == before + 1
 
 
 async def test_page_uses_no_other_network_and_logs_no_errors(demo: Demo, page: Page) -> None:

@@ -14,6 +14,7 @@ const state = {
   seq: 0, // newest load; older answers are dropped
   showAll: false,
   genre: "",
+  token: null, // the last feed response's X-Rankgate-Id: clicks name it
 };
 
 // -- cookies: what the proxy reads (route user: [cookie:uid, ...], cookie beta=1) -------
@@ -222,6 +223,7 @@ async function loadFeed() {
     ]);
     if (seq !== state.seq) return; // a newer choice is loading
     const rerank = parseRerank(ranked.resp.headers.get("X-Rerank"));
+    state.token = ranked.resp.headers.get("X-Rankgate-Id");
     const timing = parseServerTiming(ranked.resp.headers.get("Server-Timing"));
     renderLists(origin.body.items, ranked.body.items, rerank.outcome === "applied");
     renderStatus(rerank, timing, ranked.ms);
@@ -293,6 +295,19 @@ function renderStats(s) {
     $("m-arms"),
     s.arms.map((a) => ({ label: `${a.model} · ${a.arm}`, count: a.count, kind: a.model === "ranker_v2" ? "beta" : "ok" })),
   );
+  $("m-ctr").replaceChildren(
+    ...(s.ctr || []).map((row) =>
+      el(
+        "tr",
+        { "data-arm": row.arm },
+        el("td", {}, row.arm),
+        el("td", {}, row.model),
+        el("td", {}, row.responses),
+        el("td", {}, row.clicks),
+        el("td", {}, row.ctr === null ? "–" : `${(100 * row.ctr).toFixed(1)}%`),
+      ),
+    ),
+  );
   $("m-stages").replaceChildren(
     ...s.stages.map((st) =>
       el(
@@ -359,7 +374,24 @@ async function sendTraffic() {
 
 // -- start -------------------------------------------------------------------------------------
 
+// A click on a served item goes back to rankgate, naming the response it came from.
+let clicks = 0;
+
+function sendClick(event) {
+  const row = event.target.closest("li[data-id]");
+  if (!row || !state.token) return;
+  const body = JSON.stringify({ id: state.token, item: row.dataset.id, type: "click" });
+  // text/plain: what sendBeacon sends, and what rankgate's events endpoint takes.
+  const sent = navigator.sendBeacon("/_rankgate/events", body);
+  if (!sent) return;
+  clicks += 1;
+  row.classList.add("clicked");
+  $("clicked").textContent = `${clicks} click${clicks === 1 ? "" : "s"} sent`;
+  document.body.dataset.clicks = String(clicks);
+}
+
 async function main() {
+  $("ranked-list").addEventListener("click", sendClick);
   for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => showView(tab.dataset.view));
   $("traffic-btn").addEventListener("click", sendTraffic);
   $("show-all").addEventListener("click", () => {
