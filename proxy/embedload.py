@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import redis
 
+from proxy.keys import KeyTemplate
+
 F32 = np.dtype("<f4")
 
 
@@ -30,10 +32,17 @@ def load_vectors(
     ids: Sequence[str],
     vectors: np.ndarray,
     *,
+    buckets: int = 16,
     batch: int = 1000,
     progress: bool = False,
 ) -> int:
-    """SET each id's vector under ``key_template`` (``{id}`` replaced); returns the count."""
+    """SET each id's vector under ``key_template`` (``{id}``, and ``{bucket}`` as the
+    proxy computes it, replaced); returns the count. ``client`` may be a RedisCluster:
+    its pipeline sends each node its own keys."""
+    try:
+        template = KeyTemplate(key_template, buckets)
+    except ValueError as exc:
+        raise LoadError(f"key template: {exc}") from None
     if vectors.ndim != 2 or len(ids) != vectors.shape[0]:
         raise LoadError(f"{len(ids)} ids for a vector array of shape {vectors.shape}")
     if not np.isfinite(vectors).all():
@@ -45,7 +54,7 @@ def load_vectors(
     for start in range(0, total, batch):
         pipe = client.pipeline(transaction=False)
         for ident, row in zip(ids[start : start + batch], data[start : start + batch], strict=True):
-            pipe.set(key_template.replace("{id}", str(ident)), row.tobytes())
+            pipe.set(template.key(str(ident)), row.tobytes())
         pipe.execute()
         done = min(start + batch, total)
         if progress:
@@ -109,16 +118,21 @@ def _is_number(value: str) -> bool:
 
 def cmd_load(args: argparse.Namespace) -> int:
     from proxy.config import load_settings
+    from proxy.redisconnect import sync_client
 
     template = args.key
     dim = args.dim
     url = args.redis_url
+    buckets = args.buckets
+    cluster: bool | None = None  # ask the server
     if args.config:
         settings = load_settings(args.config)
         emb = settings.embeddings
         template = template or (emb.user_key if args.kind == "user" else emb.item_key)
         dim = dim or emb.dim
         url = url or settings.redis.url
+        buckets = buckets or emb.item_buckets
+        cluster = settings.redis.cluster
     template = template or f"emb:{args.kind}:{{id}}"
     if not url:
         print(
@@ -129,15 +143,21 @@ def cmd_load(args: argparse.Namespace) -> int:
         ids, vectors = read_file(Path(args.file), args.kind)
         if dim is not None and vectors.shape[1] != dim:
             raise LoadError(f"{args.file}: vectors have dim {vectors.shape[1]}, expected {dim}")
-        client = redis.Redis.from_url(url, socket_timeout=10)
-        count = load_vectors(client, template, ids, vectors, progress=not args.quiet)
+        client = sync_client(url, cluster, 10.0)
+        count = load_vectors(
+            client, template, ids, vectors, buckets=buckets or 16, progress=not args.quiet
+        )
     except LoadError as exc:
         print(f"rankgate: {exc}", file=sys.stderr)
         return 1
     except redis.RedisError as exc:
         print(f"rankgate: Redis at {url}: {exc}", file=sys.stderr)
         return 1
-    print(f"loaded {count} {args.kind} vectors (dim {vectors.shape[1]}) as {template}")
+    where = " on a Redis Cluster" if isinstance(client, redis.RedisCluster) else ""
+    spread = f" ({buckets or 16} buckets)" if "{bucket}" in template else ""
+    print(
+        f"loaded {count} {args.kind} vectors (dim {vectors.shape[1]}) as {template}{spread}{where}"
+    )
     return 0
 
 
@@ -151,5 +171,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     load.add_argument("--redis-url", help="overrides the config's redis.url")
     load.add_argument("--key", help="key template with {id} (default from config)")
     load.add_argument("--dim", type=int, help="expected dimension (default from config)")
+    load.add_argument(
+        "--buckets",
+        type=int,
+        help="item_buckets for a {bucket} template (default from config, else 16)",
+    )
     load.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     load.set_defaults(func=cmd_load)
