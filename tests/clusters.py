@@ -43,6 +43,7 @@ class ValkeyCluster:
     primaries: int = 3
     replicas: int = 0  # per primary
     node_timeout_ms: int = 500
+    extra_config: dict[str, object] = field(default_factory=dict)
     nodes: list[ClusterNode] = field(default_factory=list)
 
     @property
@@ -74,6 +75,7 @@ class ValkeyCluster:
                     "cluster-node-timeout": self.node_timeout_ms,
                     # The bus port is port + 10000 by default: past 65535 for high ports.
                     "cluster-port": bus_port,
+                    **self.extra_config,
                 },
             )
             try:
