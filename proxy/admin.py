@@ -111,6 +111,8 @@ async def routes(request: web.Request) -> web.Response:
             "last_attempt": None if last is None else _outcome(last),
             "reloads": dict(store.reload_counts),
             "watch": store.watch_mode,
+            # routes_source: redis: the version served, the one stored, the live fleet.
+            **({"redis": await store.describe_source()} if store.describe_source else {}),
         }
     )
 

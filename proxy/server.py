@@ -23,7 +23,7 @@ from proxy.admin import build_admin_app
 from proxy.app import Runtime, build_server
 from proxy.config import Settings
 from proxy.metrics import Metrics
-from proxy.reload import RoutesWatcher
+from proxy.routesource import routes_follower
 from proxy.yamlconf import ConfigError
 
 log = logging.getLogger("rankgate.server")
@@ -94,8 +94,9 @@ class ProxyServer:
         self._admin: web.AppRunner | None = None
         self._stopped = False
         self._flusher: asyncio.Task[None] | None = None
-        # Reloads routes.yaml when it (or a model it names) changes on disk.
-        self.watcher = RoutesWatcher(self.runtime.store) if settings.routes_watch else None
+        # Keeps the routes current: routes.yaml and its models on disk, or the versions
+        # pushed to Redis with routes_source: redis (proxy/routesource.py).
+        self.watcher = routes_follower(settings, self.runtime.store)
         self.port = 0
         self.admin_port = 0
         self.cold_start_s = 0.0

@@ -13,7 +13,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -135,7 +135,7 @@ class Fingerprint:
 class Snapshot:
     version: int
     loaded_at: float
-    source: Path
+    source: Path | str  # a file, or a label (routes_source: redis)
     source_sha256: str
     routes: tuple[CompiledRoute, ...]
     models: Mapping[str, ModelSession]
@@ -193,11 +193,25 @@ def empty_snapshot(source: Path) -> Snapshot:
 
 def build_snapshot(path: Path, dim: int, version: int, previous: Snapshot | None) -> Snapshot:
     """Parse, validate, load and warm everything. Blocking; raises yamlconf.ConfigError."""
-    source = str(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise yamlconf.ConfigError(source, ["file not found"]) from None
+        raise yamlconf.ConfigError(str(path), ["file not found"]) from None
+    return build_snapshot_bytes(raw, path, path.parent, dim, version, previous)
+
+
+def build_snapshot_bytes(
+    raw: bytes,
+    label: Path | str,
+    base_dir: Path,
+    dim: int,
+    version: int,
+    previous: Snapshot | None,
+) -> Snapshot:
+    """build_snapshot for routes that are not a file (routes_source: redis): ``label``
+    names them in errors and /admin/routes, relative paths resolve against ``base_dir``."""
+    path = base_dir / "routes.yaml"  # only its parent is used: where relative paths start
+    source = str(label)
     spec = yamlconf.validate(RoutesFile, yamlconf.parse_yaml(raw, source), source)
 
     # Plugins first (cheap): their problems are reported with the models' ones.
@@ -240,7 +254,7 @@ def build_snapshot(path: Path, dim: int, version: int, previous: Snapshot | None
     return Snapshot(
         version=version,
         loaded_at=time.time(),
-        source=path,
+        source=label,
         source_sha256=sha256_bytes(raw),
         routes=tuple(routes),
         models=MappingProxyType(models),
@@ -281,7 +295,15 @@ class SnapshotStore:
         # How file changes reach us, set by the watcher: events | poll | off.
         self.watch_mode = "off"
         self.listeners: list[ReloadListener] = []
+        # routes_source: redis (proxy/routesource.py) replaces how a snapshot is built
+        # (blocking, in a thread: (version, previous) -> Snapshot, or ConfigError) and
+        # adds what /admin/routes shows about the fleet.
+        self.builder: Callable[[int, Snapshot | None], Snapshot] = self._build_file
+        self.describe_source: Callable[[], Awaitable[dict[str, object]]] | None = None
         self._lock = asyncio.Lock()
+
+    def _build_file(self, version: int, previous: Snapshot | None) -> Snapshot:
+        return build_snapshot(self.path, self.dim, version, previous)
 
     @property
     def ready(self) -> bool:
@@ -289,7 +311,7 @@ class SnapshotStore:
 
     def load_initial(self) -> Snapshot:
         """First load at start-up; an error here is fatal (raised to the CLI)."""
-        self.current = build_snapshot(self.path, self.dim, 1, None)
+        self.current = self.builder(1, None)
         self.last_reload_at = time.time()
         self._notify("ok", self.current, None)
         return self.current
@@ -313,9 +335,7 @@ class SnapshotStore:
             error: str | None = None
             snapshot: Snapshot | None = None
             try:
-                snapshot = await asyncio.to_thread(
-                    build_snapshot, self.path, self.dim, previous.version + 1, previous
-                )
+                snapshot = await asyncio.to_thread(self.builder, previous.version + 1, previous)
             except yamlconf.ConfigError as exc:
                 error = exc.render()
             except Exception as exc:  # never let a reload take the proxy down
