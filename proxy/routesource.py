@@ -25,7 +25,6 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +35,7 @@ from redis.exceptions import RedisError
 
 from proxy import routestore
 from proxy.config import Settings
+from proxy.pubsub import subscription
 from proxy.redisconnect import sync_client
 from proxy.reload import RoutesWatcher
 from proxy.routestore import Head
@@ -199,7 +199,9 @@ class RedisRoutesSource:
             if not self.cfg.subscribe:
                 await self._poll_forever()
             try:
-                async with self._subscription() as pubsub:
+                others = await self._other_nodes()
+                async with subscription(self.url, self.cfg.channel, others) as pubsub:
+                    self.subscribed = True
                     delay = 0.1
                     await self._check("reconnect")  # what was pushed while not listening
                     await self._listen(pubsub)
@@ -208,10 +210,19 @@ class RedisRoutesSource:
                     log.warning(
                         "routes: subscription lost (%s); polling every %.1fs", exc, self.cfg.poll_s
                     )
+            finally:
                 self.subscribed = False
             await self._check("poll")
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
+
+    async def _other_nodes(self) -> list[tuple[str, int]]:
+        """A cluster's nodes, to subscribe on when the configured one is down."""
+        with contextlib.suppress(RedisError, OSError):
+            client = await asyncio.to_thread(self._client)
+            if isinstance(client, redis.RedisCluster):
+                return [(n.host, int(n.port)) for n in client.get_nodes()]
+        return []
 
     async def _poll_forever(self) -> None:
         while True:
@@ -228,59 +239,6 @@ class RedisRoutesSource:
             if time.monotonic() >= next_poll:
                 await self._check("poll")
                 next_poll = time.monotonic() + self.cfg.poll_s
-
-    @contextlib.asynccontextmanager
-    async def _subscription(self) -> AsyncIterator[aioredis.client.PubSub]:
-        """SUBSCRIBE on the configured node, or on another node of a cluster when that
-        one does not answer (a PUBLISH reaches the subscribers of every node)."""
-        error: BaseException | None = None
-        for host, port in await self._pubsub_nodes():
-            pool = aioredis.ConnectionPool.from_url(self.url)
-            kwargs: dict[str, Any] = {
-                **pool.connection_kwargs,
-                "host": host,
-                "port": port,
-                "socket_timeout": None,  # a subscriber waits for as long as it takes
-                "socket_connect_timeout": REDIS_TIMEOUT_S,
-                "socket_keepalive": True,
-            }
-            client = aioredis.Redis(
-                connection_pool=aioredis.ConnectionPool(
-                    connection_class=pool.connection_class, **kwargs
-                )
-            )
-            pubsub = client.pubsub()
-            try:
-                await pubsub.subscribe(self.cfg.channel)
-            except (RedisError, OSError) as exc:
-                error = exc
-                await pubsub.aclose()
-                await client.aclose()
-                continue
-            self.subscribed = True
-            try:
-                yield pubsub
-            finally:
-                self.subscribed = False
-                await pubsub.aclose()
-                await client.aclose()
-            return
-        raise error or redis.ConnectionError("no node to subscribe on")
-
-    async def _pubsub_nodes(self) -> list[tuple[str, int]]:
-        pool = aioredis.ConnectionPool.from_url(self.url)
-        first = (
-            str(pool.connection_kwargs.get("host")),
-            int(pool.connection_kwargs.get("port", 6379)),
-        )
-        nodes = [first]
-        with contextlib.suppress(RedisError, OSError):
-            client = await asyncio.to_thread(self._client)
-            if isinstance(client, redis.RedisCluster):
-                nodes += [
-                    (n.host, int(n.port)) for n in client.get_nodes() if (n.host, n.port) != first
-                ]
-        return nodes
 
     async def _check(self, trigger: str) -> None:
         """Reload when Redis holds a version this process neither serves nor refused;

@@ -47,7 +47,7 @@ def seed_items(cluster: ValkeyCluster, template: KeyTemplate, n: int) -> dict[by
 
 
 async def test_slot_map_has_every_primary(link: ClusterLink, cluster: ValkeyCluster) -> None:
-    assert link.mapped and not link.single
+    assert link.map.mapped and not link.single
     assert sorted(n.port for n in link.primaries) == sorted(n.port for n in cluster.nodes)
     assert link.describe()["mode"] == "cluster"
 
@@ -172,16 +172,16 @@ async def test_ask_then_moved_during_a_resharding(
     keys, slots = BUCKETED.encoded([f"m{k}" for k in range(200)])
     in_slot = [k for k, s in zip(keys, slots, strict=True) if s == slot]
     assert in_slot and key_slot(in_slot[0]) == slot
-    assert link._slots[slot].port == src.port  # type: ignore[union-attr]
+    assert link.map.owner(slot).port == src.port
 
     migrate_slot(cluster, slot, src, dst)  # the keys are on dst, the slot still src's
     assert await link.mget(keys, slots) == [values[k] for k in keys]  # via ASK
     assert await link.command("GET", in_slot[0]) == values[in_slot[0]]
-    assert link._slots[slot].port == src.port  # type: ignore[union-attr]  # ASK: no remap
+    assert link.map.owner(slot).port == src.port  # ASK: no remap
 
     assign_slot(cluster, slot, dst)  # now src answers MOVED
     assert await link.command("GET", in_slot[0]) == values[in_slot[0]]
-    assert link._slots[slot].port == dst.port  # type: ignore[union-attr]
+    assert link.map.owner(slot).port == dst.port
     assert await link.mget(keys, slots) == [values[k] for k in keys]
 
 
@@ -198,8 +198,8 @@ async def test_stale_map_after_resharding_is_corrected_by_moved(
         assign_slot(cluster, slot, dst)
         assert await link.mget(keys, slots) == [values[k] for k in keys]  # MOVED, resent
         await asyncio.sleep(0.3)  # the refresh MOVED scheduled has run
-        assert link._slots[slot].port == dst.port  # type: ignore[union-attr]
-        assert link.refreshes >= 2
+        assert link.map.owner(slot).port == dst.port
+        assert link.map.refreshes >= 2
     finally:
         await link.close()
 

@@ -215,3 +215,33 @@ async def test_redis_down_at_start_serves_the_file(tmp_path: Path, origin: str) 
         assert resp.headers["X-Rerank"] == "skipped; reason=redis-unavailable"
         info = (await admin_routes(proxy))["redis"]
         assert info["source"] == "file" and "Redis unreachable" in info["fleet_error"]
+
+
+async def test_each_worker_follows_and_reports(
+    tmp_path: Path, origin: str, redis_url: str, redis_db: redis.Redis
+) -> None:
+    """`serve --workers 2`: every worker process follows Redis and reports itself; the
+    supervisor's /admin/routes (asked of one worker) lists both."""
+    from tests.support import ProxyProcess
+
+    proc = await ProxyProcess.start(config(tmp_path, origin, redis_url, DOT), "--workers", "2")
+    try:
+        await wait_until(lambda: len(routestore.fleet(redis_db, CFG)) == 2, limit_s=20)
+        head, _ = routestore.push(redis_db, CFG, NEG)
+        await wait_until(
+            lambda: [e["version"] for e in routestore.fleet(redis_db, CFG)] == [1, 1],
+            limit_s=10,
+        )
+        status, _, body = await fetch(proc.admin_url("/admin/routes"))
+        info = orjson.loads(body)["redis"]
+        assert status == 200 and info["stored"]["version"] == head.version
+        assert len(info["fleet"]) == 2 and {e["pid"] for e in info["fleet"]} != {proc.proc.pid}
+
+        async def down() -> bool:
+            _, _, body = await fetch(proc.url("/feed"), headers={"X-User-Id": "u1"})
+            return [i["id"] for i in orjson.loads(body)["items"]] == DOWN
+
+        await wait_until(down, limit_s=5)
+    finally:
+        assert await proc.stop() == 0
+    assert routestore.fleet(redis_db, CFG) == []  # each worker left on its way out
