@@ -15,6 +15,7 @@ import redis
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster as SyncRedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from proxy.clusterlink import ClusterLink
@@ -67,7 +68,8 @@ async def connect_store(url: str, config: RedisConfig, embeddings: Embeddings) -
 
 def sync_client(url: str, cluster: bool | None, timeout_s: float) -> redis.Redis:
     """A blocking client for the command line and threads: RedisCluster when ``cluster``
-    says so, or when it is None and the server reports cluster support."""
+    says so, or when it is None and the server reports cluster support. A server that
+    cannot be reached raises redis.ConnectionError."""
     kwargs = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
     if cluster is None:
         probe = redis.Redis.from_url(url, **kwargs)  # type: ignore[arg-type]
@@ -76,5 +78,8 @@ def sync_client(url: str, cluster: bool | None, timeout_s: float) -> redis.Redis
         finally:
             probe.close()
     if cluster:
-        return SyncRedisCluster.from_url(url, **kwargs)  # type: ignore[arg-type,return-value]
+        try:
+            return SyncRedisCluster.from_url(url, **kwargs)  # type: ignore[arg-type,return-value]
+        except RedisClusterException as exc:  # no node answered: an error like any other
+            raise redis.ConnectionError(str(exc)) from None
     return redis.Redis.from_url(url, **kwargs)  # type: ignore[arg-type]

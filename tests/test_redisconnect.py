@@ -123,3 +123,11 @@ def test_sync_client_detects(cluster: ValkeyCluster, redis_url: str) -> None:
         assert type(client) is redis.Redis
     with sync_client(redis_url, False, 2.0) as client:
         assert type(client) is redis.Redis
+
+
+def test_sync_client_nothing_answers() -> None:
+    """Down is a redis.ConnectionError whatever the shape (RedisCluster raises its own)."""
+    url = f"redis://127.0.0.1:{free_port()}"
+    for cluster in (True, None):
+        with pytest.raises(redis.ConnectionError):
+            sync_client(url, cluster, 0.5).ping()

@@ -207,9 +207,16 @@ async def test_a_lost_message_is_caught_by_the_poll(
         assert info["version"] == 1 and info["subscribed"] is False
 
 
-async def test_redis_down_at_start_serves_the_file(tmp_path: Path, origin: str) -> None:
+@pytest.mark.parametrize("cluster", ["null", "true"])
+async def test_redis_down_at_start_serves_the_file(
+    tmp_path: Path, origin: str, cluster: str
+) -> None:
     dead = f"redis://127.0.0.1:{free_port()}"
-    async with running_proxy(config(tmp_path, origin, dead, DOT)) as proxy:
+    path = config(tmp_path, origin, dead, DOT)
+    path.write_text(
+        path.read_text().replace("timeout_ms: 200}", f"timeout_ms: 200, cluster: {cluster}}}")
+    )
+    async with running_proxy(path) as proxy:
         resp, _ = await proxy_get(proxy, "/feed")
         # The routes file serves (the user's vector is unreachable too: fail open).
         assert resp.headers["X-Rerank"] == "skipped; reason=redis-unavailable"
