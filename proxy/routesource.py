@@ -24,10 +24,12 @@ import contextlib
 import itertools
 import logging
 import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import redis
 import redis.asyncio as aioredis
@@ -49,6 +51,7 @@ from proxy.snapshot import (
 from proxy.yamlconf import ConfigError
 
 log = logging.getLogger("rankgate.routes")
+T = TypeVar("T")
 
 REFUSED_RETRY_S = 30.0
 RECONNECT_MAX_S = 5.0
@@ -99,6 +102,7 @@ class RedisRoutesSource:
         self.checks = 0
         self._attempt: Served | None = None
         self._sync: redis.Redis | None = None
+        self._lock = threading.Lock()  # the builder's thread and the checks' threads
         self._task: asyncio.Task[None] | None = None
         self._checked = asyncio.Event()
         store.builder = self._build
@@ -108,9 +112,15 @@ class RedisRoutesSource:
     # -- building (blocking, in the store's thread) -------------------------------------
 
     def _client(self) -> redis.Redis:
-        if self._sync is None:
-            self._sync = sync_client(self.url, self.settings.redis.cluster, REDIS_TIMEOUT_S)
-        return self._sync
+        """The blocking client, made on first use (it may connect: call it in a thread)."""
+        with self._lock:
+            if self._sync is None:
+                self._sync = sync_client(self.url, self.settings.redis.cluster, REDIS_TIMEOUT_S)
+            return self._sync
+
+    async def _redis(self, call: Callable[..., T], *args: Any) -> T:
+        """``call(client, *args)`` in a thread: never a blocking Redis call on the loop."""
+        return await asyncio.to_thread(lambda: call(self._client(), *args))
 
     def _build(self, version: int, previous: Snapshot | None) -> Snapshot:
         self._attempt = None
@@ -189,7 +199,7 @@ class RedisRoutesSource:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         with contextlib.suppress(RedisError, OSError):
-            await asyncio.to_thread(routestore.forget, self._client(), self.cfg, self.name)
+            await self._redis(routestore.forget, self.cfg, self.name)
         if self._sync is not None:
             self._sync.close()
 
@@ -244,12 +254,10 @@ class RedisRoutesSource:
         """Reload when Redis holds a version this process neither serves nor refused;
         then report. Never raises: a check that fails is retried at the next poll."""
         try:
-            current = await asyncio.to_thread(routestore.head, self._client(), self.cfg)
+            current = await self._redis(routestore.head, self.cfg)
             if current is not None and self._wanted(current):
                 await self.store.reload_outcome(f"redis-{trigger}", if_changed=True)
-            await asyncio.to_thread(
-                routestore.report, self._client(), self.cfg, self.name, self.entry()
-            )
+            await self._redis(routestore.report, self.cfg, self.name, self.entry())
         except (RedisError, OSError) as exc:
             log.debug("routes check (%s) failed: %s", trigger, exc)
         except Exception:
@@ -298,8 +306,7 @@ class RedisRoutesSource:
             **self.entry(),
         }
         try:
-            client = self._client()
-            stored = await asyncio.to_thread(routestore.head, client, self.cfg)
+            stored = await self._redis(routestore.head, self.cfg)
             out["stored"] = (
                 None
                 if stored is None
@@ -308,7 +315,7 @@ class RedisRoutesSource:
                     "sha256": stored.sha256,
                 }
             )
-            out["fleet"] = await asyncio.to_thread(routestore.fleet, client, self.cfg)
+            out["fleet"] = await self._redis(routestore.fleet, self.cfg)
         except (RedisError, OSError) as exc:
             out["fleet_error"] = f"Redis unreachable: {exc}"
         return out
