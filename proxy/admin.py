@@ -175,6 +175,8 @@ class LocalAdmin:
             "last_attempt": None if last is None else describe_outcome(last),
             "reloads": dict(store.reload_counts),
             "watch": store.watch_mode,
+            # routes_source: redis: the version served, the one stored, the live fleet.
+            **({"redis": await store.describe_source()} if store.describe_source else {}),
         }
 
     async def reload(self) -> Answer:

@@ -2,13 +2,15 @@
 
 One line per check, ``ok`` or ``FAIL`` (and ``warn`` for what works but looks wrong):
 the static config, the routes file, every model (file, sha256 pin, contract, a warm-up
-run, loaded exactly as serving loads them), then Redis (PING, and one stored user
-vector's length against ``embeddings.dim``) and the origin (any HTTP answer to
-``HEAD /`` counts as reachable), then probes each feed route (``proxy/probe.py``: one
-GET of a sample, items, ids, vectors, a dry run). With no ``redis.url``, the config's
-embedded Valkey is used: the running one, or started for the check and stopped after.
-Exit status 0 when nothing failed, 1 otherwise. ``--offline`` skips Redis, the origin
-and the probes (a CI job that only checks files).
+    from proxy.redisconnect import sync_client
+
+    shown = what or _redact(url)
+    try:
+        # A RedisCluster when the server is one (or redis.cluster says so).
+        client = sync_client(url, settings.redis.cluster, NETWORK_TIMEOUT_S)
+    except redis.RedisError as exc:
+        report.line("FAIL", "redis", f"{shown}: {type(exc).__name__}: {exc}")
+        return None
 """
 
 from __future__ import annotations
@@ -92,6 +94,9 @@ def check_routes(settings: Settings, report: Report) -> Snapshot | None:
     from proxy.yamlconf import load
 
     path = settings.routes_path
+    if settings.routes_source == "redis" and not path.exists():
+        report.line("ok", "routes", f"routes_source: redis, no {path} (the pushed version serves)")
+        return
     try:
         # The same build a start or a reload does: parse, validate, hash, load, warm.
         snapshot = build_snapshot(path, settings.embeddings.dim, 1, None)
@@ -129,10 +134,15 @@ def check_redis(settings: Settings, url: str, report: Report, what: str = "") ->
     """PING and one user vector's length; the client (for the probes) unless it failed."""
     import redis
 
+    from proxy.redisconnect import sync_client
+
     shown = what or _redact(url)
-    client = redis.Redis.from_url(
-        url, socket_timeout=NETWORK_TIMEOUT_S, socket_connect_timeout=NETWORK_TIMEOUT_S
-    )
+    try:
+        # A RedisCluster when the server is one (or redis.cluster says so).
+        client = sync_client(url, settings.redis.cluster, NETWORK_TIMEOUT_S)
+    except redis.RedisError as exc:
+        report.line("FAIL", "redis", f"{shown}: {type(exc).__name__}: {exc}")
+        return None
     try:
         started = time.perf_counter()
         client.ping()
@@ -146,7 +156,16 @@ def check_redis(settings: Settings, url: str, report: Report, what: str = "") ->
             )
         else:
             report.line("ok", "redis", f"{shown}: PING {_ms(elapsed)}")
+        if isinstance(client, redis.RedisCluster):
+            primaries = sorted(n.name for n in client.get_primaries())
+            report.line(
+                "ok",
+                "redis",
+                f"a cluster of {len(primaries)} primaries: " + ", ".join(primaries),
+            )
         check_vectors(settings, client, report)
+        if settings.routes_source == "redis":
+            check_stored_routes(settings, client, report)
     except redis.RedisError as exc:
         report.line("FAIL", "redis", f"{shown}: {type(exc).__name__}: {exc}")
         client.close()
@@ -158,7 +177,7 @@ def check_vectors(settings: Settings, client: object, report: Report) -> None:
     """One stored user vector of the wrong length makes every user 'unknown-user'."""
     import redis
 
-    assert isinstance(client, redis.Redis)
+    assert isinstance(client, (redis.Redis, redis.RedisCluster))
     emb = settings.embeddings
     pattern = emb.user_key.replace("*", r"\*").replace("{id}", "*")
     key = next(client.scan_iter(match=pattern, count=1000), None)
@@ -175,6 +194,31 @@ def check_vectors(settings: Settings, client: object, report: Report) -> None:
         )
     else:
         report.line("ok", "vectors", f"user vectors are {emb.dim} float32 (checked one)")
+
+
+def check_stored_routes(settings: Settings, client: object, report: Report) -> None:
+    """routes_source: redis: the version the fleet follows, checked as a reload would."""
+    from proxy import routestore
+    from proxy.routescli import validate
+
+    cfg = settings.routes_redis
+    stored = routestore.fetch(client, cfg)  # type: ignore[arg-type]
+    if stored is None:
+        report.line("warn", "routes", f"redis key {cfg.key}: no version pushed yet")
+        return
+    label = f"redis key {cfg.key} version {stored.head.version}"
+    if not stored.intact:
+        report.line("FAIL", "routes", f"{label}: the bytes do not hash to the stored sha256")
+        return
+    try:
+        summary = validate(settings, Path(label), stored.raw)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            report.line("FAIL", "routes", f"{exc.source}: {problem}")
+        return
+    live = routestore.fleet(client, cfg)  # type: ignore[arg-type]
+    behind = sum(1 for e in live if e.get("version") != stored.head.version)
+    report.line("ok", "routes", f"{summary}; {_n(len(live), 'live process')}, {behind} behind")
 
 
 def check_origin(settings: Settings, report: Report) -> None:

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "proxy.check",
     "proxy.embedload",
     "proxy.modelcli",
+    "proxy.routescli",
     "demo.cli",
 )
 

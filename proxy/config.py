@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from proxy import yamlconf
+from proxy.keys import check_template
 
 
 class Strict(BaseModel):
@@ -65,6 +66,8 @@ class Redis(Strict):
     timeout_ms: Annotated[float, Field(gt=0)] = 20.0
     max_connections: Annotated[int, Field(ge=1)] = 64
     embedded: Embedded | None = None
+    # A Redis/Valkey Cluster (proxy/clusterlink.py)? null: ask the server at start.
+    cluster: bool | None = None
 
     @field_validator("url")
     @classmethod
@@ -93,14 +96,17 @@ class ItemCache(Strict):
 class Embeddings(Strict):
     dim: Annotated[int, Field(ge=1, le=65536)] = 32
     user_key: str = "emb:user:{id}"
+    # "emb:item:{b{bucket}}:{id}" spreads items over item_buckets hash tags (proxy/keys.py).
     item_key: str = "emb:item:{id}"
+    item_buckets: Annotated[int, Field(ge=1, le=16384)] = 16
     item_cache: ItemCache = ItemCache()
 
     @field_validator("user_key", "item_key")
     @classmethod
-    def _template(cls, value: str) -> str:
-        if value.count("{id}") != 1:
-            raise ValueError(f"must contain '{{id}}' exactly once: {value!r}")
+    def _template(cls, value: str, info: ValidationInfo) -> str:
+        problem = check_template(value, buckets_allowed=info.field_name == "item_key")
+        if problem:
+            raise ValueError(problem)
         return value
 
 
@@ -186,6 +192,26 @@ class Events(Strict):
         return value
 
 
+class RoutesRedis(Strict):
+    """Where the fleet's routes live in Redis (routes_source: redis)."""
+
+    key: str = "rankgate:routes"  # hash: yaml, sha256, version, pushed_at, pushed_by
+    channel: str = "rankgate:routes"  # PUBLISH "VERSION SHA256" on each push
+    fleet_key: str = "rankgate:routes:fleet"  # hash: process -> the version it serves
+    # Pub/sub can lose messages (a reconnect, a proxy without pub/sub): poll this often.
+    poll_s: Annotated[float, Field(gt=0, le=300)] = 3.0
+    # A process that stopped reporting for this long is gone from `routes status`.
+    fleet_ttl_s: Annotated[float, Field(gt=0)] = 15.0
+    # false: poll only (twemproxy and Envoy's Redis proxy do not forward SUBSCRIBE).
+    subscribe: bool = True
+
+    @model_validator(mode="after")
+    def _ttl(self) -> RoutesRedis:
+        if self.fleet_ttl_s < 2 * self.poll_s:
+            raise ValueError("fleet_ttl_s: must be at least twice poll_s (one lost beat)")
+        return self
+
+
 class Settings(Strict):
     listen: Listen = Listen()
     origin: Origin
@@ -199,6 +225,10 @@ class Settings(Strict):
     routes: str = "routes.yaml"
     # Reload routes.yaml (and the models it names) when their content changes on disk.
     routes_watch: bool = True
+    # redis: routes pushed with `rankgate routes push` (proxy/routesource.py); the file
+    # above then serves only until Redis first answers with a version.
+    routes_source: Literal["file", "redis"] = "file"
+    routes_redis: RoutesRedis = RoutesRedis()
     # 0 = one worker process per CPU this process may use; 1 = serve in this process.
     workers: Annotated[int, Field(ge=0)] = 0
     shutdown_timeout_s: Annotated[float, Field(ge=0)] = 15.0
@@ -217,6 +247,12 @@ class Settings(Strict):
             raise ValueError(
                 "events.enabled: needs exposures.enabled (events name the exposures they follow)"
             )
+        if self.redis.cluster and self.redis.url is None:
+            raise ValueError("redis.cluster: needs redis.url (the embedded Valkey is one node)")
+        if self.redis.cluster and urlsplit(self.redis.url or "").scheme == "unix":
+            raise ValueError("redis.cluster: a cluster is reached over TCP, not a unix socket")
+        if self.routes_source == "redis" and self.redis.url is None:
+            raise ValueError("routes_source: redis needs redis.url (shared by the fleet)")
         return self
 
     @property

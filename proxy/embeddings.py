@@ -8,6 +8,7 @@ feed path turns into a fail-open.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -18,11 +19,20 @@ from redis.retry import Retry
 from proxy.config import Embeddings
 from proxy.errors import from_redis
 from proxy.itemcache import MISSING, ItemCache
-from proxy.redislink import RedisLink
+from proxy.keys import KeyTemplate
+from proxy.redislink import UNAVAILABLE, RedisLink
 
 F32 = np.dtype("<f4")
 # (positions in the id list that have a vector, those vectors as an [n, dim] matrix)
 Vectors = tuple[np.ndarray, np.ndarray]
+
+
+class Link(Protocol):
+    """RedisLink (one node) or ClusterLink (a Redis Cluster)."""
+
+    async def command(self, *args: Any) -> Any: ...
+    async def mget(self, keys: list[bytes], slots: list[int] | None) -> list[Any]: ...
+    async def close(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -32,6 +42,8 @@ class ItemLookup:
     found: list[bytes | None]
     missed: list[int]
     result: Vectors | None
+    # Set when a cluster node was down: its items go unscored this once (not cached).
+    partial: str | None = None
 
 
 def connect(url: str, timeout_ms: float, max_connections: int) -> aioredis.Redis:
@@ -55,10 +67,16 @@ def _key(template: str, ident: str) -> str:
 
 
 class EmbeddingStore:
-    def __init__(self, client: aioredis.Redis, config: Embeddings) -> None:
+    def __init__(
+        self, client: aioredis.Redis, config: Embeddings, link: Link | None = None
+    ) -> None:
         self.client = client  # redis-py's full API, for anything off the hot path
-        self.link = RedisLink(client.connection_pool, client.connection_pool.max_connections)
+        # A ClusterLink for a Redis Cluster (proxy/redisconnect.py chooses).
+        self.link: Link = link or RedisLink(
+            client.connection_pool, client.connection_pool.max_connections
+        )
         self.config = config
+        self.item_keys = KeyTemplate(config.item_key, config.item_buckets)
         self.dim = config.dim
         self.nbytes = config.dim * 4
         cache = config.item_cache
@@ -68,6 +86,18 @@ class EmbeddingStore:
         if raw is None or len(raw) != self.nbytes:
             return False
         return bool(np.isfinite(np.frombuffer(raw, dtype=F32)).all())
+
+    def _valid_many(self, raws: list[Any]) -> list[bool]:
+        """_valid for a whole reply in one numpy pass: one vector at a time cost ~2.8 us
+        each here, 280 us for a 100-item miss."""
+        nbytes = self.nbytes
+        ok = [isinstance(raw, bytes) and len(raw) == nbytes for raw in raws]
+        sized = [raw for raw, good in zip(raws, ok, strict=True) if good]
+        if not sized:
+            return ok
+        matrix = np.frombuffer(b"".join(sized), dtype=F32).reshape(len(sized), self.dim)
+        finite = iter(np.isfinite(matrix).all(axis=1).tolist())
+        return [good and next(finite) for good in ok]
 
     async def _call(self, coro: object) -> object:
         try:
@@ -103,12 +133,16 @@ class EmbeddingStore:
         if lookup.result is not None:
             return lookup.result
         ids, found = lookup.ids, lookup.found
-        keys = [_key(self.config.item_key, ids[p]) for p in lookup.missed]
-        raws = await self._call(self.link.command("MGET", *keys))
+        keys, slots = self.item_keys.encoded([ids[p] for p in lookup.missed])
+        raws = await self._call(self.link.mget(keys, slots))
         assert isinstance(raws, list)
         fresh: list[tuple[str, bytes]] = []
-        for pos, raw in zip(lookup.missed, raws, strict=True):
-            vec = raw if self._valid(raw) else MISSING
+        valid = self._valid_many(raws)
+        for pos, raw, good in zip(lookup.missed, raws, valid, strict=True):
+            if raw is UNAVAILABLE:  # its cluster node is down: unscored, not "missing"
+                lookup.partial = "redis-unavailable"
+                continue
+            vec = raw if good else MISSING
             found[pos] = vec
             fresh.append((ids[pos], vec))
         self.cache.put_many(fresh)
@@ -130,7 +164,8 @@ class EmbeddingStore:
         positions.flags.writeable = False
         matrix.flags.writeable = False
         complete = len(have) == len(found)
-        self.cache.put_batch(lookup.key, (positions, matrix), complete)
+        if lookup.partial is None:
+            self.cache.put_batch(lookup.key, (positions, matrix), complete)
         return positions, matrix
 
     async def ping(self) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import redis
 
+from proxy.keys import KeyTemplate
+
 F32 = np.dtype("<f4")
 
 
@@ -31,10 +33,17 @@ def load_vectors(
     ids: Sequence[str],
     vectors: np.ndarray,
     *,
+    buckets: int = 16,
     batch: int = 1000,
     progress: bool = False,
 ) -> int:
-    """SET each id's vector under ``key_template`` (``{id}`` replaced); returns the count."""
+    """SET each id's vector under ``key_template`` (``{id}``, and ``{bucket}`` as the
+    proxy computes it, replaced); returns the count. ``client`` may be a RedisCluster:
+    its pipeline sends each node its own keys."""
+    try:
+        template = KeyTemplate(key_template, buckets)
+    except ValueError as exc:
+        raise LoadError(f"key template: {exc}") from None
     if vectors.ndim != 2 or len(ids) != vectors.shape[0]:
         raise LoadError(f"{len(ids)} ids for a vector array of shape {vectors.shape}")
     if not np.isfinite(vectors).all():
@@ -46,7 +55,7 @@ def load_vectors(
     for start in range(0, total, batch):
         pipe = client.pipeline(transaction=False)
         for ident, row in zip(ids[start : start + batch], data[start : start + batch], strict=True):
-            pipe.set(key_template.replace("{id}", str(ident)), row.tobytes())
+            pipe.set(template.key(str(ident)), row.tobytes())
         pipe.execute()
         done = min(start + batch, total)
         if progress:
@@ -142,18 +151,23 @@ def _shown(path: Path) -> str:
 
 def cmd_load(args: argparse.Namespace) -> int:
     from proxy.config import load_settings
+    from proxy.redisconnect import sync_client
     from proxy.valkey import EmbeddedValkey
 
     dim = args.dim
     url = args.redis_url
     templates = {k: args.key for k in KINDS} if args.key else {}
     embedded: EmbeddedValkey | None = None
+    buckets = args.buckets
+    cluster: bool | None = None  # ask the server
     if args.config:
         settings = load_settings(args.config)
         emb = settings.embeddings
         templates = templates or {"user": emb.user_key, "item": emb.item_key}
         dim = dim or emb.dim
         url = url or settings.redis.url
+        buckets = buckets or emb.item_buckets
+        cluster = settings.redis.cluster
         if url is None:
             # The config's embedded Valkey: the one `rankgate serve` uses (started for
             # this load if it does not run; its data stays in the directory).
@@ -175,16 +189,7 @@ def cmd_load(args: argparse.Namespace) -> int:
             how = "started for this load" if embedded.started else f"running, pid {embedded.pid}"
             print(f"embedded Valkey at {url} (data in {_shown(embedded.dir)}; {how})")
         assert url is not None
-        # A progress bar is for a terminal, not for a log or a pipe.
-        progress = not args.quiet and sys.stderr.isatty()
-        client = redis.Redis.from_url(url, socket_timeout=10)
-        try:
-            for kind, ids, vectors in loads:
-                template = templates.get(kind) or f"emb:{kind}:{{id}}"
-                count = load_vectors(client, template, ids, vectors, progress=progress)
-                print(f"loaded {count} {kind} vectors (dim {vectors.shape[1]}) as {template}")
-        finally:
-            client.close()
+        _load_all(sync_client(url, cluster, 10.0), loads, templates, buckets or 16, args.quiet)
     except LoadError as exc:
         print(f"rankgate: {exc}", file=sys.stderr)
         return 1
@@ -197,6 +202,36 @@ def cmd_load(args: argparse.Namespace) -> int:
     if embedded is not None and embedded.started:
         print("embedded Valkey stopped; `rankgate serve` starts it with this data")
     return 0
+
+
+def _load_all(
+    client: redis.Redis | redis.RedisCluster,
+    loads: list[tuple[str, list[str], np.ndarray]],
+    templates: dict[str, str],
+    buckets: int,
+    quiet: bool,
+) -> None:
+    # A progress bar is for a terminal, not for a log or a pipe.
+    progress = not quiet and sys.stderr.isatty()
+    where = " on a Redis Cluster" if isinstance(client, redis.RedisCluster) else ""
+    try:
+        for kind, ids, vectors in loads:
+            template = templates.get(kind) or f"emb:{kind}:{{id}}"
+            count = load_vectors(
+                client,  # type: ignore[arg-type]
+                template,
+                ids,
+                vectors,
+                buckets=buckets,
+                progress=progress,
+            )
+            spread = f" ({buckets} buckets)" if "{bucket}" in template else ""
+            print(
+                f"loaded {count} {kind} vectors (dim {vectors.shape[1]}) as "
+                f"{template}{spread}{where}"
+            )
+    finally:
+        client.close()
 
 
 LOAD_HELP = """\
@@ -250,5 +285,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     load.add_argument("--redis-url", help="overrides the config's Redis")
     load.add_argument("--key", help="key template with {id} (default from config)")
     load.add_argument("--dim", type=int, help="expected dimension (default from config)")
+    load.add_argument(
+        "--buckets",
+        type=int,
+        help="item_buckets for a {bucket} template (default from config, else 16)",
+    )
     load.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     load.set_defaults(func=cmd_load)

@@ -17,12 +17,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from proxy.config import Settings
-from proxy.embeddings import EmbeddingStore, connect
+from proxy.embeddings import EmbeddingStore
 from proxy.events import EventsEndpoint
 from proxy.exposure import ExposureLog
 from proxy.feedstate import FeedServices
 from proxy.forward import Forwarder
 from proxy.record import Observer
+from proxy.redisconnect import connect_store
+from proxy.reload import RoutesWatcher
+from proxy.routesource import RedisRoutesSource, routes_follower
 from proxy.sink import RecordQueue, running_sink
 from proxy.snapshotstore import SnapshotStore
 from proxy.tokens import SecretKeyError, TokenSigner, key_from_env
@@ -54,6 +57,8 @@ class Runtime:
     feed: FeedServices
     exposures: RecordQueue | None = None  # with exposures on: the sink's queue
     events: EventsEndpoint | None = None
+    # What keeps the routes current: the file watcher, a Redis source, or nothing.
+    follower: RoutesWatcher | RedisRoutesSource | None = None
     observers: list[Observer] = field(default_factory=list)
     in_flight: int = 0
 
@@ -76,15 +81,16 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         redis_url = settings.redis.url
         if redis_url is None:
             redis_url = await stack.enter_async_context(embedded_valkey(settings))
-        r = settings.redis
-        embeddings = EmbeddingStore(
-            connect(redis_url, r.timeout_ms, r.max_connections), settings.embeddings
-        )
+        # One node or a Redis Cluster (redis.cluster): proxy/redisconnect.py chooses.
+        embeddings = await connect_store(redis_url, settings.redis, settings.embeddings)
         stack.push_async_callback(embeddings.close)
         forwarder = Forwarder(settings.origin)
         stack.push_async_callback(forwarder.close)
         await forwarder.start()
         store = SnapshotStore(settings.routes_path, settings.embeddings.dim)
+        # Made before the first load: a Redis source builds the snapshots (started by
+        # the server once it listens).
+        follower = routes_follower(settings, store)
         await asyncio.to_thread(store.load_initial)
         queue, recorder, events = None, None, None
         if settings.exposures.enabled:
@@ -97,7 +103,9 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 events = EventsEndpoint(settings.events, signer, queue)
         f = settings.feed
         feed = FeedServices(forwarder, embeddings, f.max_body_bytes, f.thread_min_items, recorder)
-        yield Runtime(settings, redis_url, embeddings, forwarder, store, feed, queue, events)
+        yield Runtime(
+            settings, redis_url, embeddings, forwarder, store, feed, queue, events, follower
+        )
 
 
 def _keys(settings: Settings) -> tuple[TokenSigner, bytes | None]:

@@ -5,7 +5,8 @@ One lifespan, entered in order and left in reverse (``contextlib.AsyncExitStack`
     admin listener      /healthz answers, /readyz says 503 while models load
     runtime             Valkey (embedded), Redis, origin client, routes and warm models
     public listener     requests are served from here on
-    routes watcher      reloads routes.yaml when it (or a model) changes on disk
+    routes follower     reloads routes.yaml when it (or a model) changes on disk, or
+                        follows the versions pushed to Redis (routes_source: redis)
 
 Leaving it: ``/readyz`` goes 503 (draining), the watcher stops, the public port stops
 accepting and requests in flight finish (up to ``shutdown_timeout_s``), the runtime's
@@ -30,7 +31,6 @@ from proxy.admin import LocalAdmin, build_admin_app
 from proxy.app import build_server
 from proxy.config import Settings
 from proxy.metrics import Metrics
-from proxy.reload import RoutesWatcher
 from proxy.runtime import Runtime, ServingState, open_runtime
 from proxy.yamlconf import ConfigError
 
@@ -139,10 +139,10 @@ class ProxyServer:
             self.port = await stack.enter_async_context(
                 listening(public, "listen", s.listen.host, s.listen.port, self.reuse_port)
             )
-            if s.routes_watch:
-                watcher = RoutesWatcher(runtime.store)
-                await watcher.start()
-                stack.push_async_callback(watcher.stop)  # no reload may start while we drain
+            follower = runtime.follower
+            if follower is not None:
+                await follower.start()
+                stack.push_async_callback(follower.stop)  # no reload may start while we drain
         except BaseException:
             await self.stop()
             raise

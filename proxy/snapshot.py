@@ -120,7 +120,7 @@ class Fingerprint:
 class Snapshot:
     version: int
     loaded_at: float
-    source: Path
+    source: Path | str  # a file, or a label (routes_source: redis)
     source_sha256: str
     routes: tuple[CompiledRoute, ...]
     models: Mapping[str, ModelSession]
@@ -178,11 +178,25 @@ def empty_snapshot(source: Path) -> Snapshot:
 
 def build_snapshot(path: Path, dim: int, version: int, previous: Snapshot | None) -> Snapshot:
     """Parse, validate, load and warm everything. Blocking; raises yamlconf.ConfigError."""
-    source = str(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise yamlconf.ConfigError(source, ["file not found"]) from None
+        raise yamlconf.ConfigError(str(path), ["file not found"]) from None
+    return build_snapshot_bytes(raw, path, path.parent, dim, version, previous)
+
+
+def build_snapshot_bytes(
+    raw: bytes,
+    label: Path | str,
+    base_dir: Path,
+    dim: int,
+    version: int,
+    previous: Snapshot | None,
+) -> Snapshot:
+    """build_snapshot for routes that are not a file (routes_source: redis): ``label``
+    names them in errors and /admin/routes, relative paths resolve against ``base_dir``."""
+    path = base_dir / "routes.yaml"  # only its parent is used: where relative paths start
+    source = str(label)
     spec = yamlconf.validate(RoutesFile, yamlconf.parse_yaml(raw, source), source)
 
     # Plugins first (cheap): their problems are reported with the models' ones.
@@ -225,7 +239,7 @@ def build_snapshot(path: Path, dim: int, version: int, previous: Snapshot | None
     return Snapshot(
         version=version,
         loaded_at=time.time(),
-        source=path,
+        source=label,
         source_sha256=sha256_bytes(raw),
         routes=tuple(routes),
         models=MappingProxyType(models),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,8 +52,16 @@ class SnapshotStore:
         # How file changes reach us, set by the watcher: events | poll | off.
         self.watch_mode = "off"
         self.listeners: list[ReloadListener] = []
+        # routes_source: redis (proxy/routesource.py) replaces how a snapshot is built
+        # (blocking, in a thread: (version, previous) -> Snapshot, or ConfigError) and
+        # adds what /admin/routes shows about the fleet.
+        self.builder: Callable[[int, Snapshot | None], Snapshot] = self._build_file
+        self.describe_source: Callable[[], Awaitable[dict[str, object]]] | None = None
         self._lock = asyncio.Lock()
         ensure_releaser()
+
+    def _build_file(self, version: int, previous: Snapshot | None) -> Snapshot:
+        return build_snapshot(self.path, self.dim, version, previous)
 
     @property
     def ready(self) -> bool:
@@ -61,7 +69,7 @@ class SnapshotStore:
 
     def load_initial(self) -> Snapshot:
         """First load at start-up; an error here is fatal (raised to the CLI)."""
-        self.current = build_snapshot(self.path, self.dim, 1, None)
+        self.current = self.builder(1, None)
         self.last_reload_at = time.time()
         self._notify(None, self.current)
         return self.current
@@ -90,9 +98,7 @@ class SnapshotStore:
         """The next snapshot, or why the files were refused (off the event loop)."""
         previous = self.current
         try:
-            snapshot = await asyncio.to_thread(
-                build_snapshot, self.path, self.dim, previous.version + 1, previous
-            )
+            snapshot = await asyncio.to_thread(self.builder, previous.version + 1, previous)
         except yamlconf.ConfigError as exc:
             return None, exc.render()
         except Exception as exc:  # never let a reload take the proxy down

@@ -10,6 +10,7 @@ import pytest
 import pytest_asyncio
 import redis
 
+from tests.clusters import ValkeyCluster
 from tests.support import env_redis_url, start_valkey
 
 if TYPE_CHECKING:
@@ -39,6 +40,27 @@ def redis_db(redis_url: str) -> Iterator[redis.Redis]:
     finally:
         client.flushdb()
         client.close()
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster() -> Iterator[ValkeyCluster]:
+    """Three Valkey primaries in cluster mode on loopback (tests/clusters.py): ~2 s once
+    per session. Tests that kill nodes start a cluster of their own."""
+    cluster = ValkeyCluster(primaries=3).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster(valkey_cluster: ValkeyCluster) -> Iterator[ValkeyCluster]:
+    """The session's cluster, flushed before and after the test."""
+    valkey_cluster.flush()
+    try:
+        yield valkey_cluster
+    finally:
+        valkey_cluster.flush()
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

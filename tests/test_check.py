@@ -16,6 +16,7 @@ import redis
 from aiohttp import web
 
 from proxy.cli import main
+from tests.clusters import ValkeyCluster
 from tests.support import DIM, dot_model, start_app, vec, write_config
 
 
@@ -177,3 +178,39 @@ def test_console_script_exit_status(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert "FAIL  config" in out.stdout and "origin.url: not a URL" in out.stdout
     assert "Traceback" not in out.stderr
+
+
+async def test_a_cluster_and_its_pushed_routes(
+    tmp_path: Path, cluster: ValkeyCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """routes_source: redis on a cluster: no routes file needed; the stored version is
+    checked as a reload would check it, and a broken one fails the check."""
+    from proxy import routestore
+    from proxy.config import RoutesRedis
+
+    model = dot_model(tmp_path / "dot.onnx")
+    runner, origin = await start_app(web.Application())
+    try:
+        cfg = write_config(
+            tmp_path, origin, cluster.url, routes_for(model), extra="routes_source: redis\n"
+        )
+        (tmp_path / "routes.yaml").unlink()
+        with cluster.client() as client:
+            client.set("emb:user:u1", vec([1.0] * DIM))
+            code, out = await check(cfg, capsys)
+            assert code == 0, out
+            assert "a cluster of 3 primaries" in out
+            assert "no version pushed yet" in out
+            routestore.push(client, RoutesRedis(), routes_for(model).encode())
+            code, out = await check(cfg, capsys)
+            assert code == 0, out
+            assert "redis key rankgate:routes version 1: 1 route(s) (feed)" in out
+            routestore.push(
+                client, RoutesRedis(), routes_for(model).replace("dot.onnx", "gone.onnx").encode()
+            )
+            code, out = await check(cfg, capsys)
+            assert code == 1
+            failed = "FAIL  routes   redis key rankgate:routes version 2: models.dot.path"
+            assert f"{failed}: file not found" in out
+    finally:
+        await runner.cleanup()

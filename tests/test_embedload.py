@@ -13,7 +13,9 @@ import redis
 
 from proxy.cli import main
 from proxy.embedload import LoadError, load_vectors, read_file
+from proxy.keys import KeyTemplate
 from proxy.valkey import EmbeddedValkey
+from tests.clusters import ValkeyCluster
 from tests.support import valkey_pids
 
 
@@ -176,3 +178,41 @@ def test_help_describes_the_file_formats(capsys) -> None:
     out = capsys.readouterr().out
     for words in ("user_ids + user_vectors", "id,v0,v1,...", "fields id and vector", "[N, dim]"):
         assert words in out
+
+
+def test_load_into_a_cluster_with_buckets(
+    tmp_path: Path, cluster: ValkeyCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`embeddings load --config` against a 3-node cluster writes the keys the proxy
+    reads: the config's bucketed item_key, every node holding some."""
+    vectors = np.random.default_rng(1).standard_normal((500, 4)).astype(np.float32)
+    np.savez(tmp_path / "items.npz", item_ids=[f"m{k}" for k in range(500)], item_vectors=vectors)
+    (tmp_path / "rankgate.yaml").write_text(
+        f"origin: {{url: 'http://127.0.0.1:9'}}\n"
+        f"redis: {{url: '{cluster.url}'}}\n"
+        "embeddings: {dim: 4, item_key: 'emb:item:{b{bucket}}:{id}', item_buckets: 8}\n"
+    )
+    code = main(
+        [
+            "embeddings",
+            "load",
+            "item",
+            str(tmp_path / "items.npz"),
+            "--config",
+            str(tmp_path / "rankgate.yaml"),
+            "-q",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "loaded 500 item vectors" in out and "(8 buckets) on a Redis Cluster" in out
+    template = KeyTemplate("emb:item:{b{bucket}}:{id}", 8)
+    with cluster.client() as client:
+        for k in (0, 123, 499):
+            raw = client.get(template.key(f"m{k}"))
+            assert np.array_equal(np.frombuffer(raw, dtype="<f4"), vectors[k])
+    per_node = []
+    for node in cluster.nodes:
+        with node.client() as client:
+            per_node.append(client.dbsize())
+    assert sum(per_node) == 500 and all(per_node)  # eight tags spread over three nodes
