@@ -236,6 +236,7 @@ class Readout:
         self._arms: dict[str, dict[str, _Arm]] = {}
         self._shadows: dict[str, dict[str, _Shadow]] = {}
         self._joins: dict[str, _Join] = {}
+        self._ids: dict[str, str] = {}
         self._events: dict[str, list[Event]] = {}
         self._exposures = 0
         self._event_count = 0
@@ -287,7 +288,14 @@ class Readout:
             overlap = top_k_overlap(record.items, record.shadow_items, OVERLAP_K)
             if overlap is not None:
                 shadow.overlaps.add(overlap)
-        self._joins[record.id] = _Join(arm, shadow, record.items, record.teams, record.shadow_items)
+        # The served ids wait in memory for their clicks; one string per distinct id
+        # (a catalog repeats across lists) keeps that to a pointer per slot.
+        ids = self._ids
+        items = tuple([ids.setdefault(i, i) for i in record.items])
+        shadow_items = record.shadow_items
+        if shadow_items is not None:
+            shadow_items = tuple([ids.setdefault(i, i) for i in shadow_items])
+        self._joins[record.id] = _Join(arm, shadow, items, record.teams, shadow_items)
 
     def _join_events(self) -> int:
         orphans = 0
