@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "proxy.embedload",
     "proxy.modelcli",
     "proxy.routescli",
+    "proxy.experimentscli",
     "demo.cli",
 )
 

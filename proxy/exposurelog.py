@@ -1,0 +1,274 @@
+"""Reading the exposure log back: JSONL files or a Redis Stream, into checked records.
+
+The record schema is docs/exposures.schema.json. Reading is tolerant: a line that is not
+JSON, not an object, of an unknown type or schema version, or missing a field the readout
+uses is counted in :class:`LogStats` and skipped (a crash would hide every good record
+behind one torn line, e.g. the last line of a file still being written). Fields the
+readout does not use (``origin_pos``, ``scores``, ``ms``, ...) are not checked.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+__all__ = [
+    "DEFAULT_STREAM",
+    "SCHEMA_VERSION",
+    "Event",
+    "Exposure",
+    "LogStats",
+    "Malformed",
+    "jsonl_files",
+    "parse_record",
+    "read_jsonl",
+    "read_stream",
+]
+
+SCHEMA_VERSION = 1
+DEFAULT_STREAM = "rankgate:exposures"
+STREAM_FIELD = b"r"  # each stream entry holds one record, as JSON, in this field
+OUTCOMES = frozenset({"applied", "skipped", "control"})
+KINDS = frozenset({"click", "conversion"})
+TEAMS = frozenset({"A", "B", None})
+MAX_EXAMPLES = 3  # malformed records quoted in the warning
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    ts: int
+    id: str
+    route: str
+    unit: str | None
+    arm: str
+    model: str
+    outcome: str
+    reason: str | None
+    items: tuple[str, ...]
+    teams: tuple[str | None, ...] | None = None
+    shadow_model: str | None = None
+    shadow_items: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    ts: int
+    id: str
+    route: str
+    arm: str
+    item: str
+    kind: str
+    value: float | None = None
+
+
+Record = Exposure | Event
+
+
+class Malformed(ValueError):
+    """A record the readout cannot use; the message says why in a few words."""
+
+
+@dataclass
+class LogStats:
+    """What a read saw: records used, malformed ones (by reason, with a few examples),
+    and records before the ``since`` cut-off."""
+
+    read: int = 0
+    malformed: int = 0
+    before_since: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    def bad(self, where: str, reason: str) -> None:
+        self.malformed += 1
+        self.reasons[reason] += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(f"{where}: {reason}")
+
+
+def _int(rec: dict[str, Any], key: str) -> int:
+    value = rec.get(key)
+    if type(value) is not int or value < 0:  # bool is an int subclass: refuse it too
+        raise Malformed(f"{key}: want an integer >= 0")
+    return value
+
+
+def _str(rec: dict[str, Any], key: str) -> str:
+    value = rec.get(key)
+    if not isinstance(value, str) or not value:
+        raise Malformed(f"{key}: want a non-empty string")
+    return value
+
+
+def _opt_str(rec: dict[str, Any], key: str) -> str | None:
+    if key not in rec:
+        raise Malformed(f"{key}: missing")
+    value = rec[key]
+    if value is not None and not isinstance(value, str):
+        raise Malformed(f"{key}: want a string or null")
+    return value
+
+
+def _ids(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise Malformed(f"{key}: want a list of strings")
+    return tuple(value)
+
+
+def _exposure(rec: dict[str, Any]) -> Exposure:
+    outcome = rec.get("outcome")
+    if outcome not in OUTCOMES:
+        raise Malformed("outcome: want applied, skipped or control")
+    model = rec.get("model")
+    if not isinstance(model, str):
+        raise Malformed("model: want a string")
+    items = _ids(rec.get("items"), "items")
+    teams = rec.get("teams")
+    if teams is not None:
+        if not isinstance(teams, list) or not all(t in TEAMS for t in teams):
+            raise Malformed('teams: want a list of "A", "B" or null')
+        if len(teams) != len(items):
+            raise Malformed("teams: not one per item")
+        teams = tuple(teams)
+    shadow = rec.get("shadow")
+    shadow_model = shadow_items = None
+    if shadow is not None:
+        if not isinstance(shadow, dict):
+            raise Malformed("shadow: want an object")
+        shadow_model = _str(shadow, "model")
+        shadow_items = _ids(shadow.get("items"), "shadow.items")
+    return Exposure(
+        ts=_int(rec, "ts"),
+        id=_str(rec, "id"),
+        route=_str(rec, "route"),
+        unit=_opt_str(rec, "unit"),
+        arm=_str(rec, "arm"),
+        model=model,
+        outcome=outcome,
+        reason=_opt_str(rec, "reason"),
+        items=items,
+        teams=teams,
+        shadow_model=shadow_model,
+        shadow_items=shadow_items,
+    )
+
+
+def _event(rec: dict[str, Any]) -> Event:
+    kind = rec.get("kind")
+    if kind not in KINDS:
+        raise Malformed("kind: want click or conversion")
+    value = rec.get("value")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise Malformed("value: want a number")
+    return Event(
+        ts=_int(rec, "ts"),
+        id=_str(rec, "id"),
+        route=_str(rec, "route"),
+        arm=_str(rec, "arm"),
+        item=_str(rec, "item"),
+        kind=kind,
+        value=None if value is None else float(value),
+    )
+
+
+def parse_record(raw: bytes | str) -> Record:
+    """One JSON record -> Exposure or Event; raises Malformed."""
+    try:
+        rec = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise Malformed("not JSON") from None
+    if not isinstance(rec, dict):
+        raise Malformed("not a JSON object")
+    version = rec.get("v")
+    if type(version) is not int or version != SCHEMA_VERSION:
+        raise Malformed(f"v: want schema version {SCHEMA_VERSION}")
+    kind = rec.get("type")
+    if kind == "exposure":
+        return _exposure(rec)
+    if kind == "event":
+        return _event(rec)
+    raise Malformed("type: want exposure or event")
+
+
+def _keep(raw: bytes, where: str, since_ms: int | None, stats: LogStats) -> Record | None:
+    try:
+        record = parse_record(raw)
+    except Malformed as exc:
+        stats.bad(where, str(exc))
+        return None
+    if since_ms is not None and record.ts < since_ms:
+        stats.before_since += 1
+        return None
+    stats.read += 1
+    return record
+
+
+def jsonl_files(sources: Sequence[str | Path]) -> list[Path]:
+    """Files to read: each source is a file, or a directory whose ``*.jsonl`` are read in
+    name order (the sink's rotation numbers them). Raises FileNotFoundError."""
+    files: list[Path] = []
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.glob("*.jsonl") if p.is_file()))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or directory")
+    return files
+
+
+def read_jsonl(
+    files: Iterable[Path], stats: LogStats, since_ms: int | None = None
+) -> Iterator[Record]:
+    """Records from JSONL files, one per line; blank lines are ignored."""
+    for path in files:
+        with path.open("rb") as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                record = _keep(line, f"{path}:{number}", since_ms, stats)
+                if record is not None:
+                    yield record
+
+
+def _next_id(entry_id: bytes | str) -> str:
+    # The smallest id after this one. XRANGE's exclusive "(" form needs Redis 6.2; this
+    # works on any server with streams.
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
+
+
+def read_stream(
+    client: redis.Redis,
+    key: str,
+    stats: LogStats,
+    since_ms: int | None = None,
+    chunk: int = 1000,
+) -> Iterator[Record]:
+    """Records from a Redis Stream, read with XRANGE ``chunk`` entries at a time.
+
+    Entry ids are ``<ms>-<seq>``, the time the sink added them; a record is added after
+    its ``ts``, so starting at ``since_ms`` misses none that the ``ts`` filter keeps."""
+    start = "-" if since_ms is None else f"{since_ms}-0"
+    while True:
+        entries = client.xrange(key, min=start, max="+", count=chunk)
+        for entry_id, fields in entries:
+            raw = fields.get(STREAM_FIELD, fields.get("r"))  # bytes or decoded client
+            where = f"{key} {entry_id.decode() if isinstance(entry_id, bytes) else entry_id}"
+            if raw is None:
+                stats.bad(where, "no field r")
+                continue
+            record = _keep(raw, where, since_ms, stats)
+            if record is not None:
+                yield record
+        if len(entries) < chunk:
+            return
+        start = _next_id(entries[-1][0])
