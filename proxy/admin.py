@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
+from proxy.assignments import Assignments
 from proxy.errors import RankgateError
 from proxy.metrics import CONTENT_TYPE, Metrics
 from proxy.runtime import ServingState
@@ -95,14 +96,22 @@ def build_admin_app(backend: AdminBackend) -> web.Application:
 class LocalAdmin:
     """The admin answers of this process, from its serving state."""
 
-    def __init__(self, state: ServingState, metrics: Metrics, token: str | None) -> None:
+    def __init__(
+        self,
+        state: ServingState,
+        metrics: Metrics,
+        token: str | None,
+        assignments: Assignments | None = None,
+    ) -> None:
         self.state = state
         self._metrics = metrics
         self.token = token
+        self.assignments = assignments or Assignments()
         # /admin/* by (method, path): later features add theirs here.
         self.handlers: dict[tuple[str, str], Callable[[], Awaitable[Answer]]] = {
             ("GET", "/admin/routes"): self.routes,
             ("POST", "/admin/reload"): self.reload,
+            ("GET", "/admin/experiments"): self.experiments,
         }
 
     async def healthz(self) -> Json:
@@ -178,6 +187,12 @@ class LocalAdmin:
             # routes_source: redis: the version served, the one stored, the live fleet.
             **({"redis": await store.describe_source()} if store.describe_source else {}),
         }
+
+    async def experiments(self) -> Answer:
+        """Live assignment counts per route and arm, and the sample ratio test."""
+        assert self.state.runtime is not None
+        view = self.assignments.describe(self.state.runtime.store.current)
+        return 200, {**view, "pid": os.getpid()}
 
     async def reload(self) -> Answer:
         """Reload now: 200 with result ok or unchanged, 422 (old version serving) on error."""

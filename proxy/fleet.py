@@ -25,8 +25,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.admin import Answer, Json
+from proxy.assignments import merge as merge_assignments
 
 SampleKey = tuple[str, tuple[tuple[str, str], ...]]  # (sample name, sorted labels)
+# Reads answered by every worker, added up (one worker's counts are a part).
+FAN_OUT_GETS = frozenset({"/admin/experiments"})
 
 
 @dataclass
@@ -227,10 +230,13 @@ class FleetAdmin:
         targets: Sequence[Worker] = self.ready_workers()
         if not targets:
             return 503, {"error": "no worker is ready"}
-        if method in ("GET", "HEAD"):
+        fan_out = path.split("?", 1)[0] in FAN_OUT_GETS
+        if method in ("GET", "HEAD") and not fan_out:
             targets = targets[:1]
         answers = await asyncio.gather(*(self.ask(w, method, path, headers, body) for w in targets))
         status = next((code for code, _ in answers if code >= 300), answers[0][0])
+        if fan_out and status == 200:
+            return 200, merge_assignments([body for _, body in answers])
         first = answers[0][1]
         out: dict[str, Any] = dict(first) if isinstance(first, dict) else {"body": first}
         if len(targets) > 1:

@@ -29,6 +29,7 @@ from aiohttp import web
 from proxy import logs
 from proxy.admin import LocalAdmin, build_admin_app
 from proxy.app import build_server
+from proxy.assignments import Assignments
 from proxy.config import Settings
 from proxy.metrics import Metrics
 from proxy.runtime import Runtime, ServingState, open_runtime
@@ -93,6 +94,7 @@ class ProxyServer:
         self.settings = settings
         self.state = ServingState()
         self.metrics = Metrics()
+        self.assignments = Assignments()
         self.access = logs.access_log(settings.logging, access_sink)
         self.reuse_port = reuse_port
         self.admin_host = settings.admin.host if admin_host is None else admin_host
@@ -113,7 +115,7 @@ class ProxyServer:
         await self.start_serving()
 
     async def start_admin(self) -> None:
-        admin = LocalAdmin(self.state, self.metrics, self.settings.admin.token)
+        admin = LocalAdmin(self.state, self.metrics, self.settings.admin.token, self.assignments)
         runner = web.AppRunner(
             build_admin_app(admin),
             access_log=None,
@@ -153,6 +155,7 @@ class ProxyServer:
         """Data flows one way: the request path and the store tell metrics and logs."""
         self.state.runtime = runtime
         runtime.observers.append(self.metrics.observe)
+        runtime.observers.append(self.assignments.observe)
         if self.access is not None:
             runtime.observers.append(self.access)
         cache, queue, events = runtime.embeddings.cache, runtime.exposures, runtime.events

@@ -143,14 +143,30 @@ class JsonlWriter:
         self.file: Any = None
 
     async def write(self, lines: list[bytes]) -> None:
-        await asyncio.to_thread(self._write, b"\n".join(lines) + b"\n")
+        await asyncio.to_thread(self._write, lines)
 
-    def _write(self, data: bytes) -> None:
-        if self.file is None or self.size + len(data) > self.max_file_bytes:
-            self._rotate()
-        self.file.write(data)
-        self.file.flush()
-        self.size += len(data)
+    def _write(self, lines: list[bytes]) -> None:
+        """The lines in order, a new file whenever the next one would not fit (a line
+        longer than a whole file gets a file of its own)."""
+        chunk: list[bytes] = []
+        size = self.size
+        for line in lines:
+            n = len(line) + 1
+            if self.file is None or (size + n > self.max_file_bytes and size > 0):
+                self._flush(chunk)
+                chunk = []
+                self._rotate()
+                size = self.size
+            chunk.append(line)
+            size += n
+        self._flush(chunk)
+
+    def _flush(self, chunk: list[bytes]) -> None:
+        if chunk and self.file is not None:
+            data = b"\n".join(chunk) + b"\n"
+            self.file.write(data)
+            self.file.flush()
+            self.size += len(data)
 
     def _rotate(self) -> None:
         if self.file is not None:

@@ -280,10 +280,14 @@ async def test_traffic_clicks_come_back_per_arm(demo: Demo) -> None:
     assert demo.valkey is not None
     client = redis.Redis.from_url(demo.valkey.connection_url)
     try:
-        kinds = Counter(
-            orjson.loads(fields[b"r"])["type"]
-            for _, fields in client.xrange("rankgate:exposures")
-        )
+        for _ in range(100):  # the sink writes every 100 ms, off the request path
+            kinds = Counter(
+                orjson.loads(fields[b"r"])["type"]
+                for _, fields in client.xrange("rankgate:exposures")
+            )
+            if kinds["event"] >= clicks and kinds["exposure"] >= 300:
+                break
+            await asyncio.sleep(0.05)
     finally:
         client.close()
     assert kinds["event"] >= clicks and kinds["exposure"] >= 300

@@ -290,3 +290,64 @@ async def test_a_missing_key_stops_the_start(
         async with running_proxy(cfg):
             pass
     await runner.cleanup()
+
+
+AB_ROUTES = """\
+models: {dot: {path: dot.onnx}, dot2: {path: dot2.onnx}}
+routes:
+  - name: feed
+    match: {path: /api/feed}
+    model: dot
+    budget_ms: 2000
+    experiments:
+      - {name: b, when: {percent: 50, salt: s1}, model: dot2}
+"""
+
+
+async def test_the_loop_names_the_arm_that_gets_more_clicks(
+    tmp_path: Path,
+    valkey: tuple[str, redis.Redis],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two arms at 50%, real traffic, clicks posted with the responses' tokens: the
+    report joins them and names the arm users click more; the live view agrees on the
+    split."""
+    from proxy.cli import main
+
+    monkeypatch.setenv("RANKGATE_TOKEN_KEY", TOKEN_KEY)
+    url, client = valkey
+    dot_model(tmp_path / "dot.onnx")
+    dot_model(tmp_path / "dot2.onnx", sign=-1.0)
+    runner, origin = await start_app(origin_app())
+    cfg = write_config(tmp_path, origin, url, AB_ROUTES, exposures_conf())
+    rng = np.random.default_rng(7)
+    posted = {"default": 0, "b": 0}
+    async with running_proxy(cfg) as proxy:
+        for k in range(200):
+            headers, ids = await get_feed(proxy, f"u{k}")
+            arm = headers["X-Rerank"].split("arm=")[1]
+            if rng.random() < (0.45 if arm == "b" else 0.15):
+                click = {"id": headers["X-Rankgate-Id"], "item": ids[0], "type": "click"}
+                assert (await post(proxy, click))[0] == 202
+                posted[arm] += 1
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(f"http://127.0.0.1:{proxy.admin_port}/admin/experiments") as resp,
+        ):
+            live = (await resp.json())["routes"][0]
+        await until(lambda: len(stream(client)) == 200 + sum(posted.values()))
+    await runner.cleanup()
+    units = {a["arm"]: a["units"] for a in live["arms"]}
+    assert sum(units.values()) == 200 and min(units.values()) > 70
+    assert live["split"] == {"b": 0.5, "default": 0.5} and not live["srm"]["alarm"]
+
+    assert main(["experiments", "report", "--config", str(cfg), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (route,) = report["routes"]
+    arms = {a["arm"]: a for a in route["arms"]}
+    assert {arm: arms[arm]["clicks"] for arm in posted} == posted  # every click joined
+    assert arms["b"]["exposures"] + arms["default"]["exposures"] == 200
+    assert arms["b"]["lift"] > 0 and arms["b"]["p_value"] < 0.05
+    assert route["srm"]["p_value"] > 0.001 and not route["srm"]["alarm"]
+    assert report["records"]["orphan_events"] == 0

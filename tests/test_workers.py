@@ -97,6 +97,12 @@ async def test_two_workers_serve_restart_and_drain(workers: ProxyProcess) -> Non
     assert metric(samples, "rankgate_model_info", model="dot") == 1
     assert metric(samples, "rankgate_workers", state="ready") == 2
     assert metric(samples, "rankgate_cold_start_seconds") > 0
+    # The live experiment view asks every worker and adds them up.
+    status, _, body = await fetch(proc.admin_url("/admin/experiments"))
+    assert status == 200, body
+    live = orjson.loads(body)
+    assert live["workers"] == 2
+    assert sum(a["requests"] for a in live["routes"][0]["arms"]) == 20
 
     # kill -9 one worker: it is replaced, and its counts stay in the sums.
     victim = next(iter(pids))
