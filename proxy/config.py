@@ -61,8 +61,11 @@ class ItemCache(Strict):
     ttl_s: Annotated[float, Field(ge=0)] = 60.0
     # Ids with no vector in Redis are remembered this long, so they cost no round trip.
     missing_ttl_s: Annotated[float, Field(ge=0)] = 5.0
-    # Whole id lists (feed pages) kept assembled: the same page serves many users.
+    # Whole id lists (feed pages) kept assembled: the same page serves many users. They
+    # hold at most max_items vectors together, and share max_bytes with the items.
     max_lists: Annotated[int, Field(ge=0)] = 1024
+    # Per worker: item vectors and lists together, ids and per-entry overhead included.
+    max_bytes: Annotated[int, Field(ge=0)] = 128 * 1024 * 1024
 
 
 class Embeddings(Strict):

@@ -430,6 +430,7 @@ class FeedPipeline:
         # the text is full of "e"s (11 us for the bench's 12 KB feed).
         if b"+" in out and b"e+" in out and _BIG_INT.search(raw):
             raise Skip("unsafe-number")
+        self.embeddings.remember(lookup)  # served re-ranked: only now is the list cached
         return bodycodec.encode(out, encoding), count, int(positions.size)
 
     @staticmethod
