@@ -42,9 +42,7 @@ class Ended(Exception):
         self.response = response
         self.detail = detail
 
-    async def finish(
-        self, request: web.BaseRequest, record: RequestRecord
-    ) -> web.StreamResponse:
+    async def finish(self, request: web.BaseRequest, record: RequestRecord) -> web.StreamResponse:
         """Fill ``record`` in, log, and return what aiohttp should (finish) sending."""
         record.outcome, record.reason = self.outcome, self.reason
         response = self.response

@@ -31,8 +31,9 @@ log = logging.getLogger("rankgate.forward")
 # Statuses whose responses never carry a body (RFC 9110 6.4.1).
 NO_BODY_STATUSES = frozenset({204, 304})
 # Read and written 16 KiB at a time, with the origin read buffer as small: a client that
-# reads nothing pins ~80 KiB of memory until listen.send_timeout_s cuts it (at 64 KiB
-# and aiohttp's defaults, ~320 KiB: 800 such clients made ~210 MB per worker).
+# reads nothing until listen.send_timeout_s cuts it pins ~250 KiB (bench/abuse.py), most
+# of it one socket read from the origin (asyncio and uvloop read up to 256 KiB at once),
+# against ~540 KiB with 64 KiB and aiohttp's defaults (800 such clients: ~215 MB/worker).
 CHUNK = 16 * 1024
 READ_BUFSIZE = 16 * 1024
 
@@ -211,8 +212,13 @@ class Forwarder:
             if not no_body:
                 if first:
                     await response.write(first)
+                protocol, writer = request.protocol, request.writer
                 async for chunk in upstream.content.iter_chunked(CHUNK):
                     await response.write(chunk)
+                    if protocol.writing_paused:
+                        # aiohttp waits only every 64 KiB written; a client that does
+                        # not read waits here, with one chunk more in its buffer.
+                        await writer.drain()
             await response.write_eof()
         except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
             # Which side failed: a write to a client that left (or that we cut for not

@@ -24,9 +24,7 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 def expects_continue(request: web.BaseRequest) -> bool:
     expect = request.headers.get("Expect")
     return (
-        expect is not None
-        and expect.lower() == "100-continue"
-        and request.version >= HttpVersion11
+        expect is not None and expect.lower() == "100-continue" and request.version >= HttpVersion11
     )
 
 
