@@ -2,25 +2,30 @@
 the same run (served from a temporary worktree, as bench/compare.py does).
 
     python bench/abuse.py slow-readers [--base REV] [--clients 800] [--workers 2]
+    python bench/abuse.py aborts [--base REV] [--clients 300] [--workers 2]
     python bench/abuse.py cache [--base REV] [--feeds 2000] [--items 1000] [--workers 2]
     python bench/abuse.py upload [--base REV] [--mb 3] [--rounds 7]
 
-slow-readers  N clients ask for a large download and never read it; meanwhile wrk (one
-              connection, 2 s timeout) measures a normal client's pass-through and feed
-              requests; RSS per worker before and while they hang on.
+slow-readers  N clients ask for a large download and never read it; meanwhile one
+              normal client (one keep-alive connection, 2 s timeout, each latency
+              measured) sends pass-through and feed requests; RSS per worker before and
+              while they hang on.
+aborts        N clients read the start of a large download and hang up; the lines each
+              rankgate logged meanwhile, by level.
 cache         N feeds of ITEMS items whose ids change every time, with
               ``item_cache: {max_items: ITEMS}``; RSS per worker before and after.
 upload        ``curl --data-binary @FILE -H 'Expect: 100-continue'`` of MB megabytes through
               each rankgate and to the origin direct; the median time of ROUNDS.
 
 Everything shares one machine (2 vCPUs here, with the load generators, the origin and
-Valkey): compare rows of one run. Needs wrk (slow-readers) and curl (upload).
+Valkey): compare rows of one run. Needs curl (upload).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -136,8 +141,8 @@ def rss_line(pid: int) -> str:
 
 
 class Target:
-    def __init__(self, name: str, port: int, proc: subprocess.Popen[bytes]) -> None:
-        self.name, self.port, self.proc = name, port, proc
+    def __init__(self, name: str, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.name, self.port, self.proc, self.log = name, port, proc, log
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -168,18 +173,13 @@ def start_targets(
         if extra:
             cfg.write_text(cfg.read_text().replace("embeddings: {dim: 32}", extra))
         env = {**os.environ, "PYTHONPATH": str(tree)}
-        proc = common.spawn(
-            stack,
-            sys.executable,
-            "-m",
-            "proxy",
-            "serve",
-            "--config",
-            str(cfg),
-            env=env,
-            cwd=tree,
-        )
-        targets.append(Target(name, port, proc))
+        # Its application log (stderr) is kept: the aborts scenario reads it.
+        log = stack.enter_context(open(tmp / f"{name}.stderr", "wb"))  # noqa: SIM115
+        cmd = [sys.executable, "-m", "proxy", "serve", "--config", str(cfg)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=tree)
+        stack.callback(proc.wait, 10)
+        stack.callback(proc.terminate)
+        targets.append(Target(name, port, proc, tmp / f"{name}.stderr"))
     for t in targets:
         common.wait_port(t.port)
     time.sleep(1.0 + args.workers)  # workers up and warm
@@ -209,29 +209,51 @@ async def hold_non_readers(port: int, n: int, stop: asyncio.Event) -> int:
     return len(socks)
 
 
-def wrk_with_timeouts(url: str, seconds: int, lua: Path) -> str:
-    cmd = ["wrk", "-t1", "-c1", f"-d{seconds}s", "--timeout", "2s", "--latency", "-s", str(lua)]
-    done = subprocess.run([*cmd, url], capture_output=True, text=True)
-    out = done.stdout
-    if "requests in" not in out:
-        return f"wrk failed: {(done.stderr or out).strip()[:200]}"
-    res = common.parse_wrk(out)
-    m = re.search(r"(\d+) requests in", out)
-    answered = int(m.group(1)) if m else 0
-    t = re.search(r"timeout (\d+)", out)
-    timeouts = int(t.group(1)) if t else 0
-    if answered == 0 or "p50_ms" not in res:
-        return f"{'no answer':>9} {'':>9} {answered:>6} {timeouts:>8}"
-    return f"{res['p50_ms']:7.2f}ms {res['p99_ms']:7.2f}ms {answered:>6} {timeouts:>8}"
+def normal_client(url: str, seconds: float) -> str:
+    """One client, one keep-alive connection, requests back to back for ``seconds``: each
+    latency measured (closed loop, 2 s timeout), as a user would see it."""
+
+    async def run() -> tuple[list[float], int]:
+        import aiohttp
+
+        latencies: list[float] = []
+        timeouts = 0
+        timeout = aiohttp.ClientTimeout(total=2)
+        connector = aiohttp.TCPConnector(limit=1)
+        headers = {"X-User-Id": "u1"}
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                started = time.perf_counter()
+                try:
+                    async with session.get(url, headers=headers) as resp:
+                        await resp.read()
+                    latencies.append(time.perf_counter() - started)
+                except (TimeoutError, aiohttp.ClientError):
+                    timeouts += 1
+        return latencies, timeouts
+
+    latencies, timeouts = asyncio.run(run())
+    if not latencies:
+        return f"{'no answer':>9} {'':>9} {'':>9} {0:>8} {timeouts:>8}"
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
+    ms = [v * 1000 for v in (q[49], q[98], max(latencies))]
+    return f"{ms[0]:7.2f}ms {ms[1]:7.2f}ms {ms[2]:7.1f}ms {len(latencies):>8} {timeouts:>8}"
 
 
-def slow_readers(args: argparse.Namespace, targets: list[Target], lua: Path) -> None:
-    print(f"{args.clients} clients ask for a 64 MB download and never read; wrk -c1 meanwhile")
-    head = f"{'target':6} {'phase':18} {'path':10} {'p50':>9} {'p99':>9} {'answered':>6} timeouts"
+def slow_readers(args: argparse.Namespace, targets: list[Target]) -> None:
+    print(
+        f"{args.clients} clients ask for a 64 MB download and never read; meanwhile one "
+        f"normal client, requests back to back for {args.duration} s"
+    )
+    head = (
+        f"{'target':6} {'phase':18} {'path':10} {'p50':>9} {'p99':>9} {'max':>9} "
+        f"{'answered':>8} timeouts"
+    )
     print(head)
     for t in targets:
         for path in ("/static", "/api/feed"):
-            line = wrk_with_timeouts(t.url(path), args.duration, lua)
+            line = normal_client(t.url(path), args.duration)
             print(f"{t.name:6} {'alone':18} {path:10} {line}")
         print(f"{t.name:6} RSS per worker alone: {rss_line(t.proc.pid)}")
 
@@ -241,7 +263,7 @@ def slow_readers(args: argparse.Namespace, targets: list[Target], lua: Path) -> 
             await asyncio.sleep(args.settle)
             print(f"{t.name:6} RSS per worker with them: {rss_line(t.proc.pid)}")
             for path in ("/static", "/api/feed"):
-                line = await asyncio.to_thread(wrk_with_timeouts, t.url(path), args.duration, lua)
+                line = await asyncio.to_thread(normal_client, t.url(path), args.duration)
                 print(f"{t.name:6} {f'{args.clients} non-readers':18} {path:10} {line}")
             print(f"{t.name:6} RSS per worker after: {rss_line(t.proc.pid)}")
             stop.set()
@@ -249,6 +271,47 @@ def slow_readers(args: argparse.Namespace, targets: list[Target], lua: Path) -> 
 
         asyncio.run(run())
         time.sleep(3)  # let the target shed them before the next one is measured
+
+
+# -- aborted downloads --------------------------------------------------------------------
+
+
+async def abort_downloads(port: int, n: int) -> int:
+    """N clients that read the first 100 KB of a 64 MB download and hang up."""
+    done = 0
+    for _ in range(n):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /big?mb=64 HTTP/1.1\r\nHost: x\r\n\r\n")
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            await reader.readexactly(100_000)
+            done += 1
+        writer.close()
+    return done
+
+
+def log_levels(path: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        m = re.match(r'\{"time":"[^"]*","level":"(\w+)"', line)
+        level = m.group(1) if m else ("traceback" if line.startswith("Traceback") else None)
+        if level:
+            counts[level] = counts.get(level, 0) + 1
+    return counts
+
+
+def aborts(args: argparse.Namespace, targets: list[Target]) -> None:
+    print(f"{args.clients} clients read 100 KB of a 64 MB download and hang up")
+    for t in targets:
+        before = log_levels(t.log)
+        done = asyncio.run(abort_downloads(t.port, args.clients))
+        time.sleep(1.0)
+        after = log_levels(t.log)
+        grown = {k: v - before.get(k, 0) for k, v in after.items() if v > before.get(k, 0)}
+        mid = sum("mid-body" in line for line in t.log.read_text(errors="replace").splitlines())
+        print(
+            f"{t.name:6} {done} aborted; application log lines by level: {grown or 'none'}; "
+            f"'origin failed mid-body': {mid}"
+        )
 
 
 # -- changing feeds and the item cache ----------------------------------------------------
@@ -356,7 +419,7 @@ def main() -> int:
         run_origin(int(sys.argv[sys.argv.index("--port") + 1]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenario", choices=["slow-readers", "cache", "upload"])
+    parser.add_argument("scenario", choices=["slow-readers", "aborts", "cache", "upload"])
     parser.add_argument("--base", help="a git revision to measure beside the working tree")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--clients", type=int, default=800)
@@ -367,7 +430,7 @@ def main() -> int:
     parser.add_argument("--mb", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
-    need = {"slow-readers": "wrk", "upload": "curl"}.get(args.scenario)
+    need = {"upload": "curl"}.get(args.scenario)
     if need and not shutil.which(need):
         print(f"bench/abuse.py {args.scenario} needs {need}", file=sys.stderr)
         return 2
@@ -382,8 +445,6 @@ def main() -> int:
         if args.scenario == "cache":
             extra = f"embeddings: {{dim: 32, item_cache: {{max_items: {args.items}}}}}"
         targets = start_targets(stack, args, tmp, origin, redis_url, extra)
-        lua = tmp / "users.lua"
-        lua.write_text(common.LUA)
         for t in targets:
             if not common.check_headers(t.url("/api/feed")).startswith("applied"):
                 print(f"{t.name}: re-ranking is not applied", file=sys.stderr)
@@ -393,7 +454,9 @@ def main() -> int:
             f"{os.cpu_count()} CPUs shared with everything here"
         )
         if args.scenario == "slow-readers":
-            slow_readers(args, targets, lua)
+            slow_readers(args, targets)
+        elif args.scenario == "aborts":
+            aborts(args, targets)
         elif args.scenario == "cache":
             cache(args, targets)
         else:
