@@ -5,8 +5,10 @@ aiohttp's low-level server bounds only the idle keep-alive wait (``keepalive_tim
 whose timer also runs while a request's headers trickle in). The rest is added here, in a
 subclass of its per-connection protocol, at no cost to a client that behaves:
 
-- headers: once the first byte of a request arrives, all of its header section must
-  follow within ``header_timeout_s`` (nginx's client_header_timeout), else 408 and close;
+- headers: a new connection must send its first request's headers within
+  ``header_timeout_s`` (nginx's client_header_timeout), and so must a later request from
+  its first byte; else 408 (or a plain close when nothing was sent) and the connection
+  is closed. Between requests the idle keep-alive wait (``keepalive_timeout_s``) applies;
 - sending: when a client stops reading, the socket's buffer fills and asyncio pauses our
   writes; if they stay paused ``send_timeout_s`` (nginx's send_timeout) the connection is
   aborted, which ends the handler's next write (and frees its origin connection);
@@ -112,7 +114,7 @@ class _Refuse(asyncio.Protocol):
 class GuardedProtocol(RequestHandler):
     """aiohttp's per-connection protocol with the header and send timeouts."""
 
-    __slots__ = ("_header_timer", "_limits", "_send_timer", "_stats", "ended_by")
+    __slots__ = ("_header_started", "_header_timer", "_limits", "_send_timer", "_stats", "ended_by")
 
     def __init__(
         self, manager: GuardedServer, *, limits: Listen, stats: ConnectionStats, **kwargs: Any
@@ -121,6 +123,7 @@ class GuardedProtocol(RequestHandler):
         self._limits = limits
         self._stats = stats
         self._header_timer: asyncio.TimerHandle | None = None
+        self._header_started = False  # some bytes of the awaited request are in
         self._send_timer: asyncio.TimerHandle | None = None
         # Why we ended the connection ourselves ("send-timeout"), for the request record.
         self.ended_by: str | None = None
@@ -129,6 +132,10 @@ class GuardedProtocol(RequestHandler):
         super().connection_made(transport)
         cast(asyncio.Transport, transport).set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
         self._stats.open += 1
+        # The first request's headers are due from the connection's start, as in nginx.
+        self._header_timer = self._loop.call_later(
+            self._limits.header_timeout_s, self._header_timed_out
+        )
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._manager is not None:  # aiohttp calls this once; later calls are no-ops
@@ -148,23 +155,29 @@ class GuardedProtocol(RequestHandler):
             if self._header_timer is not None:
                 self._header_timer.cancel()
                 self._header_timer = None
-        elif data and self._header_timer is None and not self._force_close:
-            # The first bytes of a request whose headers are not complete yet.
-            self._header_timer = self._loop.call_later(
-                self._limits.header_timeout_s, self._header_timed_out
-            )
+            self._header_started = False
+        elif data and not self._force_close:
+            # Bytes of a request whose headers are not complete yet.
+            self._header_started = True
+            if self._header_timer is None:
+                self._header_timer = self._loop.call_later(
+                    self._limits.header_timeout_s, self._header_timed_out
+                )
 
     def _header_timed_out(self) -> None:
         self._header_timer = None
         transport = self.transport
-        waiter = self._waiter
-        # Only while aiohttp waits for a request's headers; a request being handled (a
-        # body the handler reads, a body lingered over) is another timeout's job.
-        if transport is None or waiter is None or waiter.done() or self._messages:
+        # Only while no request is being handled: a body the handler reads, or one
+        # lingered over after the answer, is another timeout's job.
+        if transport is None or self._request_in_progress or self._messages:
             return
+        waiter = self._waiter
+        if self._request_count and (waiter is None or waiter.done()):
+            return  # between requests, past the answer: aiohttp's lingering or keep-alive
         self._stats.header_timeouts += 1
         log.debug("header timeout from %s", self.peername)
-        transport.write(HEADER_TIMEOUT)
+        if self._header_started:
+            transport.write(HEADER_TIMEOUT)  # nothing sent at all: just close
         self.force_close()
 
     # -- sending ----------------------------------------------------------------------

@@ -21,7 +21,7 @@ from aiohttp import HttpVersion11, web
 from aiohttp.connector import Connection
 from aiohttp.http_parser import RawResponseMessage
 
-from proxy.headers import HOP_BY_HOP, _connection_listed
+from proxy.headers import HOP_BY_HOP, connection_listed
 
 CLIENT: ContextVar[web.BaseRequest | None] = ContextVar("rankgate_1xx_client", default=None)
 
@@ -34,7 +34,7 @@ def relay(request: web.BaseRequest, message: RawResponseMessage) -> bool:
     transport = request.transport
     if transport is None or transport.is_closing() or request.writer.output_size:
         return False
-    skip = HOP_BY_HOP | _connection_listed(message.headers)
+    skip = HOP_BY_HOP | connection_listed(message.headers)
     reason = (message.reason or "").encode("latin-1", "replace")
     parts = [b"HTTP/1.1 %d %s\r\n" % (code, reason)]
     for name, value in message.raw_headers:

@@ -93,16 +93,22 @@ async def test_headers_must_arrive_within_header_timeout(make: Make) -> None:
         assert proxy.runtime.connections.header_timeouts == 1
 
 
-async def test_an_idle_connection_is_not_a_header_timeout(make: Make) -> None:
+async def test_a_connection_that_sends_nothing_is_closed_quietly(make: Make) -> None:
+    async with make("header_timeout_s: 0.3, keepalive_timeout_s: 30") as proxy:
+        async with connect(proxy.port) as (reader, _):
+            assert await closed_within(reader, 3) == b""  # no 408 to a silent client
+        assert proxy.runtime.connections.header_timeouts == 1
+
+
+async def test_idle_between_requests_is_not_a_header_timeout(make: Make) -> None:
     async with (
-        make("header_timeout_s: 0.2, keepalive_timeout_s: 30") as proxy,
+        make("header_timeout_s: 0.3, keepalive_timeout_s: 30") as proxy,
         connect(proxy.port) as (reader, writer),
     ):
-        await asyncio.sleep(0.5)  # nothing sent yet: the keep-alive wait, not ours
-        for _ in range(2):
+        for _ in range(3):
             writer.write(GET)
             assert (await read_response(reader)).status == 200
-            await asyncio.sleep(0.4)  # idle between requests too
+            await asyncio.sleep(0.5)  # idle: the keep-alive wait, not the header one
         assert proxy.runtime.connections.header_timeouts == 0
 
 
