@@ -30,6 +30,17 @@ class Strict(BaseModel):
 class Listen(Strict):
     host: str = "0.0.0.0"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    # Per worker; a connection past it gets 503 with Retry-After (nginx: worker_connections).
+    max_connections: Annotated[int, Field(ge=1)] = 1024
+    # Every wait a client controls is bounded; the defaults are nginx's.
+    # A request's header section must arrive within this (client_header_timeout) -> 408.
+    header_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    # Longest pause between two reads of a request body (client_body_timeout) -> 408.
+    body_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    # Longest a client may leave our writes unread (send_timeout) -> connection closed.
+    send_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    # An idle keep-alive connection is closed after this (keepalive_timeout).
+    keepalive_timeout_s: Annotated[float, Field(gt=0)] = 75.0
 
 
 class Origin(Strict):
@@ -39,7 +50,12 @@ class Origin(Strict):
     timeout_s: Annotated[float, Field(gt=0)] = 30.0
     # Host header sent upstream: None = the origin's own host; "preserve" = the client's.
     host_header: str | None = None
-    max_connections: Annotated[int, Field(ge=1)] = 256
+    # Per worker. Keep it at least listen.max_connections: a client holds at most one
+    # origin connection, so then slow clients can never fill the pool.
+    max_connections: Annotated[int, Field(ge=1)] = 1024
+    # Longest wait for a free origin connection when all are busy -> 503 with Retry-After
+    # (HAProxy's timeout queue).
+    pool_timeout_s: Annotated[float, Field(gt=0)] = 5.0
 
     @field_validator("url")
     @classmethod
@@ -89,8 +105,11 @@ class ItemCache(Strict):
     ttl_s: Annotated[float, Field(ge=0)] = 60.0
     # Ids with no vector in Redis are remembered this long, so they cost no round trip.
     missing_ttl_s: Annotated[float, Field(ge=0)] = 5.0
-    # Whole id lists (feed pages) kept assembled: the same page serves many users.
+    # Whole id lists (feed pages) kept assembled: the same page serves many users. They
+    # hold at most max_items vectors together, and share max_bytes with the items.
     max_lists: Annotated[int, Field(ge=0)] = 1024
+    # Per worker: item vectors and lists together, ids and per-entry overhead included.
+    max_bytes: Annotated[int, Field(ge=0)] = 128 * 1024 * 1024
 
 
 class Embeddings(Strict):

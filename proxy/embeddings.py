@@ -44,6 +44,8 @@ class ItemLookup:
     result: Vectors | None
     # Set when a cluster node was down: its items go unscored this once (not cached).
     partial: str | None = None
+    # The result came from the list cache (nothing to remember).
+    cached: bool = False
 
 
 def connect(url: str, timeout_ms: float, max_connections: int) -> aioredis.Redis:
@@ -80,7 +82,9 @@ class EmbeddingStore:
         self.dim = config.dim
         self.nbytes = config.dim * 4
         cache = config.item_cache
-        self.cache = ItemCache(cache.max_items, cache.ttl_s, cache.missing_ttl_s, cache.max_lists)
+        self.cache = ItemCache(
+            cache.max_items, cache.ttl_s, cache.missing_ttl_s, cache.max_lists, cache.max_bytes
+        )
 
     def _valid(self, raw: bytes | None) -> bool:
         if raw is None or len(raw) != self.nbytes:
@@ -116,12 +120,13 @@ class EmbeddingStore:
         """Item vectors from the in-process caches (no I/O).
 
         The same page of a feed is usually served to many users, so a whole id list is
-        cached too: then one tuple hash replaces a lookup per item.
+        cached too (by ``remember``, once the request that built it was served re-ranked):
+        then one tuple hash replaces a lookup per item.
         """
         key = tuple(ids)
         batch = self.cache.get_batch(key)
         if batch is not None:
-            return ItemLookup(ids, key, [], [], batch)
+            return ItemLookup(ids, key, [], [], batch, cached=True)
         found, missed = self.cache.get_many(ids)
         lookup = ItemLookup(ids, key, found, missed, None)
         if not missed:
@@ -129,7 +134,11 @@ class EmbeddingStore:
         return lookup
 
     async def complete(self, lookup: ItemLookup) -> Vectors:
-        """Fetch what the caches missed in one MGET, then assemble the matrix."""
+        """Fetch what the caches missed in one MGET, then assemble the matrix.
+
+        The vectors fetched go to the item cache even when the request that asked has
+        given up (budget): they are facts about Redis, and a slow Redis must be able to
+        warm the cache, or a large cold feed would miss its budget for ever."""
         if lookup.result is not None:
             return lookup.result
         ids, found = lookup.ids, lookup.found
@@ -146,11 +155,24 @@ class EmbeddingStore:
             found[pos] = vec
             fresh.append((ids[pos], vec))
         self.cache.put_many(fresh)
-        return self._assemble(lookup)
+        lookup.result = self._assemble(lookup)
+        return lookup.result
+
+    def remember(self, lookup: ItemLookup) -> None:
+        """Keep the assembled list for the next request with the same page. Called only
+        for a request served re-ranked: nothing is cached for one that was skipped."""
+        if lookup.cached or lookup.result is None or lookup.partial is not None:
+            return  # a list with a down node's items missing is not the page's list
+        complete = len(lookup.result[0]) == len(lookup.ids)
+        self.cache.put_batch(lookup.key, lookup.result, complete)
 
     async def items(self, ids: list[str]) -> Vectors:
-        """(positions of ids that have a vector, their vectors as an [n, dim] matrix)."""
-        return await self.complete(self.lookup(ids))
+        """(positions of ids that have a vector, their vectors as an [n, dim] matrix),
+        remembered as a list (for tools and tests; the feed path remembers itself)."""
+        lookup = self.lookup(ids)
+        result = await self.complete(lookup)
+        self.remember(lookup)
+        return result
 
     def _assemble(self, lookup: ItemLookup) -> Vectors:
         found = lookup.found
@@ -163,9 +185,6 @@ class EmbeddingStore:
             matrix = np.empty((0, self.dim), dtype=F32)
         positions.flags.writeable = False
         matrix.flags.writeable = False
-        complete = len(have) == len(found)
-        if lookup.partial is None:
-            self.cache.put_batch(lookup.key, (positions, matrix), complete)
         return positions, matrix
 
     async def ping(self) -> None:

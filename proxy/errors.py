@@ -15,7 +15,10 @@ calls sees a third-party exception. The README's reason table is generated from
     ├── ItemsError                the body holds no items we can score
     ├── RedisError                the embeddings' Redis failed
     ├── ModelError                the model run failed
-    └── PluginError               a plugin's hook failed
+    ├── PluginError               a plugin's hook failed
+    └── Ended (proxy/ending.py)   the request ends off the normal path: the client left
+                                  (ClientGone), the origin broke off mid-body
+                                  (OriginBrokeOff), rankgate answered itself (Answered)
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class Outcome(StrEnum):
     CONTROL = "control"
     PASSTHROUGH = "passthrough"  # no route matched
     ORIGIN_ERROR = "origin-error"
+    CLIENT_ABORT = "client-abort"  # the client left or stalled (nginx's 499 and 408)
+    LOCAL = "local"  # rankgate answered itself, without the origin
 
 
 class Reason(StrEnum):
@@ -68,6 +73,15 @@ class Reason(StrEnum):
     ORIGIN_TIMEOUT = "origin-timeout"
     ORIGIN_UNREACHABLE = "origin-unreachable"
     ORIGIN_ERROR = "origin-error"
+    ORIGIN_BUSY = "origin-busy"
+    ORIGIN_BROKE_OFF = "origin-broke-off"
+    CLIENT_CLOSED = "client-closed"
+    SEND_TIMEOUT = "send-timeout"
+    BODY_TIMEOUT = "body-timeout"
+    BAD_BODY = "bad-body"
+    CONNECT = "connect"
+    BAD_TARGET = "bad-target"
+    OPTIONS_ASTERISK = "options-asterisk"
 
     @property
     def description(self) -> str:
@@ -75,11 +89,7 @@ class Reason(StrEnum):
 
     @property
     def outcome(self) -> Outcome:
-        if self is Reason.CONTROL:
-            return Outcome.CONTROL
-        if self in OriginError.reasons:
-            return Outcome.ORIGIN_ERROR
-        return Outcome.SKIPPED
+        return _OUTCOMES.get(self, Outcome.SKIPPED)
 
 
 DESCRIPTIONS: dict[Reason, str] = {
@@ -109,6 +119,36 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.ORIGIN_TIMEOUT: "the origin did not answer in time: rankgate answers 504",
     Reason.ORIGIN_UNREACHABLE: "the origin refused or dropped the connection: 502",
     Reason.ORIGIN_ERROR: "the origin's answer was broken: 502",
+    Reason.ORIGIN_BUSY: "every origin connection stayed busy for `origin.pool_timeout_s`: "
+    "503 with `Retry-After: 1`",
+    Reason.ORIGIN_BROKE_OFF: "the origin broke off a response whose headers were already "
+    "sent: the client's connection is cut (a truncated transfer, never a short body)",
+    Reason.CLIENT_CLOSED: "the client closed its connection before the response was out",
+    Reason.SEND_TIMEOUT: "the client read nothing for `listen.send_timeout_s`: cut",
+    Reason.BODY_TIMEOUT: "the client's upload stalled for `listen.body_timeout_s`: 408",
+    Reason.BAD_BODY: "the client's upload was malformed (e.g. broken chunked encoding)",
+    Reason.CONNECT: "a CONNECT request: 405 (rankgate is not a forward proxy)",
+    Reason.BAD_TARGET: "a request target that is no path: 400",
+    Reason.OPTIONS_ASTERISK: "`OPTIONS *`: answered 200 by rankgate itself",
+}
+
+_OUTCOMES: dict[Reason, Outcome] = {
+    Reason.CONTROL: Outcome.CONTROL,
+    **dict.fromkeys(
+        (
+            Reason.ORIGIN_TIMEOUT,
+            Reason.ORIGIN_UNREACHABLE,
+            Reason.ORIGIN_ERROR,
+            Reason.ORIGIN_BUSY,
+            Reason.ORIGIN_BROKE_OFF,
+        ),
+        Outcome.ORIGIN_ERROR,
+    ),
+    **dict.fromkeys(
+        (Reason.CLIENT_CLOSED, Reason.SEND_TIMEOUT, Reason.BODY_TIMEOUT, Reason.BAD_BODY),
+        Outcome.CLIENT_ABORT,
+    ),
+    **dict.fromkeys((Reason.CONNECT, Reason.BAD_TARGET, Reason.OPTIONS_ASTERISK), Outcome.LOCAL),
 }
 
 
@@ -164,14 +204,18 @@ class PluginError(RankgateError):
 
 
 class OriginError(RankgateError):
-    """The origin could not be reached or did not answer: the client gets our own
-    ``status`` (502 or 504) with a one-line JSON body."""
+    """The origin could not be reached, did not answer, or every connection to it stayed
+    busy: the client gets our own ``status`` (502, 503 or 504) with a one-line JSON body.
+    (An origin that breaks off after our headers went out: ``proxy.ending``.)"""
 
-    reasons = frozenset({Reason.ORIGIN_TIMEOUT, Reason.ORIGIN_UNREACHABLE, Reason.ORIGIN_ERROR})
+    reasons = frozenset(
+        {Reason.ORIGIN_TIMEOUT, Reason.ORIGIN_UNREACHABLE, Reason.ORIGIN_ERROR, Reason.ORIGIN_BUSY}
+    )
     STATUS: ClassVar[dict[Reason, int]] = {
         Reason.ORIGIN_TIMEOUT: 504,
         Reason.ORIGIN_UNREACHABLE: 502,
         Reason.ORIGIN_ERROR: 502,
+        Reason.ORIGIN_BUSY: 503,
     }
 
     @property
@@ -180,7 +224,10 @@ class OriginError(RankgateError):
 
     def response(self) -> web.Response:
         body = orjson.dumps({"error": self.reason.value, "detail": self.detail})
-        return web.Response(status=self.status, body=body, content_type="application/json")
+        response = web.Response(status=self.status, body=body, content_type="application/json")
+        if self.reason is Reason.ORIGIN_BUSY:
+            response.headers["Retry-After"] = "1"  # a pool frees up in well under a second
+        return response
 
 
 # -- translations at the boundaries ------------------------------------------------------
@@ -213,9 +260,14 @@ def _table(reasons: list[Reason]) -> str:
 
 def reason_table() -> str:
     """The README's table of reasons not to re-rank, as Markdown."""
-    return _table([r for r in Reason if r.outcome is not Outcome.ORIGIN_ERROR])
+    return _table([r for r in Reason if r.outcome in (Outcome.SKIPPED, Outcome.CONTROL)])
 
 
 def origin_table() -> str:
     """The README's table of origin failures, as Markdown."""
     return _table([r for r in Reason if r.outcome is Outcome.ORIGIN_ERROR])
+
+
+def ending_table() -> str:
+    """The README's table of client aborts and rankgate's own answers, as Markdown."""
+    return _table([r for r in Reason if r.outcome in (Outcome.CLIENT_ABORT, Outcome.LOCAL)])

@@ -16,7 +16,7 @@ import numpy as np
 from aiohttp import web
 
 from plugins.context import FeedContext, ItemArray
-from proxy.embeddings import EmbeddingStore
+from proxy.embeddings import EmbeddingStore, ItemLookup
 from proxy.errors import RankgateError
 from proxy.forward import Forwarder
 from proxy.record import RequestRecord
@@ -76,6 +76,7 @@ class FeedRequest:
     arrays: list[ItemArray] = field(default_factory=list)
     ids: list[str | None] = field(default_factory=list)  # every array's ids, end to end
     user: np.ndarray = field(default_factory=lambda: _NO_FLOATS)
+    lookup: ItemLookup | None = None  # the item vectors' lookup (its list is remembered)
     # The scored items: their indices into ``ids``, and their vectors [M, dim] (row k
     # for positions[k]).
     positions: np.ndarray = field(default_factory=lambda: _NO_INDEX)

@@ -28,6 +28,8 @@ from proxy.admin import Answer, Json
 from proxy.assignments import merge as merge_assignments
 
 SampleKey = tuple[str, tuple[tuple[str, str], ...]]  # (sample name, sorted labels)
+# Gauges that are a part per worker, summed (other gauges: the maximum over workers).
+SUMMED_GAUGES = frozenset({"rankgate_item_cache_bytes", "rankgate_connections_open"})
 # Reads answered by every worker, added up (one worker's counts are a part).
 FAN_OUT_GETS = frozenset({"/admin/experiments"})
 
@@ -88,7 +90,7 @@ class FleetMetrics:
                 into = sums.setdefault(family.name, {})
                 for s in family.samples:
                     key = (s.name, tuple(sorted(s.labels.items())))
-                    if family.type == "gauge":
+                    if family.type == "gauge" and family.name not in SUMMED_GAUGES:
                         into[key] = max(into.get(key, s.value), s.value)
                     else:
                         into[key] = into.get(key, 0.0) + s.value

@@ -2,6 +2,9 @@
 
 The pass-through path never decodes a body: aiohttp's auto-decompression is off and
 the client's Accept-Encoding is sent as it came, so compressed bytes go through as-is.
+A failure is put where it belongs: a client that leaves or stalls ends the request as a
+client abort (proxy/ending.py), never as an origin failure; all origin connections busy
+for ``origin.pool_timeout_s`` is a 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -14,40 +17,62 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from proxy.config import Origin
+from proxy import informational
+from proxy.config import Listen, Origin
+from proxy.ending import Answered, OriginBrokeOff, client_connected, client_gone
 from proxy.errors import OriginError, Reason
 from proxy.headers import add_forwarded, end_to_end
+from proxy.originpool import PoolConnector, PoolTimeout
+from proxy.target import upstream_target
+from proxy.upload import Upload, expects_continue
 
 log = logging.getLogger("rankgate.forward")
 
 # Statuses whose responses never carry a body (RFC 9110 6.4.1).
 NO_BODY_STATUSES = frozenset({204, 304})
-CHUNK = 64 * 1024
+# Read and written 16 KiB at a time, with the origin read buffer as small: a client that
+# reads nothing until listen.send_timeout_s cuts it pins ~250 KiB (bench/abuse.py), most
+# of it one socket read from the origin (asyncio and uvloop read up to 256 KiB at once),
+# against ~540 KiB with 64 KiB and aiohttp's defaults (800 such clients: ~215 MB/worker).
+CHUNK = 16 * 1024
+READ_BUFSIZE = 16 * 1024
 
 
 class Forwarder:
     """Owns the client session to the origin; created at start-up, closed at shutdown."""
 
-    def __init__(self, origin: Origin) -> None:
+    def __init__(self, origin: Origin, listen: Listen | None = None) -> None:
         self.origin = origin
         self.base = URL(origin.url)
+        self._base = str(self.base)
+        self.body_timeout_s = (listen or Listen()).body_timeout_s
         self._session: aiohttp.ClientSession | None = None
+        self._connector: PoolConnector | None = None
+
+    @property
+    def pool_timeouts(self) -> int:
+        return self._connector.pool_timeouts if self._connector is not None else 0
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self.origin.max_connections, ttl_dns_cache=60, enable_cleanup_closed=True
+        self._connector = PoolConnector(
+            pool_timeout_s=self.origin.pool_timeout_s,
+            limit=self.origin.max_connections,
+            ttl_dns_cache=60,
+            enable_cleanup_closed=True,
         )
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self.origin.connect_timeout_s, sock_read=self.origin.timeout_s
         )
         self._session = aiohttp.ClientSession(
-            connector=connector,
+            connector=self._connector,
             timeout=timeout,
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
             # Send the client's headers, not aiohttp's defaults (no Accept-Encoding we
             # would then have to decode, no User-Agent the client did not send).
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+            read_bufsize=READ_BUFSIZE,
+            response_class=informational.RelayingResponse,  # 103 Early Hints reach the client
         )
 
     async def close(self) -> None:
@@ -76,12 +101,34 @@ class Forwarder:
     async def open(
         self, request: web.BaseRequest, drop_headers: Iterable[str] = ()
     ) -> aiohttp.ClientResponse:
-        """Send the request upstream (body streamed) and return once headers arrive."""
-        # The path and query exactly as the client encoded them.
-        url = URL(str(self.base) + request.raw_path, encoded=True)
-        data = request.content if request.body_exists else None
+        """Send the request upstream (body streamed) and return once headers arrive.
+
+        Raises OriginError (the origin failed or is busy), ClientGone (the client left or
+        stalled its upload) or Answered (a target rankgate does not forward)."""
+        # The path and query exactly as the client encoded them (absolute-form: its path).
+        target = upstream_target(request)
+        try:
+            url = URL(self._base + target, encoded=True)
+        except ValueError:
+            raise Answered(
+                400, Reason.BAD_TARGET, "the request target is not a valid path"
+            ) from None
+        upload: Upload | None = None
+        data: object = None
+        send_continue = "Expect" in request.headers and expects_continue(request)
+        if send_continue:
+            # Answered here; upstream, aiohttp's client would wait for the origin's 100.
+            drop_headers = ("Expect", *drop_headers)
+        if request.body_exists:
+            content = request.content
+            if content.is_eof() and not send_continue:
+                data = content  # all of it is here: nothing left to wait for
+            else:
+                upload = Upload(request, self.body_timeout_s, send_continue)
+                data = upload.chunks()
         # No asyncio.timeout around this: the session's sock_connect and sock_read bound
         # the connect and the wait for headers, and a timer per request costs CPU.
+        token = informational.CLIENT.set(request)
         try:
             return await self.session.request(
                 request.method,
@@ -92,16 +139,20 @@ class Forwarder:
                 compress=None,
                 chunked=None,
             )
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise OriginError(Reason.ORIGIN_TIMEOUT, "the origin did not answer in time") from None
-        except aiohttp.ClientConnectorError as exc:
+        except PoolTimeout:
             raise OriginError(
-                Reason.ORIGIN_UNREACHABLE, f"cannot connect to the origin: {exc.os_error}"
+                Reason.ORIGIN_BUSY,
+                "every origin connection stayed busy for origin.pool_timeout_s",
             ) from None
-        except aiohttp.ClientError as exc:
-            raise OriginError(
-                Reason.ORIGIN_ERROR, f"bad answer from the origin: {type(exc).__name__}"
-            ) from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            ended = upload.ended() if upload is not None else None
+            if ended is not None:
+                raise ended from None
+            if not client_connected(request):
+                raise client_gone(request, None) from None
+            raise _origin_error(exc) from None
+        finally:
+            informational.CLIENT.reset(token)
 
     @staticmethod
     def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
@@ -132,22 +183,37 @@ class Forwarder:
             # Declared length: keep it, so the client sees exactly what the origin sent
             # (also for HEAD, where no body follows).
             response.content_length = int(length)
+        started = False
         try:
+            if not client_connected(request):
+                raise client_gone(request, None)
             await response.prepare(request)
+            started = True
             if not no_body:
                 if first:
                     await response.write(first)
+                protocol, writer = request.protocol, request.writer
                 async for chunk in upstream.content.iter_chunked(CHUNK):
                     await response.write(chunk)
+                    if protocol.writing_paused:
+                        # aiohttp waits only every 64 KiB written; a client that does
+                        # not read waits here, with one chunk more in its buffer.
+                        await writer.drain()
             await response.write_eof()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            # Headers are out: the only honest signal left is to cut the connection, so
-            # the client sees a truncated transfer instead of a short "complete" body.
-            log.warning("origin failed mid-body: %s", type(exc).__name__)
+        except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
+            # Which side failed: a write to a client that left (or that we cut for not
+            # reading) raises too, and must not be blamed on the origin.
+            if not client_connected(request):
+                raise client_gone(request, response if started else None) from None
+            # The origin broke off after our headers went out: the only honest signal
+            # left is to cut the connection, so the client sees a truncated transfer
+            # instead of a short "complete" body.
             upstream.close()
             if request.transport is not None:
                 request.transport.close()
-            return response
+            raise OriginBrokeOff(
+                Reason.ORIGIN_BROKE_OFF, response, f"origin failed mid-body: {type(exc).__name__}"
+            ) from None
         finally:
             # A client that went away (or any error) must not leave the upstream
             # connection half-read in the pool.
@@ -155,3 +221,13 @@ class Forwarder:
                 upstream.close()
             upstream.release()
         return response
+
+
+def _origin_error(exc: BaseException) -> OriginError:
+    if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError is one too
+        return OriginError(Reason.ORIGIN_TIMEOUT, "the origin did not answer in time")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return OriginError(
+            Reason.ORIGIN_UNREACHABLE, f"cannot connect to the origin: {exc.os_error}"
+        )
+    return OriginError(Reason.ORIGIN_ERROR, f"bad answer from the origin: {type(exc).__name__}")

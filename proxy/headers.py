@@ -23,7 +23,7 @@ HOP_BY_HOP = frozenset(
 VIA = "1.1 rankgate"
 
 
-def _connection_listed(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
+def connection_listed(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
     listed: set[str] = set()
     for value in headers.getall("Connection", ()):
         listed.update(token.strip().lower() for token in value.split(",") if token.strip())
@@ -34,7 +34,7 @@ def end_to_end(
     headers: CIMultiDictProxy[str] | CIMultiDict[str], drop: Iterable[str] = ()
 ) -> CIMultiDict[str]:
     """A copy of ``headers`` without hop-by-hop ones (and those Connection names)."""
-    skip = HOP_BY_HOP | _connection_listed(headers) | {d.lower() for d in drop}
+    skip = HOP_BY_HOP | connection_listed(headers) | {d.lower() for d in drop}
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         lname = name.lower()

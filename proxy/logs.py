@@ -26,6 +26,9 @@ from proxy.record import RequestRecord
 ACCESS_LOGGER = "rankgate.access"
 # Long paths are cut so that one line stays one atomic pipe write (PIPE_BUF is 4096).
 MAX_PATH = 1024
+# The user-hash memo: how many ids, and the longest id it keeps.
+MAX_MEMO_USERS = 4096
+MAX_MEMO_ID = 128
 _STAGES = ("origin", "redis", "inference", "rerank")
 # LogRecord attributes that are not "extra" fields.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
@@ -79,12 +82,16 @@ class AccessLog:
         self._users: dict[str, str] = {}
 
     def _user(self, user_id: str) -> str:
-        # The same users come back: remember a few thousand hashes (~1 us each).
+        # The same users come back: remember a few thousand hashes (~1 us each). Ids come
+        # from clients (up to a 64 KiB header): only short ones are kept, so the memo
+        # stays under ~1.5 MB whatever is sent.
         hashed = self._users.get(user_id)
         if hashed is None:
-            if len(self._users) >= 4096:
-                self._users.clear()
-            hashed = self._users[user_id] = hash_user(user_id, self.user_salt)
+            hashed = hash_user(user_id, self.user_salt)
+            if len(user_id) <= MAX_MEMO_ID:
+                if len(self._users) >= MAX_MEMO_USERS:
+                    self._users.clear()
+                self._users[user_id] = hashed
         return hashed
 
     def fields(self, record: RequestRecord, now: float | None = None) -> dict[str, Any]:

@@ -18,6 +18,10 @@ user ids):
   rankgate_events_total{result}               POSTed events: accepted, or the refusal's status
   rankgate_feedback_total{route,arm,kind}     accepted events by the arm that served them
       (kind click | conversion): over rankgate_model_requests_total, a live CTR per arm
+  rankgate_item_cache_bytes                   estimated bytes held (summed over workers)
+  rankgate_connections_open                   client connections held (summed)
+  rankgate_connections_closed_total{reason}   closed by a limit: max-connections (503),
+      header-timeout (408), send-timeout, bad-request (the parser's 400)
   rankgate_reloads_total{result}              ok | unchanged | error (not the first load)
   rankgate_model_info{model,sha256}           1 for every model of the active snapshot
   rankgate_cold_start_seconds                 process start to ready
@@ -102,6 +106,8 @@ def process_start_time() -> float:
 
 
 CacheCounts = Callable[[], tuple[int, int]]  # (hits, misses) so far
+CacheBytes = Callable[[], int]  # estimated bytes held now
+Connections = Callable[[], tuple[int, dict[str, int]]]  # (open now, closed by reason so far)
 SinkCounts = Callable[[], tuple[int, int]]  # (written, dropped) so far
 EventCounts = Callable[[], dict[str, int]]  # result -> count so far
 FeedbackCounts = Callable[[], dict[tuple[str, str, str], int]]  # (route, arm, kind) -> count
@@ -120,6 +126,8 @@ class Metrics:
         self.model_info: frozenset[tuple[str, str]] = frozenset()
         self.cold_start_s: float | None = None
         self.cache_counts: CacheCounts | None = None
+        self.cache_bytes: CacheBytes | None = None
+        self.connections: Connections | None = None
         self.sink_counts: SinkCounts | None = None
         self.event_counts: EventCounts | None = None
         self.feedback_counts: FeedbackCounts | None = None
@@ -236,6 +244,25 @@ class Metrics:
         yield CounterMetricFamily(
             "rankgate_item_cache_misses", "Item vectors looked up in Redis.", value=misses
         )
+        if self.cache_bytes is not None:
+            yield GaugeMetricFamily(
+                "rankgate_item_cache_bytes",
+                "Estimated bytes held by the item and list caches.",
+                value=self.cache_bytes(),
+            )
+        if self.connections is not None:
+            held, closed = self.connections()
+            yield GaugeMetricFamily(
+                "rankgate_connections_open", "Client connections held now.", value=held
+            )
+            family = CounterMetricFamily(
+                "rankgate_connections_closed",
+                "Client connections closed by a limit (listen.* timeouts and max_connections).",
+                labels=["reason"],
+            )
+            for reason, count in closed.items():
+                family.add_metric([reason], count)
+            yield family
 
     def _exposure_families(self) -> Iterable[Metric]:
         if self.sink_counts is not None:

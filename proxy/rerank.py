@@ -61,6 +61,10 @@ async def run(st: FeedRequest) -> None:
     await score(st)
     arrange(st)
     encode(st)
+    # Served re-ranked: only now is the page's assembled list cached (nothing is for a
+    # request that was skipped; the item vectors themselves are cached as they come).
+    assert st.lookup is not None
+    st.svc.embeddings.remember(st.lookup)
 
 
 def items_only(st: FeedRequest) -> None:
@@ -116,7 +120,7 @@ async def item_vectors(st: FeedRequest) -> None:
     wanted: Any = ids if with_ids is None else [ids[p] for p in with_ids]
     started = time.perf_counter()
     try:
-        lookup = embeddings.lookup(wanted)
+        lookup = st.lookup = embeddings.lookup(wanted)
         if lookup.result is not None:
             have, vectors = lookup.result  # all cached: no task, no loop turn
         else:

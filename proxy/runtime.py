@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from proxy.config import Settings
+from proxy.connlimits import ConnectionStats
 from proxy.embeddings import EmbeddingStore
 from proxy.events import EventsEndpoint
 from proxy.exposure import ExposureLog
@@ -60,6 +61,7 @@ class Runtime:
     # What keeps the routes current: the file watcher, a Redis source, or nothing.
     follower: RoutesWatcher | RedisRoutesSource | None = None
     observers: list[Observer] = field(default_factory=list)
+    connections: ConnectionStats = field(default_factory=ConnectionStats)
     in_flight: int = 0
 
 
@@ -84,7 +86,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         # One node or a Redis Cluster (redis.cluster): proxy/redisconnect.py chooses.
         embeddings = await connect_store(redis_url, settings.redis, settings.embeddings)
         stack.push_async_callback(embeddings.close)
-        forwarder = Forwarder(settings.origin)
+        forwarder = Forwarder(settings.origin, settings.listen)
         stack.push_async_callback(forwarder.close)
         await forwarder.start()
         store = SnapshotStore(settings.routes_path, settings.embeddings.dim)

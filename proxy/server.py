@@ -160,6 +160,9 @@ class ProxyServer:
             runtime.observers.append(self.access)
         cache, queue, events = runtime.embeddings.cache, runtime.exposures, runtime.events
         self.metrics.cache_counts = lambda: (cache.hits, cache.misses)
+        self.metrics.cache_bytes = lambda: cache.nbytes
+        connections = runtime.connections
+        self.metrics.connections = lambda: (connections.open, connections.snapshot())
         if queue is not None:
             self.metrics.sink_counts = lambda: (queue.written, queue.dropped)
         if events is not None:

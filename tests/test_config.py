@@ -57,6 +57,18 @@ routes:
         (GOOD + "redis: {url: 'http://x'}\n", "redis.url: not a Redis URL"),
         (GOOD + "embeddings: {user_key: 'u:'}\n", "embeddings.user_key: must contain '{id}'"),
         (GOOD + "base_dir: /etc\n", "base_dir: unknown key"),
+        (
+            GOOD.replace("port: 0}", "port: 0, send_timeout_s: 0}", 1),
+            "listen.send_timeout_s: Input should be greater than 0",
+        ),
+        (
+            GOOD.replace('9"}', '9", pool_timeout_s: -1}'),
+            "origin.pool_timeout_s: Input should be greater than 0",
+        ),
+        (
+            GOOD + "embeddings: {item_cache: {max_bytes: -1}}\n",
+            "embeddings.item_cache.max_bytes: Input should be greater than or equal to 0",
+        ),
         ("- a\n- b\n", "(top level): must be a mapping"),
         (GOOD + "listen: {host: [\n", "YAML syntax error: line"),
     ],
@@ -173,3 +185,25 @@ def test_the_default_config_is_inits_when_there_is_one(
     (tmp_path / "rankgate.yaml").write_text(GOOD)  # what `rankgate init` writes here
     assert config_path(None) == "rankgate.yaml"
     assert config_path("other.yaml") == "other.yaml"
+
+
+def test_readme_config_block_validates_and_states_the_defaults() -> None:
+    """The rankgate.yaml block of README.md is a valid file whose limits are the defaults."""
+    import re
+
+    import yaml
+
+    from proxy.config import Settings
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = re.search(r"\*\*`rankgate.yaml`\*\*.*?```yaml\n(.*?)```", readme, re.S)
+    assert block, "README.md lost its rankgate.yaml block"
+    data = yaml.safe_load(block.group(1))
+    settings = Settings.model_validate(data)
+    defaults = Settings.model_validate({"origin": {"url": data["origin"]["url"]}})
+    for section in ("listen", "origin"):
+        for key, value in data[section].items():
+            assert getattr(getattr(defaults, section), key) == value, f"{section}.{key}"
+    for key, value in data["embeddings"]["item_cache"].items():
+        assert getattr(defaults.embeddings.item_cache, key) == value, f"item_cache.{key}"
+    assert settings.listen.max_connections <= settings.origin.max_connections

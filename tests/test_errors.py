@@ -10,6 +10,7 @@ import pytest
 import redis.exceptions
 
 from plugins.run import PluginFailure
+from proxy.ending import Answered, ClientGone, OriginBrokeOff
 from proxy.errors import (
     BodyError,
     ItemsError,
@@ -21,6 +22,7 @@ from proxy.errors import (
     Reason,
     RedisError,
     Skip,
+    ending_table,
     from_plugin,
     from_redis,
     origin_table,
@@ -40,10 +42,22 @@ def block(name: str) -> str:
 def test_readme_tables_are_the_reasons() -> None:
     assert block("reasons") == reason_table()
     assert block("origin-reasons") == origin_table()
+    assert block("ending-reasons") == ending_table()
 
 
 def test_every_reason_belongs_to_exactly_one_class() -> None:
-    classes = (Skip, BodyError, ItemsError, RedisError, ModelError, PluginError, OriginError)
+    classes = (
+        Skip,
+        BodyError,
+        ItemsError,
+        RedisError,
+        ModelError,
+        PluginError,
+        OriginError,
+        ClientGone,
+        OriginBrokeOff,
+        Answered,
+    )
     owners = {r: [c.__name__ for c in classes if r in c.reasons] for r in Reason}
     # internal-error is the base class's own: anything unexpected.
     assert owners.pop(Reason.INTERNAL_ERROR) == []

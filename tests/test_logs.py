@@ -15,7 +15,14 @@ import pytest
 import redis
 
 from proxy.config import Logging
-from proxy.logs import AccessLog, JsonFormatter, TextFormatter, hash_user, setup_logging
+from proxy.logs import (
+    MAX_MEMO_USERS,
+    AccessLog,
+    JsonFormatter,
+    TextFormatter,
+    hash_user,
+    setup_logging,
+)
 from proxy.record import RequestRecord
 from tests.support import (
     TEN_ITEMS_ROUTES,
@@ -94,6 +101,22 @@ def test_access_line_text_and_salt() -> None:
     assert "3.10ms (origin 2.00, redis 0.50, inference 0.03)" in text
     assert hash_user(USER, "pepper") in text and hash_user(USER) not in text
     assert USER not in text
+
+
+def test_user_hash_memo_is_bounded_in_bytes() -> None:
+    """User ids come from clients: long ones are hashed every time, never kept."""
+    log = AccessLog("json", Lines())
+    rec = record()
+    for k in range(50):
+        rec.user_id = f"{k}-" + "x" * 60_000  # a 60 KB header value
+        log(rec)
+    assert log._users == {}
+    for k in range(MAX_MEMO_USERS + 10):
+        rec.user_id = f"user-{k}"
+        log(rec)
+    assert 0 < len(log._users) <= MAX_MEMO_USERS
+    rec.user_id = "x" * 60_000
+    assert log.fields(rec)["user"] == hash_user("x" * 60_000)
 
 
 def test_app_log_formats() -> None:
