@@ -1,0 +1,42 @@
+// Requests to the origin. With the ORIGIN variable set (a base URL), the path and query
+// go there; unset, the request goes to its own URL, which for a Worker on a route is the
+// zone's origin. Redirects pass through to the client (redirect: "manual").
+
+export function originUrl(url, env) {
+  const base = (env.ORIGIN ?? "").replace(/\/+$/, "");
+  return base ? `${base}${url.pathname}${url.search}` : url.href;
+}
+
+/**
+ * The origin's request for `request`: same method, headers and (streamed) body, minus
+ * the headers in `drop`. `raw` keeps the response's Content-Encoding undecoded, so a
+ * feed the Worker does not re-rank goes back exactly as the origin sent it.
+ */
+export function originRequest(request, url, env, { drop = [], raw = false } = {}) {
+  const headers = new Headers(request.headers);
+  for (const name of drop) headers.delete(name);
+  const init = {
+    method: request.method,
+    headers,
+    body: request.method === "GET" || request.method === "HEAD" ? null : request.body,
+    redirect: "manual",
+  };
+  if (raw) init.encodeResponseBody = "manual";
+  return new Request(originUrl(url, env), init);
+}
+
+/** What the proxy answers when the origin cannot be reached (proxy/forward.py). */
+export function originError(error) {
+  console.error(JSON.stringify({ event: "origin-error", error: String(error) }));
+  const body = { error: "origin_unreachable", detail: `cannot reach the origin: ${error}` };
+  return Response.json(body, { status: 502 });
+}
+
+/** Everything no route names: the origin's response, streamed back untouched. */
+export async function passThrough(request, url, env) {
+  try {
+    return await fetch(originRequest(request, url, env));
+  } catch (error) {
+    return originError(error);
+  }
+}
