@@ -14,7 +14,7 @@ from proxy import __version__
 from proxy.yamlconf import ConfigError
 
 # Modules that add their own subcommands through ``register(subparsers)``.
-COMMAND_MODULES = ("proxy.check", "proxy.embedload", "proxy.modelcli", "demo.cli")
+COMMAND_MODULES = ("proxy.check", "proxy.embedload", "proxy.modelcli", "proxy.edge", "demo.cli")
 
 DEFAULT_CONFIG = "config/rankgate.yaml"
 
