@@ -8,7 +8,7 @@ import { chooseArm } from "./arms.js";
 import * as codec from "./codec.js";
 import { appendTokens, isJson, privateCacheControl, serverTiming } from "./headers.js";
 import { parseFeed } from "./json.js";
-import { originError, originRequest } from "./origin.js";
+import { fetchOrigin, originError } from "./origin.js";
 import { arrange, dig, ItemsNotFound, itemIds } from "./ranking.js";
 import { RequestView, resolveUser } from "./request.js";
 import { applyRules } from "./rules.js";
@@ -83,7 +83,7 @@ class FeedRequest {
     let upstream;
     try {
       const drop = user !== null ? CONDITIONAL : [];
-      upstream = await fetch(originRequest(request, this.url, this.env, { drop, raw: true }));
+      upstream = await fetchOrigin(request, this.url, this.env, { drop, raw: true });
     } catch (error) {
       this.record.outcome = "origin-error";
       return originError(error);

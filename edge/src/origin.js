@@ -8,21 +8,21 @@ export function originUrl(url, env) {
 }
 
 /**
- * The origin's request for `request`: same method, headers and (streamed) body, minus
- * the headers in `drop`. `raw` keeps the response's Content-Encoding undecoded, so a
- * feed the Worker does not re-rank goes back exactly as the origin sent it.
+ * Fetch `request` from the origin: same method, headers and (streamed) body, minus the
+ * headers in `drop`. `raw` keeps the response's Content-Encoding undecoded, so a feed
+ * the Worker does not re-rank goes back exactly as the origin sent it (the option
+ * works on fetch() itself, not on a Request).
  */
-export function originRequest(request, url, env, { drop = [], raw = false } = {}) {
+export function fetchOrigin(request, url, env, { drop = [], raw = false } = {}) {
   const headers = new Headers(request.headers);
   for (const name of drop) headers.delete(name);
-  const init = {
+  const upstream = new Request(originUrl(url, env), {
     method: request.method,
     headers,
     body: request.method === "GET" || request.method === "HEAD" ? null : request.body,
     redirect: "manual",
-  };
-  if (raw) init.encodeResponseBody = "manual";
-  return new Request(originUrl(url, env), init);
+  });
+  return raw ? fetch(upstream, { encodeResponseBody: "manual" }) : fetch(upstream);
 }
 
 /** What the proxy answers when the origin cannot be reached (proxy/forward.py). */
@@ -35,7 +35,7 @@ export function originError(error) {
 /** Everything no route names: the origin's response, streamed back untouched. */
 export async function passThrough(request, url, env) {
   try {
-    return await fetch(originRequest(request, url, env));
+    return await fetchOrigin(request, url, env);
   } catch (error) {
     return originError(error);
   }
