@@ -1,12 +1,14 @@
 // Runs a built Worker locally in workerd, through miniflare (what `wrangler dev` uses):
 //
-//   node edge/dev.mjs DIR [--origin URL] [--kv FILE]... [--host H] [--port N]
+//   node edge/dev.mjs DIR [--origin URL] [--kv PATH]... [--host H] [--port N] [--cold]
 //
 // DIR is the output of `rankgate edge build`; its build.json lists the modules. --origin
-// sets the ORIGIN variable (default: origin.url of the rankgate.yaml it was built from, as in wrangler.toml); each
-// --kv file (`rankgate edge kv` output: Workers KV bulk JSON), or directory of them,
-// is written into the KV namespace first. Prints one JSON line {"event": "ready", "url": ...} when it serves;
-// SIGTERM or SIGINT stops it. The Worker's own log lines (JSON) follow on stdout.
+// sets the ORIGIN variable (default: origin.url of the rankgate.yaml it was built from,
+// as in wrangler.toml). Each --kv PATH, a bulk file of `rankgate edge kv` or a directory
+// of them, is written into the KV namespace first. The model sessions are created
+// before it prints one JSON line {"event": "ready", "url": ...}; the Worker's own log
+// lines (JSON) follow on stdout (--cold: no sessions before the first request, as in a
+// fresh isolate in production). SIGTERM or SIGINT stops it.
 
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -15,18 +17,21 @@ import { Log, LogLevel, Miniflare } from "miniflare";
 const PUT_CONCURRENCY = 64;
 
 function parseArgs(argv) {
-  const args = { dir: null, origin: null, kv: [], host: "127.0.0.1", port: 8787 };
+  const args = { dir: null, origin: null, kv: [], host: "127.0.0.1", port: 8787, cold: false };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === "--origin") args.origin = argv[++i];
     else if (arg === "--kv") args.kv.push(argv[++i]);
     else if (arg === "--host") args.host = argv[++i];
     else if (arg === "--port") args.port = Number(argv[++i]);
+    else if (arg === "--cold") args.cold = true;
     else if (!arg.startsWith("--") && args.dir === null) args.dir = arg;
     else throw new Error(`unknown argument ${arg}`);
   }
   if (args.dir === null) {
-    throw new Error("usage: node edge/dev.mjs DIR [--origin URL] [--kv FILE]... [--host H] [--port N]");
+    throw new Error(
+      "usage: node edge/dev.mjs DIR [--origin URL] [--kv PATH]... [--host H] [--port N] [--cold]",
+    );
   }
   if (!Number.isInteger(args.port) || args.port < 0 || args.port > 65535) {
     throw new Error(`--port: want 0..65535, got ${args.port}`);
@@ -83,7 +88,11 @@ async function main() {
     log: new Log(LogLevel.WARN),
   });
   const url = await mf.ready;
-  const keys = await loadKv(await mf.getKVNamespace(build.kv_binding), args.kv);
+  const worker = await mf.getWorker();
+  const [keys] = await Promise.all([
+    loadKv(await mf.getKVNamespace(build.kv_binding), args.kv),
+    args.cold ? null : worker.scheduled({ cron: "* * * * *" }), // creates the sessions
+  ]);
   const stop = async () => {
     await mf.dispose();
     process.exit(0);

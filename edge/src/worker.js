@@ -30,28 +30,27 @@ class Runtime {
       this.sessions.set(name, byModule.get(model.module));
     }
     this.routes = config.routes.map(compileRoute);
-    this.warming = false;
+    this.warming = null;
   }
 
-  /** Every model's session, created once per isolate, from its first request on. */
-  warm(ctx) {
-    if (this.warming) return;
-    this.warming = true;
-    for (const session of new Set(this.sessions.values())) {
-      ctx.waitUntil(
-        session.ready(now).then(
-          ({ createdMs }) => {
+  /** Every model's session, created once per isolate; the first caller starts it. */
+  warmAll() {
+    if (this.warming === null) {
+      const sessions = [...new Set(this.sessions.values())];
+      this.warming = Promise.all(
+        sessions.map((session) =>
+          session.ready(now).then(({ createdMs }) => {
             if (createdMs !== null) {
               console.log(JSON.stringify({ event: "session", model: session.name, ms: createdMs }));
             }
-          },
-          (error) => {
-            this.warming = false; // a later request tries again
-            console.error(JSON.stringify({ event: "session-error", model: session.name, error: String(error) }));
-          },
+          }),
         ),
-      );
+      ).catch((error) => {
+        console.error(JSON.stringify({ event: "session-error", error: String(error) }));
+        this.warming = null; // a later request tries again
+      });
     }
+    return this.warming;
   }
 
   match(method, path) {
@@ -64,10 +63,17 @@ let runtime = null;
 export default {
   async fetch(request, env, ctx) {
     runtime ??= new Runtime(env);
-    runtime.warm(ctx);
+    ctx.waitUntil(runtime.warmAll()); // a feed request waits for it within its budget
     const url = new URL(request.url);
     const route = runtime.match(request.method, decodedPath(url));
     if (route === null) return passThrough(request, url, env);
     return handleFeed(runtime, route, request, url, env);
+  },
+
+  // Creates the sessions without a request. No cron trigger is configured; edge/dev.mjs
+  // calls it before it reports ready, so a local run's first request is warm.
+  async scheduled(controller, env) {
+    runtime ??= new Runtime(env);
+    await runtime.warmAll();
   },
 };
