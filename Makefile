@@ -5,6 +5,10 @@ EXTRAS ?= dev
 comma := ,
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+# The edge Worker's packages (edge/package-lock.json), where npm is installed; without
+# it the Worker's tests skip and say why.
+NPM := $(shell command -v npm 2>/dev/null)
+EDGE_STAMP := edge/node_modules/.installed
 
 .PHONY: setup demo test lint bench models clean
 
@@ -14,7 +18,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
+$(EDGE_STAMP): edge/package.json edge/package-lock.json
+	cd edge && npm ci --no-audit --no-fund --loglevel=error
+	touch $(EDGE_STAMP)
+
+ifeq ($(NPM),)
 setup: $(STAMP)
+	@echo "make: npm not found: the edge Worker's tests will skip (they need node and npm)"
+else
+setup: $(STAMP) $(EDGE_STAMP)
+endif
 
 demo: setup
 	$(VENV)/bin/rankgate demo
@@ -40,4 +53,4 @@ models:
 	$(PY) -m models.report
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info edge/node_modules
