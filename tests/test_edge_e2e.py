@@ -153,6 +153,11 @@ FAIL: dict[str, tuple[int, dict[str, str], bytes]] = {
         {"Content-Type": "application/json"},
         b'{"items": [{"id": "i1", "n": 9007199254740993}, {"id": "i2"}]}',
     ),
+    "float-ids": (
+        200,
+        {"Content-Type": "application/json"},
+        b'{"items": [{"id": 1.0}, {"id": "i2"}, {"id": 3}, {"id": "i4"}, {"id": 1e1}]}',
+    ),
     "infinite": (
         200,
         {"Content-Type": "application/json"},
@@ -483,6 +488,14 @@ async def test_edge_only_reasons_still_serve_the_origin_bytes(stack: Stack) -> N
     assert b"9007199254740993" in proxy.body
     assert edge.headers["X-Rerank"] == "skipped; reason=unsafe-number"
     assert edge.body == body
+
+
+async def test_ids_written_as_floats_are_not_ids_in_both(stack: Stack) -> None:
+    # orjson reads 1.0 and 1e1 as floats, not ids: unscored, they keep their slots
+    proxy, edge = await both(stack, "/fail/float-ids", headers={"X-User-Id": "u5"})
+    assert proxy.headers["X-Rerank"] == edge.headers["X-Rerank"] == "applied; model=v1; arm=default"
+    assert edge.json() == proxy.json()
+    assert edge.json()["items"][0]["id"] == 1.0
 
 
 # -- encodings, pass-through -----------------------------------------------------------
