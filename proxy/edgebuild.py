@@ -160,6 +160,7 @@ def build(
     if compiled.problems:
         raise yamlconf.ConfigError(str(routes_path), compiled.problems)
 
+    out = out.resolve()  # the bundler runs in edge/: a relative path would land there
     out.mkdir(parents=True, exist_ok=True)
     for stale in OUTPUTS:
         (out / stale).unlink(missing_ok=True)

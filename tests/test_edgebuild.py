@@ -110,6 +110,13 @@ def test_rebuild_replaces_its_own_files_only(tmp_path: Path, config: Path) -> No
     assert wrangler["kv_namespaces"][0]["id"] == "0f2ac74b498b48028cb68387c421e279"
 
 
+def test_a_relative_out_is_relative_to_where_it_runs(tmp_path: Path, config: Path) -> None:
+    skip_without_node()
+    done = rankgate("edge", "build", "--config", str(config), "--out", "out/edge", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "edge" / "worker.js").is_file()
+
+
 def test_invalid_routes_are_refused_as_serve_refuses_them(tmp_path: Path) -> None:
     dot_model(tmp_path / "m.onnx")
     cfg = write(tmp_path, ROUTES.format(sha="0" * 64))
