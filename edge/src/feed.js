@@ -105,7 +105,7 @@ class FeedRequest {
         skip = "too-large";
       }
     }
-    if (skip !== null) return this.skipped(upstream, upstream.body, skip, null);
+    if (skip !== null) return this.skipped(upstream, upstream.body, skip);
 
     const chunks = [];
     let size = 0;
@@ -119,12 +119,12 @@ class FeedRequest {
           size += value.byteLength;
           if (size > maxBody) {
             // Too big to buffer: what we have goes first, the rest streams.
-            return this.skipped(upstream, resumed(chunks, reader), "too-large", null);
+            return this.skipped(upstream, resumed(chunks, reader), "too-large");
           }
         }
       } catch (error) {
         this.record.outcome = "origin-error";
-        return originError(`the origin broke off the response: ${error}`);
+        return originError(error, "origin_error");
       }
     }
     this.timings.origin = now() - this.started;
@@ -147,7 +147,7 @@ class FeedRequest {
       }
     }
     this.timings.rerank = now() - started;
-    if (skip !== null) return this.skipped(upstream, body, skip, null);
+    if (skip !== null) return this.skipped(upstream, body, skip);
 
     const headers = new Headers(upstream.headers);
     headers.delete("Content-Length");

@@ -16,7 +16,13 @@ export function originUrl(url, env) {
 export function fetchOrigin(request, url, env, { drop = [], raw = false } = {}) {
   const headers = new Headers(request.headers);
   for (const name of drop) headers.delete(name);
-  const upstream = new Request(originUrl(url, env), {
+  const target = originUrl(url, env);
+  if (target !== url.href) {
+    // Another host: tell it the one the client asked for, as the proxy does.
+    headers.set("X-Forwarded-Host", url.host);
+    headers.set("X-Forwarded-Proto", url.protocol.replace(":", ""));
+  }
+  const upstream = new Request(target, {
     method: request.method,
     headers,
     body: request.method === "GET" || request.method === "HEAD" ? null : request.body,
@@ -25,11 +31,14 @@ export function fetchOrigin(request, url, env, { drop = [], raw = false } = {}) 
   return raw ? fetch(upstream, { encodeResponseBody: "manual" }) : fetch(upstream);
 }
 
-/** What the proxy answers when the origin cannot be reached (proxy/forward.py). */
-export function originError(error) {
-  console.error(JSON.stringify({ event: "origin-error", error: String(error) }));
-  const body = { error: "origin_unreachable", detail: `cannot reach the origin: ${error}` };
-  return Response.json(body, { status: 502 });
+/** What the proxy answers when the origin fails (proxy/forward.py): 502 and why. */
+export function originError(error, reason = "origin_unreachable") {
+  const detail =
+    reason === "origin_unreachable"
+      ? `cannot connect to the origin: ${error}`
+      : "the origin broke off the response";
+  console.error(JSON.stringify({ event: "origin-error", reason, error: String(error) }));
+  return Response.json({ error: reason, detail }, { status: 502 });
 }
 
 /** Everything no route names: the origin's response, streamed back untouched. */

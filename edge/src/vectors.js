@@ -34,7 +34,10 @@ export function decodeVector(text, dim) {
   return out;
 }
 
-/** Item vectors by id, kept for ttl_s (absent ones for missing_ttl_s), at most max_items. */
+/**
+ * Item vectors by id, kept for ttl_s (absent ones for missing_ttl_s), at most max_items;
+ * the oldest entry goes first (a hit does not refresh it: no Map writes on the hot path).
+ */
 export class ItemCache {
   constructor({ max_items, ttl_s, missing_ttl_s }) {
     this.max = max_items;
