@@ -10,12 +10,15 @@ from proxy.cli import DEFAULT_CONFIG
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from proxy.edgebuild import EdgeBuildError, build
+    from proxy.edgebuild import EdgeBuildError, EdgeRefusedError, build
 
     try:
         result = build(
             Path(args.config), Path(args.out), name=args.name, kv_namespace_id=args.kv_namespace_id
         )
+    except EdgeRefusedError as exc:
+        print("\n".join(exc.lines), file=sys.stderr)
+        return 2
     except EdgeBuildError as exc:
         print(f"rankgate edge build: {exc}", file=sys.stderr)
         return 1

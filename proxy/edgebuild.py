@@ -37,6 +37,15 @@ class EdgeBuildError(Exception):
     """The build cannot go on; the message says why and what to do."""
 
 
+class EdgeRefusedError(Exception):
+    """Files that validate but ask for what the Worker cannot do: ``file: path: message``
+    lines, every one of them (exit status 2, like a file that does not validate)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
 @dataclass(frozen=True)
 class EdgeBuild:
     out: Path
@@ -142,7 +151,8 @@ def build(
     kv_namespace_id: str = KV_ID_PLACEHOLDER,
     edge_dir: Path = EDGE_DIR,
 ) -> EdgeBuild:
-    """Raises yamlconf.ConfigError (bad or edge-incompatible files) or EdgeBuildError."""
+    """Raises yamlconf.ConfigError (files that do not validate), EdgeRefusedError (what
+    the edge cannot honour) or EdgeBuildError (the bundling)."""
     settings = load_settings(config_path)
     routes_path = settings.routes_path
     # Exactly what `rankgate serve` would load: a file it refuses is refused here.
@@ -157,8 +167,10 @@ def build(
         "origin": settings.origin.url,
     }
     compiled = compile_edge(settings, routes, source)
-    if compiled.problems:
-        raise yamlconf.ConfigError(str(routes_path), compiled.problems)
+    refused = [f"{config_path}: {p}" for p in compiled.settings_problems]
+    refused += [f"{routes_path}: {p}" for p in compiled.problems]
+    if refused:
+        raise EdgeRefusedError(refused)
 
     out = out.resolve()  # the bundler runs in edge/: a relative path would land there
     out.mkdir(parents=True, exist_ok=True)

@@ -36,10 +36,12 @@ _SEGMENT = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")  # proxy/snapshot.py's {nam
 
 @dataclass
 class EdgeCompile:
-    """The Worker's config and what it could not take (``path: message`` lines)."""
+    """The Worker's config and what it could not take (``path: message`` lines, for
+    routes.yaml in ``problems`` and for rankgate.yaml in ``settings_problems``)."""
 
     config: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    settings_problems: list[str] = field(default_factory=list)
     models: dict[str, str] = field(default_factory=dict)  # model name -> module path
 
 
@@ -184,7 +186,7 @@ def compile_edge(settings: Settings, routes: RoutesFile, source: dict[str, Any])
     """The Worker's config for validated routes; ``problems`` lists what cannot run."""
     out = EdgeCompile()
     if settings.origin.host_header is not None:
-        out.problems.append(
+        out.settings_problems.append(
             "origin.host_header: cannot be honoured at the edge (a Worker's subrequest "
             "carries its URL's host); remove it to build"
         )

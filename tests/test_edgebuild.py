@@ -158,6 +158,25 @@ routes:
     assert not (tmp_path / "out").exists()
 
 
+def test_refusals_name_their_file(tmp_path: Path) -> None:
+    dot_model(tmp_path / "m.onnx")
+    routes = (
+        "models: {m: {path: m.onnx}}\n"
+        "routes: [{name: r, match: {path: /f}, model: m,\n"
+        "          plugins: [{use: diversify, lambda: 0.5}]}]\n"
+    )
+    cfg = write(tmp_path, routes)
+    cfg.write_text(cfg.read_text().replace('"}', '", host_header: preserve}', 1))
+    done = rankgate("edge", "build", "--config", str(cfg), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert lines[0].startswith(f"{cfg}: origin.host_header: cannot be honoured at the edge")
+    assert lines[1].startswith(
+        f"{tmp_path / 'routes.yaml'}: routes[0].plugins[0].use: plugin 'diversify'"
+    )
+    assert len(lines) == 2
+
+
 def test_without_node_the_build_says_so(tmp_path: Path, config: Path) -> None:
     empty = tmp_path / "bin"
     empty.mkdir()
