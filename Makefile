@@ -34,6 +34,7 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/ruff check .
+	@command -v node >/dev/null 2>&1 || echo "make test: node is not installed: the edge Worker's tests skip"
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: setup

@@ -6,6 +6,7 @@ exactly as written."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import shutil
 import socket
@@ -90,7 +91,11 @@ class Reference:
         )
 
 
-REF = Reference()
+@functools.cache
+def reference() -> Reference:
+    return Reference()
+
+
 TIES: list[str] = []  # users whose orders differ only inside a tie
 
 
@@ -102,7 +107,7 @@ def assert_same_order(label: str, user: str, proxy: list[str], edge: list[str]) 
     assert sorted(edge) == sorted(proxy), user
     model = re.search(r"model=([\w.-]+)", label)
     assert model is not None, label
-    score = REF.scores(model.group(1), user, proxy)
+    score = reference().scores(model.group(1), user, proxy)
     gaps = [abs(score[p] - score[e]) for p, e in zip(proxy, edge, strict=True)]
     assert max(gaps) <= 1e-5, (user, label, max(gaps))
     TIES.append(user)
