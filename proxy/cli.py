@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "proxy.modelcli",
     "proxy.routescli",
     "proxy.experimentscli",
+    "proxy.edge",
     "demo.cli",
 )
 
