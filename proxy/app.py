@@ -10,7 +10,7 @@ from aiohttp import web
 
 from proxy import feed
 from proxy.connlimits import GuardedServer, raise_fd_limit
-from proxy.ending import Ended, send
+from proxy.ending import Ended
 from proxy.errors import OriginError, Outcome
 from proxy.record import RequestRecord
 from proxy.runtime import Runtime
@@ -44,8 +44,7 @@ class PublicApp:
                 upstream = await rt.forwarder.open(request)
                 record.status = upstream.status
                 return await rt.forwarder.stream_back(request, upstream)
-            # Sent here, not after returning: a client that has left is seen as such.
-            return await send(request, await feed.handle(rt.feed, request, route, snapshot, record))
+            return await feed.handle(rt.feed, request, route, snapshot, record)
         except OriginError as exc:
             log.warning("%s %s: %s", request.method, request.path, exc.detail)
             record.outcome, record.reason = Outcome.ORIGIN_ERROR, exc.reason

@@ -122,8 +122,8 @@ def check_routes(settings: Settings, report: Report) -> Snapshot | None:
             report.line("ok", "model", detail + ", sha256 pinned")
         else:
             report.line("warn", "model", detail + f", not pinned (sha256: {model.sha256})")
-    used = {r.spec.model for r in snapshot.routes} | {
-        e.model for r in snapshot.routes for e in r.spec.experiments
+    used = {m for r in snapshot.routes for a in r.arms.all() for m in a.models} | {
+        a.shadow.model for r in snapshot.routes for a in r.arms.all() if a.shadow is not None
     }
     for name in sorted(set(snapshot.models) - used):
         report.line("warn", "model", f"{name}: loaded but no route uses it")

@@ -147,16 +147,28 @@ class _RouteCompiler:
                     vary.append("Cookie")
                 elif kind == "header":
                     vary.append(name)
+        if route.shadow is not None:
+            self.problems.append(
+                f"{self.where}.shadow: shadow scoring does not run at the edge (it needs the "
+                "proxy's exposure log); remove it to build"
+            )
         for index, exp in enumerate(route.experiments):
             arm = arm_name(index, exp)
             when = exp.when
+            at = f"{self.where}.experiments[{index}]"
+            if exp.interleave is not None:
+                self.problems.append(
+                    f"{at}.interleave: interleaved arms do not run at the edge; remove it to build"
+                )
+            if exp.shadow is not None:
+                self.problems.append(f"{at}.shadow: shadow scoring does not run at the edge")
             salt = None
             if when.percent is not None:
                 salt = when.salt if when.salt is not None else default_salt(route.name, arm)
             experiments.append(
                 {
                     "arm": arm,
-                    "model": exp.model,
+                    "model": exp.label,
                     "header": when.header,
                     "cookie": when.cookie,
                     "query": when.query,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from plugins.context import RequestView
-from proxy.routes import DEFAULT_ARM, Experiment, Route, arm_name
+from proxy.routes import DEFAULT_ARM, Experiment, Route, Shadow, arm_name
 
 __all__ = ["DEFAULT_ARM", "Arm", "ArmChooser", "bucket", "default_salt"]
 
@@ -29,7 +29,17 @@ __all__ = ["DEFAULT_ARM", "Arm", "ArmChooser", "bucket", "default_salt"]
 @dataclass(frozen=True)
 class Arm:
     name: str
-    model: str  # a model name from the registry, or "none" (control: origin order)
+    model: str  # a model name from the registry, "none" (control), or "A+B" (interleaved)
+    models: tuple[str, ...] = ()  # the one model, or the two interleaved ones
+    shadow: Shadow | None = None  # the arm's own, else the route's
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            object.__setattr__(self, "models", (self.model,))
+
+    @property
+    def interleaved(self) -> bool:
+        return len(self.models) == 2
 
 
 def bucket(salt: str, user_id: str) -> float:
@@ -70,8 +80,7 @@ class CompiledExperiment:
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "arm": self.arm.name,
-            "model": self.arm.model,
+            **_describe_arm(self.arm),
             "when": self.spec.when.model_dump(mode="json", exclude_none=True),
         }
         if self.spec.when.percent is not None:
@@ -90,8 +99,13 @@ class ArmChooser:
         for index, exp in enumerate(route.experiments):
             name = arm_name(index, exp)
             salt = exp.when.salt if exp.when.salt is not None else default_salt(route.name, name)
-            compiled.append(CompiledExperiment(Arm(name, exp.model), exp, salt))
-        return cls(Arm(DEFAULT_ARM, route.model), tuple(compiled))
+            arm = Arm(name, exp.label, exp.models, exp.shadow or route.shadow)
+            compiled.append(CompiledExperiment(arm, exp, salt))
+        return cls(Arm(DEFAULT_ARM, route.model, shadow=route.shadow), tuple(compiled))
+
+    def all(self) -> list[Arm]:
+        """Every arm, in the order they are tried; the default last."""
+        return [e.arm for e in self.experiments] + [self.default]
 
     def choose(self, view: RequestView, user_id: str | None) -> Arm:
         for exp in self.experiments:
@@ -113,6 +127,13 @@ class ArmChooser:
 
     def describe(self) -> list[dict[str, Any]]:
         """The arms in the order they are tried; the default last."""
-        return [e.describe() for e in self.experiments] + [
-            {"arm": self.default.name, "model": self.default.model}
-        ]
+        return [e.describe() for e in self.experiments] + [_describe_arm(self.default)]
+
+
+def _describe_arm(arm: Arm) -> dict[str, Any]:
+    out: dict[str, Any] = {"arm": arm.name, "model": arm.model}
+    if arm.interleaved:
+        out["interleave"] = list(arm.models)
+    if arm.shadow is not None:
+        out["shadow"] = arm.shadow.model_dump(mode="json")
+    return out

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import hmac
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -72,7 +73,7 @@ class ExposureLog:
         rec = st.record
         timings = rec.timings
         ours = timings.get("total", 0.0) - timings.get("origin", 0.0)
-        items, origin_pos, scores = served_items(st, self.cfg.max_items, self.cfg.scores)
+        served = served_items(st, self.cfg.max_items, self.cfg.scores)
         out: dict[str, Any] = {
             "v": SCHEMA_VERSION,
             "type": "exposure",
@@ -85,43 +86,62 @@ class ExposureLog:
             "model_sha256": st.model.sha256 if st.model is not None else None,
             "outcome": rec.outcome.value,
             "reason": rec.reason.value if rec.reason is not None else None,
-            "items": items,
-            "origin_pos": origin_pos,
+            "items": served.items,
+            "origin_pos": served.origin_pos,
             "ms": round(max(ours, 0.0) * 1000, 3),
         }
-        if scores is not None:
-            out["scores"] = scores
+        if served.scores is not None:
+            out["scores"] = served.scores
+        if served.teams is not None:
+            out["teams"] = served.teams
+        if st.model_b is not None:
+            out["model_b_sha256"] = st.model_b.sha256
+        if st.shadow is not None:
+            out["shadow"] = st.shadow
         return out
 
 
-def served_items(
-    st: FeedRequest, limit: int, with_scores: bool
-) -> tuple[list[str], list[int], list[float | None] | None]:
+@dataclass(slots=True)
+class Served:
+    """The first served items that have an id, as the record lists them."""
+
+    items: list[str]
+    origin_pos: list[int]
+    scores: list[float | None] | None  # with exposures.scores
+    teams: list[str | None] | None  # an interleaved arm's
+
+
+def served_items(st: FeedRequest, limit: int, with_scores: bool) -> Served:
     """The first ``limit`` served items that have an id: their ids, their index in the
-    origin's order, and (with_scores) each one's score. Before re-ranking (a skip after
-    the items were found) the served order is the origin's; before the items were found,
-    nothing is known."""
+    origin's order, each one's score (with_scores; the first model's on an interleaved
+    arm) and team. Before re-ranking (a skip after the items were found) the served
+    order is the origin's; before the items were found, nothing is known."""
     ids = st.ids
-    if not ids:
-        return [], [], ([] if with_scores else None)
-    applied = st.record.outcome is Outcome.APPLIED and st.served
+    applied = bool(st.record.outcome is Outcome.APPLIED and st.served)
+    source: list[int] = []
+    slot_teams: list[str | None] = []
     if applied:
-        source, offset = [], 0
-        for arr, order in zip(st.arrays, st.served, strict=True):
+        offset = 0
+        for k, (arr, order) in enumerate(zip(st.arrays, st.served, strict=True)):
             source.extend((order + offset).tolist())
+            if st.teams is not None:
+                slot_teams.extend(st.teams[k])
             offset += len(arr.items)
     else:
-        source = range(len(ids))
-    pos_out: list[int] = []
-    for i in source:
+        source = list(range(len(ids)))
+    picked: list[int] = []  # indices into source
+    for k, i in enumerate(source):
+        if len(picked) == limit:
+            break
         if ids[i] is not None:
-            pos_out.append(i)
-            if len(pos_out) == limit:
-                break
-    items = [ids[i] for i in pos_out]  # type: ignore[misc]
-    if not with_scores:
-        return items, pos_out, None  # type: ignore[return-value]
-    score_of: dict[int, float] = {}
-    if applied and st.scores.size:
-        score_of = dict(zip(st.positions.tolist(), np.asarray(st.scores).tolist(), strict=True))
-    return items, pos_out, [score_of.get(i) for i in pos_out]  # type: ignore[return-value]
+            picked.append(k)
+    pos_out = [source[k] for k in picked]
+    items = [ids[i] for i in pos_out]
+    teams = [slot_teams[k] for k in picked] if applied and st.teams is not None else None
+    scores: list[float | None] | None = None
+    if with_scores:
+        score_of: dict[int, float] = {}
+        if applied and st.scores.size:
+            score_of = dict(zip(st.positions.tolist(), np.asarray(st.scores).tolist(), strict=True))
+        scores = [score_of.get(i) for i in pos_out]
+    return Served(items, pos_out, scores, teams)  # type: ignore[arg-type]

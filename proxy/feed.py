@@ -30,11 +30,21 @@ from plugins.context import FeedContext, RequestView
 from plugins.run import PluginFailure
 from proxy import bodycodec, rerank
 from proxy.embeddings import EmbeddingStore
-from proxy.errors import BodyError, OriginError, RankgateError, Reason, Skip, from_plugin
+from proxy.ending import send
+from proxy.errors import (
+    BodyError,
+    OriginError,
+    Outcome,
+    RankgateError,
+    Reason,
+    Skip,
+    from_plugin,
+)
 from proxy.feedstate import FeedRequest, FeedServices
 from proxy.record import RequestRecord
 from proxy.respond import applied, buffered_skipped, is_json, stream_skipped
 from proxy.snapshot import CompiledRoute, Snapshot
+from proxy.tokens import new_request_id
 
 log = logging.getLogger("rankgate.feed")
 
@@ -60,13 +70,31 @@ async def handle(
     try:
         before_origin(st)
         await call_origin(st)
-        response = await answer(st)
+        # Sent here, not after returning: a client that has left is seen as such, and
+        # what follows the response (its record, a shadow) follows it indeed.
+        response = await send(request, await answer(st))
     finally:
         if st.user_task is not None and not st.user_task.done():
             st.user_task.cancel()
-    if recorder is not None:
-        recorder.emit(st)
+    after_response(st)
     return response
+
+
+def after_response(st: FeedRequest) -> None:
+    """The exposure record, after the shadow model when one runs for this request."""
+    recorder, shadows = st.svc.recorder, st.svc.shadows
+    shadow = None
+    if shadows is not None and st.record.outcome is Outcome.APPLIED:
+        shadow = shadows.wanted(st)
+    if shadow is not None:
+        assert shadows is not None
+        shadows.start(st, shadow, (lambda: recorder.emit(st)) if recorder else _nothing)
+    elif recorder is not None:
+        recorder.emit(st)
+
+
+def _nothing() -> None:
+    pass
 
 
 async def answer(st: FeedRequest) -> web.StreamResponse:
@@ -147,9 +175,14 @@ def resolve_user(st: FeedRequest) -> None:
 
 def choose_arm(st: FeedRequest) -> None:
     ctx, record = st.ctx, st.record
-    arm = st.route.arms.choose(ctx.view, ctx.user_id)
+    arm = st.arm = st.route.arms.choose(ctx.view, ctx.user_id)
     ctx.arm, ctx.model = record.arm, record.model = arm.name, arm.model
-    st.model = st.snapshot.models.get(arm.model)
+    models = st.snapshot.models
+    st.model = models.get(arm.models[0])
+    if arm.interleaved:
+        st.model_b = models.get(arm.models[1])
+        if not st.request_id:  # the coin's seed, so the list can be rebuilt
+            st.request_id = new_request_id()
 
 
 def check_request(st: FeedRequest, failure: RankgateError | None) -> None:

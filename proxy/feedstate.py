@@ -8,6 +8,7 @@ features read it too: an exposure record after the response, a shadow model's sc
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -18,8 +19,10 @@ from aiohttp import web
 from plugins.context import FeedContext, ItemArray
 from proxy.embeddings import EmbeddingStore, ItemLookup
 from proxy.errors import RankgateError
+from proxy.experiments import Arm
 from proxy.forward import Forwarder
 from proxy.record import RequestRecord
+from proxy.routes import Shadow
 from proxy.sessions import ModelSession
 from proxy.snapshot import CompiledRoute, Snapshot
 
@@ -37,6 +40,16 @@ class Recorder(Protocol):
         """Once the response is on its way: the record, off the request path."""
 
 
+class Shadows(Protocol):
+    """What runs shadow models after a response (``proxy.shadow.ShadowRunner``)."""
+
+    def wanted(self, st: FeedRequest) -> Shadow | None:
+        """The shadow to run for this (re-ranked) request, if any."""
+
+    def start(self, st: FeedRequest, shadow: Shadow, then: Callable[[], None]) -> None:
+        """Run it off the response's path, then ``then()``."""
+
+
 @dataclass(frozen=True, slots=True)
 class FeedServices:
     """What every feed request uses, made once by the runtime."""
@@ -46,6 +59,7 @@ class FeedServices:
     max_body_bytes: int
     thread_min_items: int
     recorder: Recorder | None = None
+    shadows: Shadows | None = None
 
 
 _NO_FLOATS = np.empty(0, dtype=np.float32)
@@ -62,7 +76,9 @@ class FeedRequest:
     snapshot: Snapshot
     record: RequestRecord
     ctx: FeedContext
+    arm: Arm | None = None
     model: ModelSession | None = None
+    model_b: ModelSession | None = None  # an interleaved arm's second model
     request_id: str = ""  # with exposures on: names the request in its record and token
     ts_ms: int = 0  # when the response was ready (the token's and the record's time)
     skip: RankgateError | None = None  # a reason found before the origin answered
@@ -82,9 +98,14 @@ class FeedRequest:
     positions: np.ndarray = field(default_factory=lambda: _NO_INDEX)
     vectors: np.ndarray = field(default_factory=lambda: _NO_FLOATS)
     scores: np.ndarray = field(default_factory=lambda: _NO_FLOATS)
+    scores_b: np.ndarray | None = None  # the second model's, on an interleaved arm
     # Per item array, the index (into that array, in origin order) of the item served in
     # each slot: what the response carries, for the exposure record.
     served: list[np.ndarray] = field(default_factory=list)
+    # Interleaved: per item array, each slot's team ("A", "B", or None when fixed).
+    teams: list[list[str | None]] | None = None
+    # After the response, a shadow model's top items ({"model", "items"}), for the record.
+    shadow: dict[str, object] | None = None
     out: bytes = b""  # the re-ranked body, encoded as the origin's was
 
     @property

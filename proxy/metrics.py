@@ -18,6 +18,12 @@ user ids):
   rankgate_events_total{result}               POSTed events: accepted, or the refusal's status
   rankgate_feedback_total{route,arm,kind}     accepted events by the arm that served them
       (kind click | conversion): over rankgate_model_requests_total, a live CTR per arm
+  rankgate_shadow_runs_total{route,model,result}  shadow scorings: run | skipped-lag |
+      skipped-budget | error
+  rankgate_shadow_kendall_tau{route,model}    histogram: how the shadow's order agrees
+      with the one served (1 the same, -1 reversed; buckets only: with negative
+      buckets OpenMetrics has no _sum, and the +Inf bucket is the count)
+  rankgate_shadow_overlap_at_10{route,model}  histogram: the share of the top 10 both hold
   rankgate_item_cache_bytes                   estimated bytes held (summed over workers)
   rankgate_connections_open                   client connections held (summed)
   rankgate_connections_closed_total{reason}   closed by a limit: max-connections (503),
@@ -50,6 +56,7 @@ from prometheus_client.core import (
 )
 
 from proxy.record import RequestRecord
+from proxy.shadow import OVERLAP_BUCKETS, TAU_BUCKETS, ShadowStats
 from proxy.snapshot import Snapshot
 from proxy.snapshotstore import ReloadOutcome
 
@@ -80,7 +87,7 @@ BUCKETS = (
 RELOAD_RESULTS = ("ok", "unchanged", "error")
 # A label value that is not one of our short constants becomes "other": whatever a
 # future code path (or plugin) puts in a record, the series count stays bounded.
-_LABEL = re.compile(r"^[a-z][a-z0-9_.:-]{0,47}$")
+_LABEL = re.compile(r"^[a-z][a-z0-9_.:+-]{0,47}$")
 _BOUNDS = [*(repr(float(b)) for b in BUCKETS), "+Inf"]
 
 
@@ -131,6 +138,7 @@ class Metrics:
         self.sink_counts: SinkCounts | None = None
         self.event_counts: EventCounts | None = None
         self.feedback_counts: FeedbackCounts | None = None
+        self.shadow_stats: ShadowStats | None = None
         self._label_memo: dict[str, str] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
@@ -199,6 +207,7 @@ class Metrics:
         yield models
         yield from self._cache_families()
         yield from self._exposure_families()
+        yield from self._shadow_families()
         reloads = CounterMetricFamily(
             "rankgate_reloads",
             "routes.yaml reload attempts by result (the first load is not counted).",
@@ -262,6 +271,42 @@ class Metrics:
             )
             for reason, count in closed.items():
                 family.add_metric([reason], count)
+            yield family
+
+    def _shadow_families(self) -> Iterable[Metric]:
+        stats = self.shadow_stats
+        if stats is None or not stats.results:
+            return
+        runs = CounterMetricFamily(
+            "rankgate_shadow_runs",
+            "Shadow scorings after the response, by result.",
+            labels=["route", "model", "result"],
+        )
+        for key, count in sorted(stats.results.items()):
+            runs.add_metric(list(key), count)
+        yield runs
+        for name, doc, table, bounds in (
+            (
+                "rankgate_shadow_kendall_tau",
+                "Kendall tau, shadow order vs served.",
+                stats.tau,
+                TAU_BUCKETS,
+            ),
+            (
+                "rankgate_shadow_overlap_at_10",
+                "Top-10 overlap, shadow order vs served.",
+                stats.overlap,
+                OVERLAP_BUCKETS,
+            ),
+        ):
+            family = HistogramMetricFamily(name, doc, labels=["route", "model"])
+            labels = [*(repr(float(b)) for b in bounds), "+Inf"]
+            for key, counts in table.items():
+                running, buckets = 0.0, []
+                for bound, count in zip(labels, counts[:-1], strict=True):
+                    running += count
+                    buckets.append((bound, running))
+                family.add_metric(list(key), buckets, counts[-1])
             yield family
 
     def _exposure_families(self) -> Iterable[Metric]:

@@ -114,7 +114,7 @@ class RouteProbe:
 
     def model_name(self) -> str:
         spec = self.route.spec
-        arms = [spec.model, *(e.model for e in spec.experiments)]
+        arms = [spec.model, *(m for e in spec.experiments for m in e.models)]
         named = [m for m in arms if m != NONE_MODEL]
         if not named:
             raise self.warn(

@@ -34,7 +34,9 @@ from proxy.errors import (
     from_plugin,
 )
 from proxy.feedstate import FeedRequest
+from proxy.interleave import interleave_slots, seed_of
 from proxy.ranking import served_order
+from proxy.sessions import ModelSession
 
 log = logging.getLogger("rankgate.feed")
 
@@ -158,10 +160,18 @@ async def finish_prefetch(st: FeedRequest, pending: Prefetch) -> None:
 
 
 async def score(st: FeedRequest) -> None:
-    """One batched model run over every scored item."""
-    model = st.model
-    assert model is not None
+    """One batched model run over every scored item (two on an interleaved arm)."""
+    assert st.model is not None
     started = time.perf_counter()
+    try:
+        st.scores = await _run(st, st.model)
+        if st.model_b is not None:
+            st.scores_b = await _run(st, st.model_b)
+    finally:
+        st.timings["inference"] = time.perf_counter() - started
+
+
+async def _run(st: FeedRequest, model: ModelSession) -> np.ndarray:
     try:
         if len(st.positions) >= st.svc.thread_min_items:
             # ORT releases the GIL: a big batch must not stall other requests.
@@ -175,30 +185,60 @@ async def score(st: FeedRequest) -> None:
         detail = str(exc).splitlines()[0] if str(exc) else repr(exc)
         log.warning("model %s failed: %s", model.name, detail)
         raise ModelError(Reason.MODEL_ERROR, detail) from None
-    finally:
-        st.timings["inference"] = time.perf_counter() - started
     if not np.isfinite(scores).all():
         raise ModelError(Reason.MODEL_ERROR, "non-finite scores")
-    st.scores = scores
+    return scores
 
 
 def arrange(st: FeedRequest) -> None:
-    """Each array in its new order: the rules plugins, or a stable sort by score."""
+    """Each array in its new order: the rules plugins, or a stable sort by score; on an
+    interleaved arm, the team-draft of both models' orders (proxy/interleave.py)."""
     plugins = st.route.plugins
     parts = split(st.arrays, st.positions, st.scores, st.vectors)
     try:
-        if plugins.rules:
-            st.ctx.user_embedding = st.user
-            st.served = [plugins.apply(st.ctx, *part, st.deadline) for part in parts]
+        if st.scores_b is not None:
+            _interleave(st, parts)
         else:
-            st.served = [served_order(len(arr.items), pos, sc) for arr, pos, sc, _ in parts]
-            if past(st.deadline):
-                raise Skip(Reason.BUDGET)
+            st.served = [_arranged(st, *part)[0] for part in parts]
+        if not plugins.rules and past(st.deadline):
+            raise Skip(Reason.BUDGET)
         for (arr, *_), source in zip(parts, st.served, strict=True):
             items = arr.items
             plugins.put(arr, [items[i] for i in source.tolist()])
     except PluginFailure as exc:
         raise from_plugin(exc) from None
+
+
+def _arranged(
+    st: FeedRequest, arr: ItemArray, pos: np.ndarray, scores: np.ndarray, vec: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One array by one model's scores: the item per slot, and the fixed items' mask
+    (unscored items, and those a rule pinned)."""
+    plugins = st.route.plugins
+    fixed = np.ones(len(arr.items), dtype=bool)
+    fixed[pos] = False
+    if not plugins.rules:
+        return served_order(len(arr.items), pos, scores), fixed
+    st.ctx.user_embedding = st.user
+    source = plugins.apply(st.ctx, arr, pos, scores, vec, st.deadline)
+    return source, st.ctx.fixed | fixed
+
+
+def _interleave(
+    st: FeedRequest, parts: list[tuple[ItemArray, np.ndarray, np.ndarray, np.ndarray]]
+) -> None:
+    """Each array arranged by each model's scores (B's first, so that a rule writing
+    into the items, like annotate, leaves A's), then team-drafted."""
+    assert st.scores_b is not None
+    seed = seed_of(st.request_id)
+    parts_b = split(st.arrays, st.positions, st.scores_b, st.vectors)
+    st.served, st.teams = [], []
+    for k, (part_a, part_b) in enumerate(zip(parts, parts_b, strict=True)):
+        source_b, _ = _arranged(st, *part_b)
+        source_a, fixed = _arranged(st, *part_a)
+        source, teams = interleave_slots(source_a, fixed, source_b, seed + k)
+        st.served.append(source)
+        st.teams.append(teams)
 
 
 def encode(st: FeedRequest) -> None:

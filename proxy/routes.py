@@ -109,10 +109,43 @@ class When(Strict):
         return self
 
 
+class Shadow(Strict):
+    """A model that scores the same inputs after the response, to compare its order with
+    the one served (proxy/shadow.py); it never changes a response."""
+
+    model: str
+    sample: Annotated[float, Field(gt=0, le=1)] = 0.1  # share of re-ranked requests
+    top: Annotated[int, Field(ge=1, le=1000)] = 20  # the shadow's top N in the record
+
+
 class Experiment(Strict):
     name: Annotated[str, Field(pattern=_NAME)] | None = None
     when: When
-    model: str
+    model: str | None = None
+    # Two models whose lists are team-draft interleaved (proxy/interleave.py), in place
+    # of one model.
+    interleave: tuple[str, str] | None = None
+    shadow: Shadow | None = None
+
+    @model_validator(mode="after")
+    def _one_ranking(self) -> Experiment:
+        if (self.model is None) == (self.interleave is None):
+            raise ValueError("give exactly one of 'model' or 'interleave'")
+        if self.interleave is not None:
+            a, b = self.interleave
+            if a == b or NONE_MODEL in (a, b):
+                raise ValueError("interleave: two different models (not 'none')")
+        return self
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The model (or the two interleaved models) this arm ranks with."""
+        return self.interleave if self.interleave is not None else (self.model or NONE_MODEL,)
+
+    @property
+    def label(self) -> str:
+        """What X-Rerank, metrics and records call the arm's model: ``A+B`` interleaved."""
+        return "+".join(self.models)
 
 
 DEFAULT_ARM = "default"  # the arm name of a route's own `model:`
@@ -133,6 +166,7 @@ class Route(Strict):
     model: str
     experiments: tuple[Experiment, ...] = ()
     plugins: tuple[PluginSpec, ...] = ()
+    shadow: Shadow | None = None  # for every arm that has none of its own
     # The path (and query) `rankgate check` fetches from the origin to probe this route;
     # None: the match path, when it is exact.
     sample: str | None = None
@@ -195,11 +229,7 @@ class RoutesFile(Strict):
                         f"in this route{reserved}"
                     )
                 arms.add(arm)
-            refs = [(f"routes[{i}].model", route.model)] + [
-                (f"routes[{i}].experiments[{j}].model", e.model)
-                for j, e in enumerate(route.experiments)
-            ]
-            for where, ref in refs:
+            for where, ref in _model_refs(route, f"routes[{i}]"):
                 if ref != NONE_MODEL and ref not in self.models:
                     problems.append(f"{where}: unknown model {ref!r} (known: {known or 'none'})")
         if problems:
@@ -207,3 +237,19 @@ class RoutesFile(Strict):
             # already carries its full YAML path.
             raise ValueError("\n".join(problems))
         return self
+
+
+def _model_refs(route: Route, where: str) -> list[tuple[str, str]]:
+    """Every model a route names, with its YAML path."""
+    refs = [(f"{where}.model", route.model)]
+    if route.shadow is not None:
+        refs.append((f"{where}.shadow.model", route.shadow.model))
+    for j, e in enumerate(route.experiments):
+        at = f"{where}.experiments[{j}]"
+        if e.interleave is not None:
+            refs += [(f"{at}.interleave[{k}]", m) for k, m in enumerate(e.interleave)]
+        else:
+            refs.append((f"{at}.model", e.models[0]))
+        if e.shadow is not None:
+            refs.append((f"{at}.shadow.model", e.shadow.model))
+    return refs

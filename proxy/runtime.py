@@ -27,6 +27,7 @@ from proxy.record import Observer
 from proxy.redisconnect import connect_store
 from proxy.reload import RoutesWatcher
 from proxy.routesource import RedisRoutesSource, routes_follower
+from proxy.shadow import ShadowRunner, ShadowStats
 from proxy.sink import RecordQueue, running_sink
 from proxy.snapshotstore import SnapshotStore
 from proxy.tokens import SecretKeyError, TokenSigner, key_from_env
@@ -62,6 +63,7 @@ class Runtime:
     follower: RoutesWatcher | RedisRoutesSource | None = None
     observers: list[Observer] = field(default_factory=list)
     connections: ConnectionStats = field(default_factory=ConnectionStats)
+    shadow_stats: ShadowStats = field(default_factory=ShadowStats)
     in_flight: int = 0
 
 
@@ -104,9 +106,22 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             if settings.events.enabled:
                 events = EventsEndpoint(settings.events, signer, queue)
         f = settings.feed
-        feed = FeedServices(forwarder, embeddings, f.max_body_bytes, f.thread_min_items, recorder)
+        shadow_stats = ShadowStats()
+        shadows = ShadowRunner(shadow_stats, f.thread_min_items)
+        feed = FeedServices(
+            forwarder, embeddings, f.max_body_bytes, f.thread_min_items, recorder, shadows
+        )
         yield Runtime(
-            settings, redis_url, embeddings, forwarder, store, feed, queue, events, follower
+            settings,
+            redis_url,
+            embeddings,
+            forwarder,
+            store,
+            feed,
+            queue,
+            events,
+            follower,
+            shadow_stats=shadow_stats,
         )
 
 

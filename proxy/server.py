@@ -161,6 +161,7 @@ class ProxyServer:
         cache, queue, events = runtime.embeddings.cache, runtime.exposures, runtime.events
         self.metrics.cache_counts = lambda: (cache.hits, cache.misses)
         self.metrics.cache_bytes = lambda: cache.nbytes
+        self.metrics.shadow_stats = runtime.shadow_stats
         connections = runtime.connections
         self.metrics.connections = lambda: (connections.open, connections.snapshot())
         if queue is not None:
