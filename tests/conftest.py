@@ -31,6 +31,19 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def own_valkey() -> Iterator[tuple[str, redis.Redis]]:
+    """A Valkey of the test's own (its URL and a client), stopped after it: for tests
+    that write streams or stop the server."""
+    server = start_valkey()
+    client = redis.Redis.from_url(server.connection_url)
+    try:
+        yield server.connection_url, client
+    finally:
+        client.close()
+        server.stop()
+
+
+@pytest.fixture
 def redis_db(redis_url: str) -> Iterator[redis.Redis]:
     """A synchronous client on a flushed database, for seeding test data."""
     client = redis.Redis.from_url(redis_url)

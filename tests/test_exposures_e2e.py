@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import jsonschema
 import numpy as np
 import orjson
 import pytest
-import pytest_asyncio
 import redis
 from aiohttp import web
 
@@ -77,17 +75,11 @@ def origin_app() -> web.Application:
     return app
 
 
-@pytest_asyncio.fixture
-async def valkey() -> AsyncIterator[tuple[str, redis.Redis]]:
-    """A Valkey of the test's own: the sink-outage test stops it."""
-    server = start_valkey()
-    client = redis.Redis.from_url(server.connection_url)
-    seed(client)
-    try:
-        yield server.connection_url, client
-    finally:
-        client.close()
-        server.stop()
+@pytest.fixture
+def valkey(own_valkey: tuple[str, redis.Redis]) -> tuple[str, redis.Redis]:
+    """A Valkey of the test's own (see conftest.py), seeded with this module's vectors."""
+    seed(own_valkey[1])
+    return own_valkey
 
 
 async def proxy_for(tmp: Path, redis_url: str, extra: str) -> tuple[Any, web.AppRunner]:

@@ -32,9 +32,9 @@ from tests.test_exposures_e2e import (
     get_feed,
     origin_app,
     post,
+    seed,
     stream,
     until,
-    valkey,  # noqa: F401 (a fixture)
 )
 
 N_ITEMS = 12
@@ -64,6 +64,12 @@ def order(model: Path, client: redis.Redis, user: str) -> list[str]:
 async def metrics_of(port: int) -> dict[Any, float]:
     async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/metrics") as r:
         return parse_metrics(await r.text())
+
+
+@pytest.fixture
+def valkey(own_valkey: tuple[str, redis.Redis]) -> tuple[str, redis.Redis]:
+    seed(own_valkey[1])
+    return own_valkey
 
 
 async def test_a_shadow_changes_nothing_served_and_reports_its_agreement(
@@ -116,7 +122,7 @@ async def test_a_shadow_changes_nothing_served_and_reports_its_agreement(
 
 async def test_an_interleaved_list_is_rebuilt_from_its_record_and_clicks_name_a_model(
     tmp_path: Path,
-    valkey: tuple[str, redis.Redis],  # noqa: F811
+    valkey: tuple[str, redis.Redis],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
