@@ -167,9 +167,12 @@ def write_rankgate_config(
     access_log: bool = False,
     workers: int | None = None,
     budget_ms: float = 25,
+    routes: str | None = None,
+    extra: str = "",
 ) -> Path:
-    """routes.yaml (see ``routes_yaml``) and rankgate.yaml in ``tmp``; returns the latter."""
-    (tmp / "routes.yaml").write_text(routes_yaml(model, budget_ms))
+    """routes.yaml (``routes``, else ``routes_yaml``) and rankgate.yaml in ``tmp`` (with
+    ``extra`` YAML appended); returns the latter."""
+    (tmp / "routes.yaml").write_text(routes or routes_yaml(model, budget_ms))
     cfg = tmp / "rankgate.yaml"
     cfg.write_text(
         textwrap.dedent(f"""\
@@ -182,6 +185,7 @@ def write_rankgate_config(
         routes: routes.yaml
         """)
         + (f"workers: {workers}\n" if workers is not None else "")
+        + extra
     )
     return cfg
 

@@ -110,6 +110,11 @@ class Flusher:
 
 
 class RedisStreamWriter:
+    """``XADD key MAXLEN ~ N * r <json>`` per record, a batch in one write on one
+    connection. The commands are packed here (a constant prefix and the record): through
+    redis-py's pipeline the same batch cost ~14 us of CPU per record, a tenth of a
+    re-rank's whole budget on this VM."""
+
     def __init__(self, url: str, stream: str, maxlen: int, timeout_ms: float) -> None:
         timeout = timeout_ms / 1000.0
         self.client = aioredis.Redis.from_url(
@@ -117,12 +122,31 @@ class RedisStreamWriter:
         )
         self.stream = stream
         self.maxlen = maxlen
+        parts = [b"XADD", stream.encode(), b"MAXLEN", b"~", str(maxlen).encode(), b"*", b"r"]
+        self._prefix = b"*8\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in parts)
+
+    def pack(self, lines: list[bytes]) -> bytes:
+        prefix = self._prefix
+        return b"".join(b"%s$%d\r\n%s\r\n" % (prefix, len(line), line) for line in lines)
 
     async def write(self, lines: list[bytes]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for line in lines:
-            pipe.xadd(self.stream, {"r": line}, maxlen=self.maxlen, approximate=True)
-        await pipe.execute()
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()
+        try:
+            await conn.send_packed_command(self.pack(lines), check_health=False)
+            failed: Exception | None = None
+            for _ in lines:
+                try:
+                    await conn.read_response()
+                except redis.exceptions.ResponseError as exc:  # read every reply first
+                    failed = failed or exc
+            if failed is not None:
+                raise failed
+        except BaseException:
+            await conn.disconnect()  # replies may be left unread: never reuse it
+            raise
+        finally:
+            await pool.release(conn)
 
     async def close(self) -> None:
         with contextlib.suppress(redis.exceptions.RedisError, OSError):

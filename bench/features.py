@@ -1,0 +1,138 @@
+"""What the experiment features cost, in one run: rankgate from the working tree served
+several times side by side, each with one feature more, measured in turns.
+
+    python bench/features.py [--rounds 6] [--duration 4]
+
+  plain        re-ranking, no exposure log
+  exposures    + one exposure record per request, to a Redis Stream (and a token)
+  shadow       + a shadow model scoring every re-ranked request after its response
+  interleave   an interleaved arm (two models, team-draft) for every user, with the log
+
+Reports medians of p50 at concurrency 1, requests/s at 16 and CPU per request, with
+ratios to `plain`, and checks that `shadow` serves the same bytes as `exposures`. The
+issue's target: the exposure log costs at most 5% of re-rank throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import textwrap
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+
+import common
+
+EXPOSURES = "exposures: {enabled: true, sink: redis}\n"
+
+
+def routes(model: Path, model_b: Path, extra: str) -> str:
+    return textwrap.dedent(f"""\
+        models:
+          ranker: {{path: {model}}}
+          other: {{path: {model_b}}}
+        routes:
+          - name: feed
+            match: {{path: /api/feed}}
+            model: ranker
+            budget_ms: 25
+            user: ["header:X-User-Id"]
+        """) + textwrap.indent(extra, "    ")
+
+
+VARIANTS = {
+    "plain": ("", ""),
+    "exposures": ("", EXPOSURES),
+    "shadow": ("shadow: {model: other, sample: 1.0}\n", EXPOSURES),
+    "interleave": (
+        "experiments:\n"
+        "  - {name: duel, when: {percent: 100, salt: b}, interleave: [ranker, other]}\n",
+        EXPOSURES,
+    ),
+}
+
+
+def body(url: str, user: str) -> bytes:
+    req = urllib.request.Request(url, headers={"X-User-Id": user})
+    with urllib.request.urlopen(req) as resp:
+        return resp.read()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--duration", type=int, default=4)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("bench/features.py needs wrk", file=sys.stderr)
+        return 2
+    os.environ.setdefault("RANKGATE_TOKEN_KEY", "bench-key-" + "x" * 32)
+    model = common.ROOT / "models" / "ranker_v1.onnx"
+    model_b = common.ROOT / "models" / "ranker_v2.onnx"
+    with tempfile.TemporaryDirectory() as tmpdir, ExitStack() as stack:
+        tmp = Path(tmpdir)
+        redis_url = common.seeded_redis(stack, 1000)
+        origin_port = common.free_port()
+        origin = f"http://127.0.0.1:{origin_port}"
+        common.spawn_origin(stack, origin_port, 100)
+        urls: dict[str, str] = {}
+        pids: dict[str, int] = {}
+        for name, (route_extra, config_extra) in VARIANTS.items():
+            port = common.free_port()
+            conf = tmp / name
+            conf.mkdir()
+            cfg = common.write_rankgate_config(
+                conf,
+                port=port,
+                admin_port=common.free_port(),
+                origin=origin,
+                redis_url=redis_url,
+                model=model,
+                workers=1,
+                routes=routes(model, model_b, route_extra),
+                extra=config_extra,
+            )
+            proc = common.spawn(stack, sys.executable, "-m", "proxy", "serve", "--config", str(cfg))
+            pids[name], urls[name] = proc.pid, f"http://127.0.0.1:{port}/api/feed"
+        for url in [*urls.values(), f"{origin}/api/feed"]:
+            common.wait_port(int(url.split(":")[2].split("/")[0]))
+        lua = tmp / "users.lua"
+        lua.write_text(common.LUA)
+        for name, url in urls.items():
+            print(f"{name}: {common.check_headers(url)}", file=sys.stderr)
+            common.wrk(url, 4, 1, lua)
+        same = all(
+            body(urls["shadow"], f"u{k}") == body(urls["exposures"], f"u{k}") for k in range(50)
+        )
+        p50: dict[str, list[float]] = {n: [] for n in urls}
+        rps: dict[str, list[float]] = {n: [] for n in urls}
+        cpu: dict[str, list[float]] = {n: [] for n in urls}
+        for k in range(args.rounds):
+            for name in list(urls) if k % 2 == 0 else list(reversed(urls)):
+                p50[name].append(common.wrk(urls[name], 1, args.duration, lua)["p50_ms"] * 1000)
+                before = common.tree_cpu(pids[name])
+                run = common.wrk(urls[name], 16, args.duration, lua)
+                cpu[name].append((common.tree_cpu(pids[name]) - before) / max(run["requests"], 1))
+                rps[name].append(run["rps"])
+    med = {
+        n: (statistics.median(p50[n]), statistics.median(rps[n]), statistics.median(cpu[n]))
+        for n in urls
+    }
+    base = med["plain"]
+    print(f"medians of {args.rounds} rounds; ratios to plain")
+    print(f"{'variant':12} {'p50 c1':>9} {'rps c16':>9} {'rps ratio':>10} {'cpu/req':>9}")
+    for name, (lat, thr, us) in med.items():
+        print(f"{name:12} {lat:7.0f}us {thr:9.0f} {thr / base[1]:10.3f} {us * 1e6:7.0f}us")
+    print(f"shadow serves the same bytes as exposures (50 users): {same}")
+    exposures_cost = 1 - med["exposures"][1] / base[1]
+    print(f"target: the exposure log costs <= 5% of re-rank throughput: {exposures_cost:+.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
