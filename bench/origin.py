@@ -8,10 +8,10 @@ import orjson
 from aiohttp import web
 
 
-def feed_body(n: int = 100) -> bytes:
+def feed_body(n: int = 100, first: int = 0) -> bytes:
     items = [
         {
-            "id": f"i{k}",
+            "id": f"i{first + k}",
             "title": f"Item number {k} with a title of some length",
             "price": round(k * 1.37, 2),
             "tags": ["alpha", "beta"],
@@ -32,9 +32,26 @@ def build(n: int) -> web.Application:
     async def static_handler(request: web.Request) -> web.Response:
         return web.Response(body=static, content_type="text/plain")
 
+    sized: dict[int, bytes] = {}
+
+    async def sized_handler(request: web.Request) -> web.Response:
+        # /api/feed/N: an N-item feed (the size targets), made once.
+        n = min(int(request.match_info["n"]), 100_000)
+        body = sized.get(n)
+        if body is None:
+            body = sized[n] = feed_body(n)
+        return web.Response(body=body, content_type="application/json")
+
+    async def page_handler(request: web.Request) -> web.Response:
+        # /api/page/K: 1,000 items i{1000K}.. (every page other ids: fills a cache).
+        k = int(request.match_info["k"])
+        return web.Response(body=feed_body(1000, 1000 * k), content_type="application/json")
+
     app = web.Application()
     app.router.add_get("/api/feed", feed_handler)
     app.router.add_get("/static", static_handler)
+    app.router.add_get("/api/feed/{n:\\d+}", sized_handler)
+    app.router.add_get("/api/page/{k:\\d+}", page_handler)
     return app
 
 

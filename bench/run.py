@@ -1,11 +1,14 @@
 """Side-by-side benchmark, one run: the origin direct, a plain aiohttp pass-through, and
-rankgate (pass-through and re-ranking a 100-item feed). Reports latency p50/p99 at
-concurrency 1 and throughput at concurrency 16, with ratios to the baselines.
+rankgate (one worker, access log on) passing through and re-ranking, with every target
+of the performance issue printed beside its figure.
 
-    python bench/run.py [--duration 8] [--items 100] [--model models/ranker_v1.onnx]
+    python bench/run.py [--duration 8] [--workers 1]
 
-Needs wrk (apt-get install wrk). Starts its own Valkey (or uses REDIS_URL) and servers
-on 127.0.0.1; everything stops at the end. Results also go to bench/results/.
+Latency at concurrency 1 (p50, p99), throughput at 16; feeds of 100, 1,000 and 10,000
+items; a pass-through client's p99 while 10,000-item feeds are re-ranked on the same
+worker; start-up to ready; RSS with a full item cache of 100,000 vectors. Absolute
+figures move 2-3x between machines of one kind: only the ratios of one run compare.
+Needs wrk. Starts its own Valkey (or uses REDIS_URL); results also go to bench/results/.
 """
 
 from __future__ import annotations
@@ -14,121 +17,236 @@ import argparse
 import shutil
 import sys
 import tempfile
+import textwrap
+import threading
+import time
+import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
-from common import (
-    HERE,
-    LUA,
-    check_headers,
-    default_model,
-    free_port,
-    save_results,
-    seeded_redis,
-    spawn,
-    spawn_origin,
-    wait_port,
-    write_rankgate_config,
-    wrk,
-)
+import common
+
+ITEMS = 100_000  # item vectors in Redis: enough to fill a 100,000-vector cache
+ROUTES = """\
+models:
+  ranker: {{path: {model}}}
+routes:
+  - {{name: feed, match: {{prefix: /api/}}, model: ranker, budget_ms: {budget:g},
+     user: ["header:X-User-Id"]}}
+"""
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def get(url: str, user: str = "u1") -> tuple[float, str]:
+    started = time.perf_counter()
+    req = urllib.request.Request(url, headers={"X-User-Id": user})
+    with urllib.request.urlopen(req) as resp:
+        resp.read()
+        return time.perf_counter() - started, resp.headers.get("X-Rerank", "-")
+
+
+def ready_after(admin: str, started: float, limit_s: float = 30) -> float:
+    while time.monotonic() - started < limit_s:
+        try:
+            with urllib.request.urlopen(f"{admin}/readyz", timeout=1) as resp:
+                if resp.status == 200:
+                    return time.monotonic() - started
+        except OSError:
+            pass
+        time.sleep(0.01)
+    raise RuntimeError("rankgate did not become ready")
+
+
+def measure(url: str, duration: int, lua: Path, c16: bool = True) -> dict[str, float]:
+    one = common.wrk(url, 1, duration, lua)
+    out = {"p50_ms": one["p50_ms"], "p99_ms": one["p99_ms"], "errors": one["errors"]}
+    if c16:
+        many = common.wrk(url, 16, duration, lua)
+        out.update(
+            rps=many["rps"], p99_ms_c16=many["p99_ms"], errors=out["errors"] + many["errors"]
+        )
+    return out
+
+
+def head_of_line(pass_url: str, big_url: str, duration: int, lua: Path) -> tuple[float, float]:
+    """A pass-through client's p99 alone, and while two clients re-rank big feeds."""
+    alone = common.wrk(pass_url, 1, duration, lua)["p99_ms"]
+    load = threading.Thread(target=common.wrk, args=(big_url, 2, duration + 2, lua))
+    load.start()
+    time.sleep(1)
+    busy = common.wrk(pass_url, 1, duration, lua)["p99_ms"]
+    load.join()
+    return alone, busy
+
+
+def serve(stack: ExitStack, tmp: Path, args: argparse.Namespace, urls: dict[str, str]) -> Any:
+    model = Path(args.model) if args.model else common.default_model(tmp)
+    port, admin_port = common.free_port(), common.free_port()
+    cfg = common.write_rankgate_config(
+        tmp,
+        port=port,
+        admin_port=admin_port,
+        origin=urls["origin"],
+        redis_url=urls["redis"],
+        model=model,
+        workers=args.workers,
+        access_log=True,
+        routes=textwrap.dedent(ROUTES.format(model=model, budget=args.budget_ms)),
+    )
+    started = time.monotonic()
+    proc = common.spawn(stack, sys.executable, "-m", "proxy", "serve", "--config", str(cfg))
+    ready = ready_after(f"http://127.0.0.1:{admin_port}", started)
+    first, _ = get(f"http://127.0.0.1:{port}/api/feed")
+    return proc, f"http://127.0.0.1:{port}", ready, first
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=8)
-    parser.add_argument("--items", type=int, default=100)
-    parser.add_argument("--model", help="ONNX file (default: models/ranker_v1.onnx)")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--budget-ms", type=float, default=50.0)
+    parser.add_argument("--model", help="ONNX file (default: models/ranker_v1.onnx)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         print("bench needs wrk: apt-get install wrk", file=sys.stderr)
         return 2
-    if args.model and not Path(args.model).is_file():
-        print(f"no model file at {args.model}", file=sys.stderr)
-        return 2
-
-    py = sys.executable
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        redis_url = seeded_redis(stack, max(args.items, 1000))
-        ports = {name: free_port() for name in ("origin", "plain", "rankgate", "admin")}
-        origin = f"http://127.0.0.1:{ports['origin']}"
-        spawn_origin(stack, ports["origin"], args.items)
-        spawn(
+        urls = {"redis": common.seeded_redis(stack, ITEMS)}
+        origin_port, plain_port = common.free_port(), common.free_port()
+        urls["origin"] = f"http://127.0.0.1:{origin_port}"
+        common.spawn_origin(stack, origin_port, 100)
+        common.spawn(
             stack,
-            py,
-            str(HERE / "plain_proxy.py"),
+            sys.executable,
+            str(common.HERE / "plain_proxy.py"),
             "--port",
-            str(ports["plain"]),
+            str(plain_port),
             "--origin",
-            origin,
+            urls["origin"],
         )
-        cfg = write_rankgate_config(
-            tmp,
-            port=ports["rankgate"],
-            admin_port=ports["admin"],
-            origin=origin,
-            redis_url=redis_url,
-            model=Path(args.model) if args.model else default_model(tmp),
-            workers=args.workers,
-        )
-        spawn(stack, py, "-m", "proxy", "serve", "--config", str(cfg))
-        for port in ports.values():
-            wait_port(port)
+        common.wait_port(origin_port)
+        common.wait_port(plain_port)
+        proc, rankgate, ready, first = serve(stack, tmp, args, urls)
+        plain = f"http://127.0.0.1:{plain_port}"
         lua = tmp / "users.lua"
-        lua.write_text(LUA)
-
+        lua.write_text(common.LUA)
+        checks = {n: get(f"{rankgate}/api/feed{n}")[1] for n in ("", "/1000", "/10000")}
+        print(f"X-Rerank: {checks}", file=sys.stderr)
         targets = {
-            "origin direct": f"{origin}/api/feed",
-            "plain aiohttp pass-through": f"http://127.0.0.1:{ports['plain']}/api/feed",
-            "rankgate pass-through": f"http://127.0.0.1:{ports['rankgate']}/static",
-            "rankgate re-rank": f"http://127.0.0.1:{ports['rankgate']}/api/feed",
+            "origin direct": f"{urls['origin']}/api/feed",
+            "plain hop": f"{plain}/api/feed",
+            "plain hop /static": f"{plain}/static",
+            "rankgate pass-through": f"{rankgate}/static",
+            "rankgate re-rank 100": f"{rankgate}/api/feed",
         }
-        rerank = check_headers(targets["rankgate re-rank"])
-        print(f"rankgate feed answer: X-Rerank: {rerank}")
-        if not rerank.startswith("applied"):
-            print("re-ranking is not applied; the figures would be meaningless", file=sys.stderr)
-            return 1
-        # Warm every path (connection pools, item cache) before measuring.
         for url in targets.values():
-            wrk(url, 4, 1, lua)
-        results: dict[str, dict[str, float]] = {}
-        for name, url in targets.items():
-            c1 = wrk(url, 1, args.duration, lua)
-            c16 = wrk(url, 16, args.duration, lua)
-            results[name] = {
-                "p50_ms": c1["p50_ms"],
-                "p99_ms": c1["p99_ms"],
-                "rps_c1": c1["rps"],
-                "rps_c16": c16["rps"],
-                "p50_ms_c16": c16["p50_ms"],
-                "p99_ms_c16": c16["p99_ms"],
-                "errors": c1["errors"] + c16["errors"],
-            }
-
-    base = results["origin direct"]
-    plain = results["plain aiohttp pass-through"]
-    print(f"\n{args.items}-item feed, {args.duration}s per run, wrk, 2 cores shared by all")
-    print(
-        f"{'target':28} {'p50 c1':>9} {'p99 c1':>9} {'+p50 vs origin':>15} "
-        f"{'rps c16':>9} {'rps/plain':>10} {'p99 c16':>9}"
-    )
-    for name, r in results.items():
-        print(
-            f"{name:28} {r['p50_ms']:8.3f}ms {r['p99_ms']:8.3f}ms "
-            f"{(r['p50_ms'] - base['p50_ms']) * 1000:13.0f}us {r['rps_c16']:9.0f} "
-            f"{r['rps_c16'] / plain['rps_c16']:10.2f} {r['p99_ms_c16']:8.2f}ms"
+            common.wrk(url, 4, 1, lua)  # warm pools and caches
+        results = {name: measure(url, args.duration, lua) for name, url in targets.items()}
+        for n in ("1000", "10000"):
+            common.wrk(f"{rankgate}/api/feed/{n}", 2, 1, lua)
+            results[f"rankgate re-rank {n}"] = measure(
+                f"{rankgate}/api/feed/{n}", args.duration, lua, c16=False
+            )
+        big = [get(f"{rankgate}/api/feed/10000", f"u{k}")[1] for k in range(20)]
+        alone, busy = head_of_line(
+            f"{rankgate}/static", f"{rankgate}/api/feed/10000", args.duration, lua
         )
-    save_results(
+        for k in range(ITEMS // 1000):  # 100 pages of 1,000 new ids: a full cache
+            get(f"{rankgate}/api/page/{k}", f"u{k}")
+        rss = rss_mb(proc.pid)
+    report(args, results, big, (alone, busy), ready, first, rss)
+    return 0
+
+
+def report(
+    args: argparse.Namespace,
+    results: dict[str, dict[str, float]],
+    big: list[str],
+    hol: tuple[float, float],
+    ready: float,
+    first: float,
+    rss: float,
+) -> None:
+    origin = results["origin direct"]
+
+    def added(name: str, key: str = "p50_ms") -> float:
+        return (results[name][key] - origin[key]) * 1000
+
+    print(
+        f"\none run, {args.duration}s per figure, wrk, {args.workers} worker(s), 2 cores shared by all"
+    )
+    head = ("target", "p50 c1", "p99 c1", "+p50", "+p99", "rps c16")
+    print("{:24} {:>9} {:>9} {:>8} {:>8} {:>9}".format(*head))
+    for name, r in results.items():
+        rps = f"{r['rps']:9.0f}" if "rps" in r else f"{'':9}"
+        print(
+            f"{name:24} {r['p50_ms']:8.3f}ms {r['p99_ms']:8.3f}ms {added(name):6.0f}us "
+            f"{added(name, 'p99_ms'):6.0f}us {rps}"
+        )
+    hop50, hop99 = added("plain hop"), added("plain hop", "p99_ms")
+    rr = results["rankgate re-rank 100"]
+    checks = [
+        ("re-rank 100: +p50 <= 2.5x the hop's", added("rankgate re-rank 100") / hop50, 2.5, "x"),
+        (
+            "re-rank 100: +p99 <= 3x the hop's",
+            added("rankgate re-rank 100", "p99_ms") / hop99,
+            3.0,
+            "x",
+        ),
+        ("re-rank 100: rps >= 0.5x the hop's", rr["rps"] / results["plain hop"]["rps"], 0.5, ">"),
+        (
+            "pass-through: rps >= 0.95x the hop's",
+            results["rankgate pass-through"]["rps"] / results["plain hop /static"]["rps"],
+            0.95,
+            ">",
+        ),
+        (
+            "pass-through: p50 <= 1.1x the hop's",
+            results["rankgate pass-through"]["p50_ms"] / results["plain hop /static"]["p50_ms"],
+            1.1,
+            "x",
+        ),
+        (
+            "1,000 items: +p50 <= 1.5x 100 items'",
+            added("rankgate re-rank 1000") / added("rankgate re-rank 100"),
+            1.5,
+            "x",
+        ),
+        (
+            "10,000 items: all applied",
+            sum(b.startswith("applied") for b in big) / len(big),
+            1.0,
+            ">",
+        ),
+        ("pass p99 beside 10,000-item feeds <= 2x alone", hol[1] / hol[0], 2.0, "x"),
+        ("ready after start (s) <= 1", ready, 1.0, "x"),
+        ("first request <= 2x a steady p50", first * 1000 / rr["p50_ms"], 2.0, "x"),
+        ("RSS per worker, full cache (MB) <= 120", rss, 120.0, "x"),
+    ]
+    print("\ntargets")
+    for label, value, bound, kind in checks:
+        ok = value >= bound if kind == ">" else value <= bound
+        print(f"  {'met ' if ok else 'MISS'}  {label:48} {value:8.2f}")
+    common.save_results(
         "run",
         {
-            "items": args.items,
-            "duration": args.duration,
             "workers": args.workers,
             "results": results,
+            "hol_p99_ms": hol,
+            "ready_s": ready,
+            "first_request_s": first,
+            "rss_mb": rss,
+            "big_applied": big,
         },
     )
-    return 0
 
 
 if __name__ == "__main__":
