@@ -181,7 +181,7 @@ def report(
         return (results[name][key] - origin[key]) * 1000
 
     print(
-        f"\none run, {args.duration}s per figure, wrk, {args.workers} worker(s), 2 cores shared by all"
+        f"\none run, {args.duration}s per figure, wrk, {args.workers} worker(s), 2 shared cores"
     )
     head = ("target", "p50 c1", "p99 c1", "+p50", "+p99", "rps c16")
     print("{:24} {:>9} {:>9} {:>8} {:>8} {:>9}".format(*head))
