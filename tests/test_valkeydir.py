@@ -81,7 +81,7 @@ def test_pidfile_and_recorded_port(vdir: ValkeyDir) -> None:
     assert vdir.read_pid() is None
     vdir.record("127.0.0.1", 16543)
     assert vdir.recorded_port() == 16543
-    for bad in ("{", '{"host": "127.0.0.1"}', '{"port": "16500"}', '{"port": 0}', '[1]'):
+    for bad in ("{", '{"host": "127.0.0.1"}', '{"port": "16500"}', '{"port": 0}', "[1]"):
         vdir.state_path.write_text(bad)
         assert vdir.recorded_port() is None, bad
     vdir.state_path.write_text('{"port": 65536}')
