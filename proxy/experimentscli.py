@@ -36,7 +36,8 @@ from proxy.exposurelog import (
     read_jsonl,
     read_stream,
 )
-from proxy.readout import Readout, Report, RouteReport
+from proxy.readout import Readout
+from proxy.readoutreport import Report, RouteReport
 from proxy.routes import RoutesFile
 
 TOP_REASONS = 3  # skip reasons per arm in the text report (--json has them all)

@@ -190,15 +190,7 @@ class Forwarder:
             await response.prepare(request)
             started = True
             if not no_body:
-                if first:
-                    await response.write(first)
-                protocol, writer = request.protocol, request.writer
-                async for chunk in upstream.content.iter_chunked(CHUNK):
-                    await response.write(chunk)
-                    if protocol.writing_paused:
-                        # aiohttp waits only every 64 KiB written; a client that does
-                        # not read waits here, with one chunk more in its buffer.
-                        await writer.drain()
+                await _relay_body(request, response, upstream, first)
             await response.write_eof()
         except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
             # Which side failed: a write to a client that left (or that we cut for not
@@ -221,6 +213,25 @@ class Forwarder:
                 upstream.close()
             upstream.release()
         return response
+
+
+async def _relay_body(
+    request: web.BaseRequest,
+    response: web.StreamResponse,
+    upstream: aiohttp.ClientResponse,
+    first: bytes,
+) -> None:
+    """``first``, then the rest of the origin's body as it arrives, chunk by chunk; a
+    failure on either side propagates to ``stream_back``, which tells them apart."""
+    if first:
+        await response.write(first)
+    protocol, writer = request.protocol, request.writer
+    async for chunk in upstream.content.iter_chunked(CHUNK):
+        await response.write(chunk)
+        if protocol.writing_paused:
+            # aiohttp waits only every 64 KiB written; a client that does not read
+            # waits here, with one chunk more in its buffer.
+            await writer.drain()
 
 
 def _origin_error(exc: BaseException) -> OriginError:

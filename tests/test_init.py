@@ -14,7 +14,6 @@ import pytest
 from aiohttp import web
 
 from proxy.cli import main
-from proxy.init import reference_model
 from proxy.routes import RoutesFile
 from proxy.yamlconf import load
 from tests.support import dot_model, start_app
@@ -176,14 +175,6 @@ async def test_unreachable_origin(tmp_path: Path, capsys) -> None:
     )
     assert code == 1
     assert err == f"rankgate init: {origin}: unreachable: connection refused (is it running?)\n"
-
-
-def test_reference_model_is_package_data() -> None:
-    # Found through the `models` package, so a wheel install finds it in site-packages.
-    path = reference_model()
-    assert path.read_bytes() == (ROOT / "models" / "ranker_v1.onnx").read_bytes()
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    assert '"*" = ["*.onnx"' in pyproject and '"models*"' in pyproject
 
 
 async def test_a_feed_with_a_query(origin: str, tmp_path: Path, capsys) -> None:

@@ -17,7 +17,8 @@ import pytest
 import redis
 
 from proxy.config import load_settings
-from proxy.valkey import EmbeddedValkey, EmbeddedValkeyError, PortTaken
+from proxy.valkey import EmbeddedValkey, PortTaken
+from proxy.valkeydir import EmbeddedValkeyError
 from proxy.yamlconf import ConfigError
 from tests.support import start_valkey, valkey_pids
 
