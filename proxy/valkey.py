@@ -327,12 +327,3 @@ class EmbeddedValkey:
                 return False
             time.sleep(0.02)
         return True
-
-
-def embedded_url(settings: Settings) -> tuple[str, EmbeddedValkey | None]:
-    """The Redis URL to use: ``redis.url``, or the embedded Valkey's (started or reused;
-    the caller stops the returned EmbeddedValkey when done)."""
-    if settings.redis.url is not None:
-        return settings.redis.url, None
-    server = EmbeddedValkey.for_settings(settings)
-    return server.start(), server
