@@ -2,15 +2,14 @@
 
 One line per check, ``ok`` or ``FAIL`` (and ``warn`` for what works but looks wrong):
 the static config, the routes file, every model (file, sha256 pin, contract, a warm-up
-    from proxy.redisconnect import sync_client
-
-    shown = what or _redact(url)
-    try:
-        # A RedisCluster when the server is one (or redis.cluster says so).
-        client = sync_client(url, settings.redis.cluster, NETWORK_TIMEOUT_S)
-    except redis.RedisError as exc:
-        report.line("FAIL", "redis", f"{shown}: {type(exc).__name__}: {exc}")
-        return None
+run, loaded exactly as serving loads them), then Redis (PING, a cluster's primaries, one
+stored user vector's length against ``embeddings.dim``, and with ``routes_source: redis``
+the stored routes version, checked like the file) and the origin (any HTTP answer to
+``HEAD /`` counts as reachable), then probes each feed route (``proxy/probe.py``: one
+GET of a sample, items, ids, vectors, a dry run). With no ``redis.url``, the config's
+embedded Valkey is used: the running one, or started for the check and stopped after.
+Exit status 0 when nothing failed, 1 otherwise. ``--offline`` skips Redis, the origin
+and the probes (a CI job that only checks files).
 """
 
 from __future__ import annotations
