@@ -118,24 +118,15 @@ def served_items(st: FeedRequest, limit: int, with_scores: bool) -> Served:
     order is the origin's; before the items were found, nothing is known."""
     ids = st.ids
     applied = bool(st.record.outcome is Outcome.APPLIED and st.served)
-    source: list[int] = []
-    slot_teams: list[str | None] = []
-    if applied:
-        offset = 0
-        for k, (arr, order) in enumerate(zip(st.arrays, st.served, strict=True)):
-            source.extend((order + offset).tolist())
-            if st.teams is not None:
-                slot_teams.extend(st.teams[k])
-            offset += len(arr.items)
+    if applied and len(st.served) == 1 and st.positions.size == len(ids):
+        # The common case, in C: one array, every item scored (so every item has an id).
+        pos_out = st.served[0][:limit].tolist()
+        picked = list(range(len(pos_out)))
+        slot_teams = st.teams[0] if st.teams is not None else []
     else:
-        source = list(range(len(ids)))
-    picked: list[int] = []  # indices into source
-    for k, i in enumerate(source):
-        if len(picked) == limit:
-            break
-        if ids[i] is not None:
-            picked.append(k)
-    pos_out = [source[k] for k in picked]
+        source, slot_teams = _source(st, applied)
+        picked = [k for k, i in enumerate(source) if ids[i] is not None][:limit]
+        pos_out = [source[k] for k in picked]
     items = [ids[i] for i in pos_out]
     teams = [slot_teams[k] for k in picked] if applied and st.teams is not None else None
     scores: list[float | None] | None = None
@@ -145,3 +136,19 @@ def served_items(st: FeedRequest, limit: int, with_scores: bool) -> Served:
             score_of = dict(zip(st.positions.tolist(), np.asarray(st.scores).tolist(), strict=True))
         scores = [score_of.get(i) for i in pos_out]
     return Served(items, pos_out, scores, teams)  # type: ignore[arg-type]
+
+
+def _source(st: FeedRequest, applied: bool) -> tuple[list[int], list[str | None]]:
+    """The origin index of the item in each served slot, all arrays end to end (and each
+    slot's team); the origin's order when nothing was re-ranked."""
+    if not applied:
+        return list(range(len(st.ids))), []
+    source: list[int] = []
+    slot_teams: list[str | None] = []
+    offset = 0
+    for k, (arr, order) in enumerate(zip(st.arrays, st.served, strict=True)):
+        source.extend((order + offset).tolist())
+        if st.teams is not None:
+            slot_teams.extend(st.teams[k])
+        offset += len(arr.items)
+    return source, slot_teams
