@@ -45,7 +45,7 @@ import os
 import re
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -188,34 +188,34 @@ class Metrics:
     # -- read at scrape time -------------------------------------------------------------
 
     def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily(
+        yield _counters(
             "rankgate_requests",
             "Requests by route and outcome; reason says why a feed was not re-ranked.",
-            labels=["route", "outcome", "reason"],
+            ["route", "outcome", "reason"],
+            self.requests,
         )
-        for key, count in self.requests.items():
-            requests.add_metric(list(key), count)
-        yield requests
-        yield self._stage_family()
-        models = CounterMetricFamily(
+        yield _histograms(
+            "rankgate_stage_seconds",
+            "Time spent per stage of a request (total: the whole request).",
+            ["route", "stage"],
+            self.stages,
+            _BOUNDS,
+        )
+        yield _counters(
             "rankgate_model_requests",
             "Feed requests by the model and experiment arm chosen for them.",
-            labels=["model", "arm", "outcome"],
+            ["model", "arm", "outcome"],
+            self.models,
         )
-        for key, count in self.models.items():
-            models.add_metric(list(key), count)
-        yield models
         yield from self._cache_families()
         yield from self._exposure_families()
         yield from self._shadow_families()
-        reloads = CounterMetricFamily(
+        yield _counters(
             "rankgate_reloads",
             "routes.yaml reload attempts by result (the first load is not counted).",
-            labels=["result"],
+            ["result"],
+            {(result,): count for result, count in self.reloads.items()},
         )
-        for result, count in self.reloads.items():
-            reloads.add_metric([result], count)
-        yield reloads
         info = GaugeMetricFamily(
             "rankgate_model_info",
             "Models of the active snapshot (1) with the sha256 of the file served.",
@@ -230,20 +230,6 @@ class Metrics:
                 "Seconds from process start to ready (slowest live worker).",
                 value=self.cold_start_s,
             )
-
-    def _stage_family(self) -> Metric:
-        family = HistogramMetricFamily(
-            "rankgate_stage_seconds",
-            "Time spent per stage of a request (total: the whole request).",
-            labels=["route", "stage"],
-        )
-        for (route, stage), counts in self.stages.items():
-            running, buckets = 0.0, []
-            for bound, count in zip(_BOUNDS, counts[:-1], strict=True):
-                running += count
-                buckets.append((bound, running))
-            family.add_metric([route, stage], buckets, counts[-1])
-        return family
 
     def _cache_families(self) -> Iterable[Metric]:
         hits, misses = self.cache_counts() if self.cache_counts is not None else (0, 0)
@@ -264,81 +250,93 @@ class Metrics:
             yield GaugeMetricFamily(
                 "rankgate_connections_open", "Client connections held now.", value=held
             )
-            family = CounterMetricFamily(
+            yield _counters(
                 "rankgate_connections_closed",
                 "Client connections closed by a limit (listen.* timeouts and max_connections).",
-                labels=["reason"],
+                ["reason"],
+                {(reason,): count for reason, count in closed.items()},
             )
-            for reason, count in closed.items():
-                family.add_metric([reason], count)
-            yield family
 
     def _shadow_families(self) -> Iterable[Metric]:
         stats = self.shadow_stats
         if stats is None or not stats.results:
             return
-        runs = CounterMetricFamily(
+        yield _counters(
             "rankgate_shadow_runs",
             "Shadow scorings after the response, by result.",
-            labels=["route", "model", "result"],
+            ["route", "model", "result"],
+            stats.results,
         )
-        for key, count in sorted(stats.results.items()):
-            runs.add_metric(list(key), count)
-        yield runs
-        for name, doc, table, bounds in (
-            (
-                "rankgate_shadow_kendall_tau",
-                "Kendall tau, shadow order vs served.",
-                stats.tau,
-                TAU_BUCKETS,
-            ),
-            (
-                "rankgate_shadow_overlap_at_10",
-                "Top-10 overlap, shadow order vs served.",
-                stats.overlap,
-                OVERLAP_BUCKETS,
-            ),
-        ):
-            family = HistogramMetricFamily(name, doc, labels=["route", "model"])
-            labels = [*(repr(float(b)) for b in bounds), "+Inf"]
-            for key, counts in table.items():
-                running, buckets = 0.0, []
-                for bound, count in zip(labels, counts[:-1], strict=True):
-                    running += count
-                    buckets.append((bound, running))
-                family.add_metric(list(key), buckets, counts[-1])
-            yield family
+        labels = ["route", "model"]
+        yield _histograms(
+            "rankgate_shadow_kendall_tau",
+            "Kendall tau, shadow order vs served.",
+            labels,
+            stats.tau,
+            [*(repr(float(b)) for b in TAU_BUCKETS), "+Inf"],
+        )
+        yield _histograms(
+            "rankgate_shadow_overlap_at_10",
+            "Top-10 overlap, shadow order vs served.",
+            labels,
+            stats.overlap,
+            [*(repr(float(b)) for b in OVERLAP_BUCKETS), "+Inf"],
+        )
 
     def _exposure_families(self) -> Iterable[Metric]:
         if self.sink_counts is not None:
             written, dropped = self.sink_counts()
-            records = CounterMetricFamily(
+            yield _counters(
                 "rankgate_exposures",
                 "Exposure and event records written to the sink, or dropped (queue full, "
                 "sink down).",
-                labels=["result"],
+                ["result"],
+                {("written",): written, ("dropped",): dropped},
             )
-            records.add_metric(["written"], written)
-            records.add_metric(["dropped"], dropped)
-            yield records
         if self.event_counts is not None:
-            events = CounterMetricFamily(
+            yield _counters(
                 "rankgate_events",
                 "Events POSTed back: accepted, or refused with the status given.",
-                labels=["result"],
+                ["result"],
+                {(result,): count for result, count in self.event_counts().items()},
             )
-            for result, count in sorted(self.event_counts().items()):
-                events.add_metric([result], count)
-            yield events
         if self.feedback_counts is not None:
-            feedback = CounterMetricFamily(
+            yield _counters(
                 "rankgate_feedback",
                 "Accepted events by the route and arm of the response they follow.",
-                labels=["route", "arm", "kind"],
+                ["route", "arm", "kind"],
+                {
+                    (self._label(route), self._label(arm), kind): count
+                    for (route, arm, kind), count in self.feedback_counts().items()
+                },
             )
-            for (route, arm, kind), count in sorted(self.feedback_counts().items()):
-                feedback.add_metric([self._label(route), self._label(arm), kind], count)
-            yield feedback
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _counters(
+    name: str, doc: str, labels: list[str], counts: Mapping[tuple[str, ...], float]
+) -> Metric:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, count in sorted(counts.items()):
+        family.add_metric(list(key), count)
+    return family
+
+
+def _histograms(
+    name: str,
+    doc: str,
+    labels: list[str],
+    tables: Mapping[tuple[str, ...], Sequence[float]],
+    bounds: Sequence[str],
+) -> Metric:
+    """``tables`` hold a count per bucket (not cumulative), then the sum."""
+    family = HistogramMetricFamily(name, doc, labels=labels)
+    for key, counts in tables.items():
+        running, buckets = 0.0, []
+        for bound, count in zip(bounds, counts[:-1], strict=True):
+            running += count
+            buckets.append((bound, running))
+        family.add_metric(list(key), buckets, counts[-1])
+    return family
