@@ -9,6 +9,7 @@ for ``origin.pool_timeout_s`` is a 503 with Retry-After.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 
@@ -171,13 +172,22 @@ class Forwarder:
         """
         if headers is None:
             headers = self.response_headers(upstream)
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        response.headers.extend(headers)
         no_body = (
             request.method == "HEAD"
             or upstream.status in NO_BODY_STATUSES
             or (100 <= upstream.status < 200)
         )
+        if not first and not no_body:
+            # Body bytes that came in with the headers: taken now, without waiting (a
+            # failed stream raises again below, where the relay reads it).
+            with contextlib.suppress(aiohttp.ClientError, ConnectionError, TimeoutError):
+                first = upstream.content.read_nowait(CHUNK)
+        # With body bytes at hand, the headers go out with them in one write (one
+        # packet, one syscall); without, at once, so a slow or streaming origin's
+        # client sees the headers as soon as they came.
+        kind = WithBody if first else web.StreamResponse
+        response = kind(status=upstream.status, reason=upstream.reason)
+        response.headers.extend(headers)
         length = upstream.headers.get("Content-Length")
         if length is not None and length.isdigit():
             # Declared length: keep it, so the client sees exactly what the origin sent
@@ -232,6 +242,13 @@ async def _relay_body(
             # aiohttp waits only every 64 KiB written; a client that does not read
             # waits here, with one chunk more in its buffer.
             await writer.drain()
+
+
+class WithBody(web.StreamResponse):
+    """A streamed response whose headers wait for the first body write, as aiohttp's
+    own ``web.Response`` does (its class attribute of the same name)."""
+
+    _send_headers_immediately = False
 
 
 def _origin_error(exc: BaseException) -> OriginError:

@@ -54,6 +54,15 @@ def origin_app(state: dict[str, object]) -> web.Application:
         await resp.write_eof()
         return resp
 
+    async def late_body(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.content_type = "text/plain"
+        await resp.prepare(request)
+        await asyncio.sleep(0.5)  # the headers went out with prepare(); the body waits
+        await resp.write(b"late")
+        await resp.write_eof()
+        return resp
+
     async def endless(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse()
         await resp.prepare(request)
@@ -111,6 +120,7 @@ def origin_app(state: dict[str, object]) -> web.Application:
     app.router.add_route("*", "/echo{tail:.*}", echo)
     app.router.add_post("/upload", upload)
     app.router.add_get("/stream", stream)
+    app.router.add_get("/late-body", late_body)
     app.router.add_get("/endless", endless)
     app.router.add_get("/gzip", gz)
     app.router.add_get("/status/{code}", status)
@@ -232,6 +242,20 @@ async def test_streamed_response_arrives_as_sent(env, client) -> None:
     assert rest == b"part1\npart2\n"
     # The first chunk is delivered before the origin has finished (it pauses 0.3 s).
     assert first_at < total - 0.2
+
+
+async def test_headers_do_not_wait_for_a_late_body(env, client) -> None:
+    """Headers are held back to go out with body bytes only when those are already
+    here: an origin that sends its headers and then thinks has them passed on at once."""
+    proxy, _ = env
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    async with client.get(url(proxy, "/late-body")) as resp:
+        headers_at = loop.time() - start
+        body = await resp.read()
+        total = loop.time() - start
+    assert resp.status == 200 and body == b"late"
+    assert headers_at < total - 0.3, (headers_at, total)
 
 
 async def test_gzip_passed_compressed(env, client) -> None:
