@@ -137,7 +137,8 @@ class EmbeddingStore:
             return ItemLookup(ids, key, None, [], batch, cached=True)
         rows, missed = self.cache.get_many(ids)
         have = np.flatnonzero(rows != NO_ROW)
-        hits = (have, self.cache.vectors(rows[have]))  # one gather, before any await
+        # One gather, now: a put while Redis answers the misses may reuse these rows.
+        hits = (have, self.cache.vectors(rows if len(have) == len(rows) else rows[have]))
         lookup = ItemLookup(ids, key, hits, missed, None)
         if not missed:
             lookup.result = _frozen(*hits)
