@@ -46,11 +46,16 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+# Server-Timing of the last get(): where a slow request spent its time.
+LAST_TIMING: list[str] = [""]
+
+
 def get(url: str, user: str = "u1") -> tuple[float, str]:
     started = time.perf_counter()
     req = urllib.request.Request(url, headers={"X-User-Id": user})
     with urllib.request.urlopen(req) as resp:
         resp.read()
+        LAST_TIMING[0] = resp.headers.get("Server-Timing", "")
         return time.perf_counter() - started, resp.headers.get("X-Rerank", "-")
 
 
@@ -124,8 +129,10 @@ def startup(args: argparse.Namespace) -> int:
         common.spawn_origin(stack, origin_port, 100)
         common.wait_port(origin_port)
         proc, rankgate, ready, first = serve(stack, tmp, args, urls)
+        first_timing = LAST_TIMING[0]
         # Other users, so the user vector is a Redis read each time, as it was first.
         warm = sorted(get(f"{rankgate}/api/feed", f"u{k + 2}")[0] for k in range(50))
+        warm_timing = LAST_TIMING[0]
         rss_started = rss_mb(proc.pid)
         fill_cache(rankgate)
         rss = rss_mb(proc.pid)
@@ -134,6 +141,8 @@ def startup(args: argparse.Namespace) -> int:
     print(f"first request           {first * 1000:8.2f} ms  (urllib, new connection)")
     print(f"warm request p50 of 50  {p50 * 1000:8.2f} ms  (same client)")
     print(f"first / warm            {first / p50:8.2f} x")
+    print(f"  first's Server-Timing: {first_timing}")
+    print(f"  a warm one's:          {warm_timing}")
     print(f"RSS after start         {rss_started:8.1f} MB")
     print(f"RSS, full cache         {rss:8.1f} MB  (100,000 vectors)")
     common.save_results(
