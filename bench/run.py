@@ -2,13 +2,15 @@
 rankgate (one worker, access log on) passing through and re-ranking, with every target
 of the performance issue printed beside its figure.
 
-    python bench/run.py [--duration 8] [--workers 1]
+    python bench/run.py [--duration 8] [--workers 1] [--only startup]
 
 Latency at concurrency 1 (p50, p99), throughput at 16; feeds of 100, 1,000 and 10,000
 items; a pass-through client's p99 while 10,000-item feeds are re-ranked on the same
 worker; start-up to ready; RSS with a full item cache of 100,000 vectors. Absolute
 figures move 2-3x between machines of one kind: only the ratios of one run compare.
 Needs wrk. Starts its own Valkey (or uses REDIS_URL); results also go to bench/results/.
+``--only startup`` measures just start-up to ready, the first request against warm ones
+(each on a new connection, as a user's first request is) and RSS, without wrk.
 """
 
 from __future__ import annotations
@@ -44,11 +46,16 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+# Server-Timing of the last get(): where a slow request spent its time.
+LAST_TIMING: list[str] = [""]
+
+
 def get(url: str, user: str = "u1") -> tuple[float, str]:
     started = time.perf_counter()
     req = urllib.request.Request(url, headers={"X-User-Id": user})
     with urllib.request.urlopen(req) as resp:
         resp.read()
+        LAST_TIMING[0] = resp.headers.get("Server-Timing", "")
         return time.perf_counter() - started, resp.headers.get("X-Rerank", "-")
 
 
@@ -107,13 +114,54 @@ def serve(stack: ExitStack, tmp: Path, args: argparse.Namespace, urls: dict[str,
     return proc, f"http://127.0.0.1:{port}", ready, first
 
 
+def fill_cache(rankgate: str) -> None:
+    for k in range(ITEMS // 1000):  # 100 pages of 1,000 new ids: a full cache
+        get(f"{rankgate}/api/page/{k}", f"u{k}")
+
+
+def startup(args: argparse.Namespace) -> int:
+    """Ready, first request and warm ones (urllib: a new connection each), RSS."""
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        urls = {"redis": common.seeded_redis(stack, ITEMS)}
+        origin_port = common.free_port()
+        urls["origin"] = f"http://127.0.0.1:{origin_port}"
+        common.spawn_origin(stack, origin_port, 100)
+        common.wait_port(origin_port)
+        proc, rankgate, ready, first = serve(stack, tmp, args, urls)
+        first_timing = LAST_TIMING[0]
+        # Other users, so the user vector is a Redis read each time, as it was first.
+        warm = sorted(get(f"{rankgate}/api/feed", f"u{k + 2}")[0] for k in range(50))
+        warm_timing = LAST_TIMING[0]
+        rss_started = rss_mb(proc.pid)
+        fill_cache(rankgate)
+        rss = rss_mb(proc.pid)
+    p50 = warm[len(warm) // 2]
+    print(f"ready after start       {ready:8.3f} s")
+    print(f"first request           {first * 1000:8.2f} ms  (urllib, new connection)")
+    print(f"warm request p50 of 50  {p50 * 1000:8.2f} ms  (same client)")
+    print(f"first / warm            {first / p50:8.2f} x")
+    print(f"  first's Server-Timing: {first_timing}")
+    print(f"  a warm one's:          {warm_timing}")
+    print(f"RSS after start         {rss_started:8.1f} MB")
+    print(f"RSS, full cache         {rss:8.1f} MB  (100,000 vectors)")
+    common.save_results(
+        "startup",
+        {"ready_s": ready, "first_request_s": first, "warm_p50_s": p50, "rss_mb": rss},
+    )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--budget-ms", type=float, default=50.0)
     parser.add_argument("--model", help="ONNX file (default: models/ranker_v1.onnx)")
+    parser.add_argument("--only", choices=["all", "startup"], default="all")
     args = parser.parse_args()
+    if args.only == "startup":
+        return startup(args)
     if not shutil.which("wrk"):
         print("bench needs wrk: apt-get install wrk", file=sys.stderr)
         return 2
@@ -159,8 +207,7 @@ def main() -> int:
         alone, busy = head_of_line(
             f"{rankgate}/static", f"{rankgate}/api/feed/10000", args.duration, lua
         )
-        for k in range(ITEMS // 1000):  # 100 pages of 1,000 new ids: a full cache
-            get(f"{rankgate}/api/page/{k}", f"u{k}")
+        fill_cache(rankgate)
         rss = rss_mb(proc.pid)
     report(args, results, big, (alone, busy), ready, first, rss)
     return 0
@@ -180,9 +227,7 @@ def report(
     def added(name: str, key: str = "p50_ms") -> float:
         return (results[name][key] - origin[key]) * 1000
 
-    print(
-        f"\none run, {args.duration}s per figure, wrk, {args.workers} worker(s), 2 shared cores"
-    )
+    print(f"\none run, {args.duration}s per figure, wrk, {args.workers} worker(s), 2 shared cores")
     head = ("target", "p50 c1", "p99 c1", "+p50", "+p99", "rps c16")
     print("{:24} {:>9} {:>9} {:>8} {:>8} {:>9}".format(*head))
     for name, r in results.items():

@@ -18,7 +18,7 @@ from redis.retry import Retry
 
 from proxy.config import Embeddings
 from proxy.errors import from_redis
-from proxy.itemcache import MISSING, ItemCache
+from proxy.itemcache import NO_ROW, ItemCache
 from proxy.keys import KeyTemplate
 from proxy.redislink import UNAVAILABLE, RedisLink
 
@@ -39,7 +39,8 @@ class Link(Protocol):
 class ItemLookup:
     ids: list[str]
     key: tuple[str, ...]
-    found: list[bytes | None]
+    # The cached vectors, gathered at lookup (a put while Redis answers may reuse rows).
+    hits: Vectors | None
     missed: list[int]
     result: Vectors | None
     # Set when a cluster node was down: its items go unscored this once (not cached).
@@ -83,7 +84,12 @@ class EmbeddingStore:
         self.nbytes = config.dim * 4
         cache = config.item_cache
         self.cache = ItemCache(
-            cache.max_items, cache.ttl_s, cache.missing_ttl_s, cache.max_lists, cache.max_bytes
+            cache.max_items,
+            cache.ttl_s,
+            cache.missing_ttl_s,
+            cache.max_lists,
+            cache.max_bytes,
+            config.dim,
         )
 
     def _valid(self, raw: bytes | None) -> bool:
@@ -91,17 +97,19 @@ class EmbeddingStore:
             return False
         return bool(np.isfinite(np.frombuffer(raw, dtype=F32)).all())
 
-    def _valid_many(self, raws: list[Any]) -> list[bool]:
-        """_valid for a whole reply in one numpy pass: one vector at a time cost ~2.8 us
-        each here, 280 us for a 100-item miss."""
+    def _valid_many(self, raws: list[Any]) -> tuple[list[bool], np.ndarray]:
+        """_valid for a whole reply in one numpy pass (one vector at a time cost ~2.8 us
+        each here, 280 us for a 100-item miss), and the valid vectors, in order, as one
+        [n, dim] matrix."""
         nbytes = self.nbytes
         ok = [isinstance(raw, bytes) and len(raw) == nbytes for raw in raws]
         sized = [raw for raw, good in zip(raws, ok, strict=True) if good]
         if not sized:
-            return ok
+            return ok, np.empty((0, self.dim), dtype=F32)
         matrix = np.frombuffer(b"".join(sized), dtype=F32).reshape(len(sized), self.dim)
-        finite = iter(np.isfinite(matrix).all(axis=1).tolist())
-        return [good and next(finite) for good in ok]
+        finite = np.isfinite(matrix).all(axis=1)
+        good = iter(finite.tolist())
+        return [size_ok and next(good) for size_ok in ok], matrix[finite]
 
     async def _call(self, coro: object) -> object:
         try:
@@ -126,11 +134,14 @@ class EmbeddingStore:
         key = tuple(ids)
         batch = self.cache.get_batch(key)
         if batch is not None:
-            return ItemLookup(ids, key, [], [], batch, cached=True)
-        found, missed = self.cache.get_many(ids)
-        lookup = ItemLookup(ids, key, found, missed, None)
+            return ItemLookup(ids, key, None, [], batch, cached=True)
+        rows, missed = self.cache.get_many(ids)
+        have = np.flatnonzero(rows != NO_ROW)
+        # One gather, now: a put while Redis answers the misses may reuse these rows.
+        hits = (have, self.cache.vectors(rows if len(have) == len(rows) else rows[have]))
+        lookup = ItemLookup(ids, key, hits, missed, None)
         if not missed:
-            lookup.result = self._assemble(lookup)
+            lookup.result = _frozen(*hits)
         return lookup
 
     async def complete(self, lookup: ItemLookup) -> Vectors:
@@ -141,21 +152,29 @@ class EmbeddingStore:
         warm the cache, or a large cold feed would miss its budget for ever."""
         if lookup.result is not None:
             return lookup.result
-        ids, found = lookup.ids, lookup.found
+        ids = lookup.ids
         keys, slots = self.item_keys.encoded([ids[p] for p in lookup.missed])
         raws = await self._call(self.link.mget(keys, slots))
         assert isinstance(raws, list)
-        fresh: list[tuple[str, bytes]] = []
-        valid = self._valid_many(raws)
+        valid, fresh = self._valid_many(raws)  # fresh: the valid ones' vectors, in order
+        cached: list[str] = []
+        present: list[bool] = []
+        fresh_at: list[int] = []
         for pos, raw, good in zip(lookup.missed, raws, valid, strict=True):
             if raw is UNAVAILABLE:  # its cluster node is down: unscored, not "missing"
                 lookup.partial = "redis-unavailable"
                 continue
-            vec = raw if good else MISSING
-            found[pos] = vec
-            fresh.append((ids[pos], vec))
-        self.cache.put_many(fresh)
-        lookup.result = self._assemble(lookup)
+            cached.append(ids[pos])
+            present.append(good)  # not good: cached as known to have no vector
+            if good:
+                fresh_at.append(pos)
+        self.cache.put_vectors(cached, present, fresh)
+        assert lookup.hits is not None
+        have, hits = lookup.hits
+        # Cached and fetched vectors, put back in the order of the ids.
+        positions = np.concatenate([have, np.asarray(fresh_at, dtype=np.intp)])
+        order = np.argsort(positions, kind="stable")
+        lookup.result = _frozen(positions[order], np.concatenate([hits, fresh])[order])
         return lookup.result
 
     def remember(self, lookup: ItemLookup) -> None:
@@ -174,22 +193,17 @@ class EmbeddingStore:
         self.remember(lookup)
         return result
 
-    def _assemble(self, lookup: ItemLookup) -> Vectors:
-        found = lookup.found
-        have = [pos for pos, vec in enumerate(found) if vec]
-        positions = np.asarray(have, dtype=np.intp)
-        if have:
-            matrix = np.frombuffer(b"".join(found[p] for p in have), dtype=F32)  # type: ignore[misc]
-            matrix = matrix.reshape(len(have), self.dim)
-        else:
-            matrix = np.empty((0, self.dim), dtype=F32)
-        positions.flags.writeable = False
-        matrix.flags.writeable = False
-        return positions, matrix
-
     async def ping(self) -> None:
         await self._call(self.link.command("PING"))
 
     async def close(self) -> None:
         await self.link.close()
         await self.client.aclose()
+
+
+def _frozen(positions: np.ndarray, matrix: np.ndarray) -> Vectors:
+    """A result shared with the list cache: read-only, as every request reads it."""
+    positions = positions.astype(np.intp, copy=False)
+    positions.flags.writeable = False
+    matrix.flags.writeable = False
+    return positions, matrix

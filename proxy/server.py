@@ -4,6 +4,8 @@ One lifespan, entered in order and left in reverse (``contextlib.AsyncExitStack`
 
     admin listener      /healthz answers, /readyz says 503 while models load
     runtime             Valkey (embedded), Redis, origin client, routes and warm models
+    warm-up             one origin and one Redis connection opened, models run once
+                        (proxy/warmup.py: bounded, fails open)
     public listener     requests are served from here on
     routes follower     reloads routes.yaml when it (or a model) changes on disk, or
                         follows the versions pushed to Redis (routes_source: redis)
@@ -33,6 +35,7 @@ from proxy.assignments import Assignments
 from proxy.config import Settings
 from proxy.metrics import Metrics
 from proxy.runtime import Runtime, ServingState, open_runtime
+from proxy.warmup import warm_up
 from proxy.yamlconf import ConfigError
 
 log = logging.getLogger("rankgate.server")
@@ -135,6 +138,9 @@ class ProxyServer:
         try:
             runtime = await stack.enter_async_context(open_runtime(s))
             self._wire(runtime)
+            # Connections open and models warm before the port accepts (bounded, fails open).
+            models = list(runtime.store.current.models.values())
+            await warm_up(runtime.forwarder, runtime.embeddings, models)
             public = web.ServerRunner(
                 build_server(runtime), access_log=None, shutdown_timeout=s.shutdown_timeout_s
             )

@@ -61,6 +61,37 @@ async def test_a_list_is_remembered_only_when_asked(store: EmbeddingStore) -> No
     assert store.cache.lists == 1
 
 
+async def test_cached_vectors_survive_a_put_while_redis_answers(
+    redis_url: str, redis_db: redis.Redis
+) -> None:
+    """A lookup gathers its cached vectors at once: another request filling the cache
+    (and reusing their rows) before the MGET returns does not change them."""
+    for k in range(6):
+        redis_db.set(f"emb:item:i{k}", vec([k] * DIM))
+    config = Embeddings(dim=DIM, item_cache={"max_items": 2})
+    s = EmbeddingStore(connect(redis_url, 500, 4), config)
+    try:
+        await s.items(["i0", "i1"])
+        lookup = s.lookup(["i0", "i1", "i2"])
+        assert lookup.missed == [2]
+        await s.items(["i4", "i5"])  # i0 and i1 leave; their rows now hold i4 and i5
+        positions, matrix = await s.complete(lookup)
+        assert positions.tolist() == [0, 1, 2] and matrix[:, 0].tolist() == [0.0, 1.0, 2.0]
+        assert not matrix.flags.writeable
+    finally:
+        await s.close()
+
+
+async def test_invalid_and_absent_vectors_are_cached_as_missing(
+    store: EmbeddingStore, redis_db: redis.Redis
+) -> None:
+    redis_db.set("emb:item:nan", vec([float("nan")] * DIM))
+    await store.items(["nan", "bad", "nope", "i1"])
+    lookup = store.lookup(["nan", "bad", "nope", "i1"])  # all from the cache now
+    assert lookup.missed == [] and lookup.result is not None
+    assert lookup.result[0].tolist() == [3]
+
+
 SPLIT_ROUTES = TEN_ITEMS_ROUTES.replace(
     "routes:\n",
     "routes:\n  - {name: hurried, match: {path: /hurried}, model: dot, budget_ms: 0.001}\n",

@@ -15,7 +15,7 @@ import pytest
 import redis
 from aiohttp import web
 
-from proxy.itemcache import ItemCache, item_size, list_size
+from proxy.itemcache import MISSING, NO_ROW, ItemCache, entry_size, list_size
 from tests.support import DIM, ProxyProcess, dot_model, fetch, start_app, write_config
 
 VEC = bytes(DIM * 4)
@@ -41,7 +41,8 @@ def test_bounds_hold_after_every_operation() -> None:
         assert cache.nbytes <= cache.max_bytes
         assert len(cache) <= cache.max_items
         assert cache.list_items <= cache.max_items and cache.lists <= cache.max_lists
-        assert cache.item_bytes == sum(item_size(k, v) for k, (v, _) in cache._data.items())
+        entries = sum(entry_size(k) for k in cache._index)
+        assert cache.item_bytes == entries + cache.slab_bytes
         assert cache.list_bytes == sum(size for _, _, size in cache._lists.values())
 
 
@@ -52,8 +53,9 @@ def test_lists_give_way_to_items() -> None:
         cache.put_batch(ids, a_list(ids), complete=True)
     assert cache.lists == 3
     assert cache.list_bytes > 50_000
-    cache.put_many([(f"i{k}", VEC) for k in range(800)])  # ~250 KB: not room for all
-    assert 0 < cache.lists < 3 and len(cache) == 800  # lists went, items stayed
+    # ~250 KB of items (~240 B each in the slab and its index): not room for all.
+    cache.put_many([(f"i{k}", VEC) for k in range(1000)])
+    assert 0 < cache.lists < 3 and len(cache) == 1000  # lists went, items stayed
     assert cache.nbytes <= cache.max_bytes
 
 
@@ -75,6 +77,41 @@ def test_changing_pages_hold_max_items_vectors() -> None:
         cache.put_many([(i, VEC) for i in ids])
         cache.put_batch(ids, a_list(ids), complete=True)
     assert len(cache) == 1000 and cache.lists == 1 and cache.list_items == 1000
+
+
+def test_rows_gather_vectors_and_mark_absent_and_expired_ids() -> None:
+    cache = ItemCache(max_items=10, ttl_s=60, missing_ttl_s=60)
+    vecs = {f"i{k}": np.full(DIM, k, dtype="<f4").tobytes() for k in range(3)}
+    cache.put_many([*vecs.items(), ("gone", MISSING)])
+    rows, missed = cache.get_many(["i2", "gone", "nope", "i0"])
+    assert missed == [2] and rows[1] == rows[2] == NO_ROW
+    assert cache.vectors(rows[[0, 3]])[:, 0].tolist() == [2.0, 0.0]
+    assert (cache.hits, cache.misses) == (3, 1)
+    cache._expires[:] = 0  # every entry's time is up
+    assert cache.get_many(["i0", "gone"])[1] == [0, 1]
+
+
+def test_a_full_slab_reuses_the_least_recent_row() -> None:
+    cache = ItemCache(max_items=3, ttl_s=60, missing_ttl_s=5)
+    one = [(f"i{k}", np.full(DIM, k, dtype="<f4").tobytes()) for k in range(3)]
+    cache.put_many(one)
+    rows, _ = cache.get_many(["i0"])  # i0 is now the most recent
+    gathered = cache.vectors(rows)
+    cache.put_many([("i9", np.full(DIM, 9, dtype="<f4").tobytes())])  # evicts i1
+    assert list(cache._index) == ["i2", "i0", "i9"] and len(cache._expires) == 3
+    assert gathered[0, 0] == 0.0  # a gather is a copy: a reused row does not change it
+    rows, missed = cache.get_many(["i9", "i0", "i1"])
+    assert missed == [2] and cache.vectors(rows[:2])[:, 0].tolist() == [9.0, 0.0]
+
+
+def test_a_batch_larger_than_the_slab_or_repeating_ids_keeps_the_last() -> None:
+    cache = ItemCache(max_items=2, ttl_s=60, missing_ttl_s=5)
+    batch = [(f"i{k}", np.full(DIM, k, dtype="<f4").tobytes()) for k in range(5)]
+    batch.append(("i4", MISSING))  # the last word on i4: no vector
+    cache.put_many(batch)
+    rows, missed = cache.get_many(["i3", "i4", "i0"])
+    assert missed == [2] and rows[1] == NO_ROW
+    assert cache.vectors(rows[:1])[0, 0] == 3.0
 
 
 @pytest.mark.parametrize("wide", [False, True])
