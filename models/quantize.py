@@ -73,9 +73,7 @@ def quantize(src: Path, dst: Path) -> Path:
         # its symbolic shape pass needs sympy (no longer an onnxruntime dependency since
         # 1.32) and gave the same weights and nodes for the ranker (one value_info less),
         # so skipping it keeps the output the same with or without sympy installed.
-        quant_pre_process(
-            str(src), str(prepared), skip_optimization=True, skip_symbolic_shape=True
-        )
+        quant_pre_process(str(src), str(prepared), skip_optimization=True, skip_symbolic_shape=True)
         dst.parent.mkdir(parents=True, exist_ok=True)
         # reduce_range: 7-bit weights. On x86 without VNNI (AVX2 only) onnxruntime's
         # u8 x s8 kernel can saturate its 16-bit intermediate sums; on this ranker that

@@ -44,4 +44,3 @@ def test_arrange_pins_past_the_end_keep_their_relative_order() -> None:
     assert arrange(items, positions, scores, fixed, dropped, None) == ["d", "e"]
     dropped = np.array([True, True, False, False, False])
     assert arrange(items, positions, scores, fixed, dropped, None) == ["c", "d", "e"]
-

@@ -145,9 +145,7 @@ def test_one_npz_into_the_embedded_valkey(embedded_config: Path, capsys) -> None
         assert np.frombuffer(db.get("emb:item:e"), "<f4").tolist() == items[4].tolist()
 
 
-def test_a_running_embedded_valkey_is_used_and_left_running(
-    embedded_config: Path, capsys
-) -> None:
+def test_a_running_embedded_valkey_is_used_and_left_running(embedded_config: Path, capsys) -> None:
     npz = embedded_config.parent / "vectors.npz"
     both_kinds(npz)
     data_dir = embedded_config.parent / ".rankgate" / "valkey"

@@ -32,9 +32,7 @@ async def test_commands_get_raw_replies(link: RedisLink, redis_db: redis.Redis) 
     assert await link.command("MGET", "k1", "missing") == [b"\x00\x01", None]
 
 
-async def test_never_more_connections_than_the_cap(
-    link: RedisLink, redis_db: redis.Redis
-) -> None:
+async def test_never_more_connections_than_the_cap(link: RedisLink, redis_db: redis.Redis) -> None:
     # Ten blocked commands at once on a cap of two: two connections, the rest wait their
     # turn and are all answered.
     replies = await asyncio.gather(*(link.command("BLPOP", f"q{i}", 0.05) for i in range(10)))
