@@ -178,21 +178,8 @@ class Forwarder:
             or (100 <= upstream.status < 200)
         )
         if not first and not no_body:
-            # Body bytes that came in with the headers: taken now, without waiting (a
-            # failed stream raises again below, where the relay reads it).
-            with contextlib.suppress(aiohttp.ClientError, ConnectionError, TimeoutError):
-                first = upstream.content.read_nowait(CHUNK)
-        # With body bytes at hand, the headers go out with them in one write (one
-        # packet, one syscall); without, at once, so a slow or streaming origin's
-        # client sees the headers as soon as they came.
-        kind = WithBody if first else web.StreamResponse
-        response = kind(status=upstream.status, reason=upstream.reason)
-        response.headers.extend(headers)
-        length = upstream.headers.get("Content-Length")
-        if length is not None and length.isdigit():
-            # Declared length: keep it, so the client sees exactly what the origin sent
-            # (also for HEAD, where no body follows).
-            response.content_length = int(length)
+            first = _at_hand(upstream)
+        response = _response(upstream, headers, first)
         started = False
         try:
             if not client_connected(request):
@@ -223,6 +210,31 @@ class Forwarder:
                 upstream.close()
             upstream.release()
         return response
+
+
+def _at_hand(upstream: aiohttp.ClientResponse) -> bytes:
+    """Body bytes that came in with the headers, taken without waiting (a failed stream
+    raises again where the relay reads it)."""
+    with contextlib.suppress(aiohttp.ClientError, ConnectionError, TimeoutError):
+        return upstream.content.read_nowait(CHUNK)
+    return b""
+
+
+def _response(
+    upstream: aiohttp.ClientResponse, headers: CIMultiDict[str], first: bytes
+) -> web.StreamResponse:
+    # With body bytes at hand, the headers go out with them in one write (one packet,
+    # one syscall); without, at once, so a slow or streaming origin's client sees the
+    # headers as soon as they came.
+    kind = WithBody if first else web.StreamResponse
+    response = kind(status=upstream.status, reason=upstream.reason)
+    response.headers.extend(headers)
+    length = upstream.headers.get("Content-Length")
+    if length is not None and length.isdigit():
+        # Declared length: keep it, so the client sees exactly what the origin sent
+        # (also for HEAD, where no body follows).
+        response.content_length = int(length)
+    return response
 
 
 async def _relay_body(
