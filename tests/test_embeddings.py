@@ -3,6 +3,7 @@ remembered only for a request that was served re-ranked."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -109,11 +110,16 @@ async def test_nothing_is_cached_for_a_skipped_request(
     try:
         async with running_proxy(cfg) as proxy:
             cache = proxy.runtime.embeddings.cache
-            for _ in range(3):
+            # The late lookup still fills the item cache (a slow Redis must warm it).
+            # A request whose user vector came after the body spends its budget before
+            # the item lookup starts (on a busy machine, now and then): ask again.
+            for _ in range(30):
                 resp, _ = await proxy_get(proxy, "/hurried")
                 assert resp.headers["X-Rerank"] == "skipped; reason=budget"
-            # The late lookup still fills the item cache (a slow Redis must warm it).
-            await wait_until(lambda: len(cache) == 10, limit_s=5)
+                with contextlib.suppress(TimeoutError):
+                    await wait_until(lambda: len(cache) == 10, limit_s=0.3)
+                    break
+            assert len(cache) == 10
             assert cache.lists == 0
             resp, _ = await proxy_get(proxy, "/feed")
             assert resp.headers["X-Rerank"].startswith("applied")
