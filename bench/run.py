@@ -6,7 +6,8 @@ of the performance issue printed beside its figure.
 
 Latency at concurrency 1 (p50, p99), throughput at 16; feeds of 100, 1,000 and 10,000
 items; a pass-through client's p99 while 10,000-item feeds are re-ranked on the same
-worker; start-up to ready; RSS with a full item cache of 100,000 vectors. Absolute
+worker; start-up to ready (the route has a `sample:` page, as `rankgate init` writes it,
+so the warm-up caches its items); RSS with a full item cache of 100,000 vectors. Absolute
 figures move 2-3x between machines of one kind: only the ratios of one run compare.
 Needs wrk. Starts its own Valkey (or uses REDIS_URL); results also go to bench/results/.
 ``--only startup`` measures just start-up to ready, the first request against warm ones
@@ -35,7 +36,7 @@ models:
   ranker: {{path: {model}}}
 routes:
   - {{name: feed, match: {{prefix: /api/}}, model: ranker, budget_ms: {budget:g},
-     user: ["header:X-User-Id"]}}
+     user: ["header:X-User-Id"], sample: /api/feed}}
 """
 
 

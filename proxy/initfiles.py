@@ -84,7 +84,7 @@ routes:
         [
             (f"  - name: {name}", ""),
             (f"    match: {{path: {_q(match)}, methods: [GET]}}", "exact; or {prefix: /api/}"),
-            (f"    sample: {_q(feed_path)}", "what `rankgate check` fetches to probe it"),
+            (f"    sample: {_q(feed_path)}", "what `rankgate check` probes; fetched at start too"),
             (f"    items: {_q(found.items)}", "dotted path to the item array in the body"),
             (f"    item_id: {_q(found.item_id)}", "dotted path to the id in one item"),
             (f"    user: [{', '.join(user)}]", "where the user id is: first one present wins"),

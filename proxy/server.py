@@ -139,8 +139,14 @@ class ProxyServer:
             runtime = await stack.enter_async_context(open_runtime(s))
             self._wire(runtime)
             # Connections open and models warm before the port accepts (bounded, fails open).
-            models = list(runtime.store.current.models.values())
-            await warm_up(runtime.forwarder, runtime.embeddings, models)
+            current = runtime.store.current
+            await warm_up(
+                runtime.forwarder,
+                runtime.embeddings,
+                list(current.models.values()),
+                routes=list(current.routes),
+                max_bytes=s.feed.max_body_bytes,
+            )
             public = web.ServerRunner(
                 build_server(runtime), access_log=None, shutdown_timeout=s.shutdown_timeout_s
             )

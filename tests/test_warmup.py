@@ -23,6 +23,7 @@ from tests.support import (
     DIM,
     TEN_ITEMS_ROUTES,
     dot_model,
+    feed_body,
     feed_origin,
     proxy_get,
     running_proxy,
@@ -135,3 +136,48 @@ async def test_a_proxy_starts_and_fails_open_with_neither_reachable(
         assert time.perf_counter() - started < WARM_LIMIT_S + 2.5  # not the 5 s timeout
         resp, _ = await proxy_get(proxy, "/feed")
         assert resp.status == 502  # the origin is down: our 502, as without a warm-up
+
+
+def counting_origin(seen: list[str]) -> web.Application:
+    """Every GET: the ten-item feed; the paths asked, in ``seen``."""
+    body = feed_body(10)
+
+    async def feed(request: web.Request) -> web.Response:
+        seen.append(request.path_qs)
+        if request.path == "/text":
+            return web.Response(text="not a feed")
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", feed)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("sample", "asked", "lists"),
+    [
+        ("", [], 0),  # no sample: the origin sees nothing before the first request
+        ("sample: /feed?page=1", ["/feed?page=1"], 1),
+        ("sample: /text", ["/text"], 0),  # not a feed: nothing cached, the start goes on
+    ],
+)
+async def test_a_sample_page_is_cached_before_the_first_request(
+    tmp_path: Path, redis_url: str, redis_db: redis.Redis, sample: str, asked: list[str], lists: int
+) -> None:
+    seed_ten_items(redis_db, tmp_path)
+    seen: list[str] = []
+    runner, _ = await start_app(counting_origin(seen))
+    routes = TEN_ITEMS_ROUTES.replace("budget_ms: 500}", f"budget_ms: 500, {sample}}}")
+    cfg = write_config(tmp_path, url_of(runner), redis_url, routes if sample else TEN_ITEMS_ROUTES)
+    try:
+        async with running_proxy(cfg) as proxy:
+            cache = proxy.runtime.embeddings.cache
+            assert seen == asked  # once, before ready
+            assert (cache.lists, len(cache)) == (lists, 10 * lists)
+            misses = cache.misses
+            resp, _ = await proxy_get(proxy, "/feed")
+            assert resp.headers["X-Rerank"].startswith("applied")
+            # The first request found the whole page's vectors: no item went to Redis.
+            assert (cache.misses == misses) == bool(lists)
+    finally:
+        await runner.cleanup()
