@@ -120,6 +120,14 @@ def fill_cache(rankgate: str) -> None:
         get(f"{rankgate}/api/page/{k}", f"u{k}")
 
 
+def warm_p50(rankgate: str) -> float:
+    """The p50 of 50 requests by the client that made the first, each on a new
+    connection: the first request is compared with these, not with wrk's."""
+    # Other users, so the user vector is a Redis read each time, as it was first.
+    warm = sorted(get(f"{rankgate}/api/feed", f"u{k + 2}")[0] for k in range(50))
+    return warm[len(warm) // 2]
+
+
 def startup(args: argparse.Namespace) -> int:
     """Ready, first request and warm ones (urllib: a new connection each), RSS."""
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmpdir:
@@ -131,13 +139,11 @@ def startup(args: argparse.Namespace) -> int:
         common.wait_port(origin_port)
         proc, rankgate, ready, first = serve(stack, tmp, args, urls)
         first_timing = LAST_TIMING[0]
-        # Other users, so the user vector is a Redis read each time, as it was first.
-        warm = sorted(get(f"{rankgate}/api/feed", f"u{k + 2}")[0] for k in range(50))
+        p50 = warm_p50(rankgate)
         warm_timing = LAST_TIMING[0]
         rss_started = rss_mb(proc.pid)
         fill_cache(rankgate)
         rss = rss_mb(proc.pid)
-    p50 = warm[len(warm) // 2]
     print(f"ready after start       {ready:8.3f} s")
     print(f"first request           {first * 1000:8.2f} ms  (urllib, new connection)")
     print(f"warm request p50 of 50  {p50 * 1000:8.2f} ms  (same client)")
@@ -184,6 +190,7 @@ def main() -> int:
         common.wait_port(origin_port)
         common.wait_port(plain_port)
         proc, rankgate, ready, first = serve(stack, tmp, args, urls)
+        first_ratio = first / warm_p50(rankgate)
         plain = f"http://127.0.0.1:{plain_port}"
         lua = tmp / "users.lua"
         lua.write_text(common.LUA)
@@ -210,7 +217,7 @@ def main() -> int:
         )
         fill_cache(rankgate)
         rss = rss_mb(proc.pid)
-    report(args, results, big, (alone, busy), ready, first, rss)
+    report(args, results, big, (alone, busy), ready, (first, first_ratio), rss)
     return 0
 
 
@@ -220,7 +227,7 @@ def report(
     big: list[str],
     hol: tuple[float, float],
     ready: float,
-    first: float,
+    first: tuple[float, float],
     rss: float,
 ) -> None:
     origin = results["origin direct"]
@@ -274,7 +281,7 @@ def report(
         ),
         ("pass p99 beside 10,000-item feeds <= 2x alone", hol[1] / hol[0], 2.0, "x"),
         ("ready after start (s) <= 1", ready, 1.0, "x"),
-        ("first request <= 2x a steady p50", first * 1000 / rr["p50_ms"], 2.0, "x"),
+        ("first request <= 2x a warm one (same client)", first[1], 2.0, "x"),
         ("RSS per worker, full cache (MB) <= 120", rss, 120.0, "x"),
     ]
     print("\ntargets")
@@ -288,7 +295,8 @@ def report(
             "results": results,
             "hol_p99_ms": hol,
             "ready_s": ready,
-            "first_request_s": first,
+            "first_request_s": first[0],
+            "first_over_warm": first[1],
             "rss_mb": rss,
             "big_applied": big,
         },
