@@ -4,8 +4,9 @@ One lifespan, entered in order and left in reverse (``contextlib.AsyncExitStack`
 
     admin listener      /healthz answers, /readyz says 503 while models load
     runtime             Valkey (embedded), Redis, origin client, routes and warm models
-    warm-up             one origin and one Redis connection opened, models run once
-                        (proxy/warmup.py: bounded, fails open)
+    warm-up             one origin and one Redis connection opened, models run once,
+                        sample pages' item vectors cached (proxy/warmup.py: bounded,
+                        fails open)
     public listener     requests are served from here on
     routes follower     reloads routes.yaml when it (or a model) changes on disk, or
                         follows the versions pushed to Redis (routes_source: redis)
