@@ -1,6 +1,7 @@
 """The start-up warm-up: the first request finds an origin connection and a Redis
-connection open and the models run; an origin or Redis that is down or silent neither
-stops the start nor delays it past the warm-up's limit."""
+connection open, the models run and a route's sample page's item vectors cached; an
+origin or Redis that is down or silent neither stops the start nor delays it past the
+warm-up's limit, and a route without a sample sends the origin nothing."""
 
 from __future__ import annotations
 
