@@ -13,23 +13,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from proxy.edgebuild import EDGE_DIR, node_ready
+from tests.prereq import unmet
 
 ROOT = Path(__file__).resolve().parent.parent
-# CI sets it where node is installed: then a missing npm install fails instead of skipping.
-REQUIRE = os.environ.get("RANKGATE_REQUIRE_EDGE") == "1"
 
 
 def skip_without_node() -> None:
-    """Skip (say why) where node or the Worker's npm packages are missing."""
+    """Skip (say why) where node or the Worker's npm packages are missing; fail on CI,
+    which installs them (tests/prereq.py)."""
     missing = node_ready()
-    if missing is None:
-        return
-    if REQUIRE:
-        pytest.fail(f"RANKGATE_REQUIRE_EDGE=1 but {missing}")
-    pytest.skip(f"edge Worker tests need node: {missing} (make setup runs npm ci when npm exists)")
+    if missing is not None:
+        unmet(f"edge Worker tests need node: {missing} (make setup runs npm ci when npm exists)")
 
 
 def rankgate(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

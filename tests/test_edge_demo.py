@@ -8,9 +8,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-import shutil
-import socket
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import yaml
 
 from demo.run import DEFAULT_CONFIG, DEFAULT_DATA, Demo, DemoOptions
 from tests.edgesupport import ROOT, EdgeProcess, rankgate, skip_without_node
+from tests.prereq import isolated, need_tool
 from tests.support import wait_until
 
 in_demo_loop = pytest.mark.asyncio(loop_scope="module")
@@ -178,15 +178,6 @@ def readme_block(marker: str) -> list[str]:
     return [line for line in found.group(1).splitlines() if line and not line.startswith("#")]
 
 
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.fixture
 def readme_checkout(tmp_path: Path) -> Path:
     """A directory that looks like the checkout to the commands (its build/ is its own)."""
@@ -195,14 +186,22 @@ def readme_checkout(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.asyncio
-async def test_readme_edge_commands_run_as_written(readme_checkout: Path) -> None:
+README_PORTS = (8000, 8787)  # the demo's origin and `node edge/dev.mjs`, as written
+
+
+def test_readme_edge_commands_run_as_written(readme_checkout: Path) -> None:
+    """Run as written, where the README's fixed ports are ours (tests/prereq.py)."""
     skip_without_node()
-    busy = [p for p in (8000, 8787) if not port_free(p)]
-    if busy:
-        pytest.skip(f"the README's commands use ports 8000 and 8787; in use here: {busy}")
-    if shutil.which("curl") is None:
-        pytest.skip("the README's commands use curl, which is not installed")
+    need_tool("curl", "the README's commands use curl")
+    inner = [sys.executable, "-m", "tests.test_edge_demo", str(readme_checkout)]
+    done = subprocess.run(
+        isolated(inner, README_PORTS), cwd=ROOT, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def run_readme(readme_checkout: Path) -> None:
+    """The demo's origin on 8000, then the README's edge blocks, each line as written."""
     demo = Demo(DemoOptions(origin_port=8000, port=0, admin_port=0))  # the demo's origin
     await demo.start()
     edge: EdgeProcess | None = None
@@ -242,3 +241,7 @@ async def test_readme_edge_commands_run_as_written(readme_checkout: Path) -> Non
         if edge is not None:
             await edge.stop()
         await demo.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(run_readme(Path(sys.argv[1])))
