@@ -157,16 +157,10 @@ def start_targets(
     trees["head"] = common.ROOT
     targets = []
     for name, tree in trees.items():
-        port = common.free_port()
-        conf = tmp / f"conf-{name}"
-        conf.mkdir()
-        cfg = common.write_rankgate_config(
-            conf,
-            port=port,
-            admin_port=common.free_port(),
+        cfg, port = common.config_dir(
+            tmp / f"conf-{name}",
             origin=origin,
             redis_url=redis_url,
-            model=common.default_model(conf),
             workers=args.workers,
             budget_ms=1000,
         )

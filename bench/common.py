@@ -190,6 +190,22 @@ def write_rankgate_config(
     return cfg
 
 
+def config_dir(directory: Path, model: Path | None = None, **options: Any) -> tuple[Path, int]:
+    """A new ``directory`` holding a rankgate.yaml (and routes.yaml) on a free port and a
+    free admin port (``write_rankgate_config`` takes the options): the config and its
+    port. The model: ``model``, else the reference ranker (``default_model``)."""
+    directory.mkdir()
+    port = free_port()
+    cfg = write_rankgate_config(
+        directory,
+        port=port,
+        admin_port=free_port(),
+        model=model or default_model(directory),
+        **options,
+    )
+    return cfg, port
+
+
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 

@@ -87,17 +87,8 @@ def main() -> int:
         }
         ports = [origin_port, plain_port]
         for name, tree in trees.items():
-            port = common.free_port()
-            conf = tmp / f"conf-{name}"
-            conf.mkdir()
-            cfg = common.write_rankgate_config(
-                conf,
-                port=port,
-                admin_port=common.free_port(),
-                origin=origin,
-                redis_url=redis_url,
-                model=common.default_model(conf),
-                workers=args.workers,
+            cfg, port = common.config_dir(
+                tmp / f"conf-{name}", origin=origin, redis_url=redis_url, workers=args.workers
             )
             pids[f"{name} re-rank"] = pids[f"{name} pass"] = serve(stack, tree, cfg)
             targets[f"{name} re-rank"] = f"http://127.0.0.1:{port}/api/feed"

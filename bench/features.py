@@ -85,16 +85,11 @@ def main() -> int:
         urls: dict[str, str] = {}
         pids: dict[str, int] = {}
         for name, (route_extra, config_extra) in VARIANTS.items():
-            port = common.free_port()
-            conf = tmp / name.replace(" ", "-").replace("%", "pct")
-            conf.mkdir()
-            cfg = common.write_rankgate_config(
-                conf,
-                port=port,
-                admin_port=common.free_port(),
+            cfg, port = common.config_dir(
+                tmp / name.replace(" ", "-").replace("%", "pct"),
+                model,
                 origin=origin,
                 redis_url=redis_url,
-                model=model,
                 workers=1,
                 routes=routes(model, model_b, route_extra),
                 extra=config_extra,
