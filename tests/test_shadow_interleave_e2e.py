@@ -72,6 +72,12 @@ def valkey(own_valkey: tuple[str, redis.Redis]) -> tuple[str, redis.Redis]:
     return own_valkey
 
 
+def dot_and_neg(directory: Path) -> None:
+    """The two models the routes name: ``dot`` and ``neg``, which ranks in reverse."""
+    dot_model(directory / "dot.onnx")
+    dot_model(directory / "neg.onnx", sign=-1.0)
+
+
 async def test_a_shadow_changes_nothing_served_and_reports_its_agreement(
     tmp_path: Path,
     valkey: tuple[str, redis.Redis],
@@ -79,13 +85,11 @@ async def test_a_shadow_changes_nothing_served_and_reports_its_agreement(
 ) -> None:
     monkeypatch.setenv("RANKGATE_TOKEN_KEY", TOKEN_KEY)
     url, client = valkey
-    dot_model(tmp_path / "dot.onnx")
-    dot_model(tmp_path / "neg.onnx", sign=-1.0)
+    dot_and_neg(tmp_path)
     runner, origin = await start_app(origin_app())
     plain = tmp_path / "plain"
     plain.mkdir()
-    dot_model(plain / "dot.onnx")
-    dot_model(plain / "neg.onnx", sign=-1.0)
+    dot_and_neg(plain)
     without = write_config(plain, origin, url, routes(""), exposures_conf())
     cfg = write_config(
         tmp_path,
@@ -130,8 +134,7 @@ async def test_an_interleaved_list_is_rebuilt_from_its_record_and_clicks_name_a_
 
     monkeypatch.setenv("RANKGATE_TOKEN_KEY", TOKEN_KEY)
     url, client = valkey
-    dot_model(tmp_path / "dot.onnx")
-    dot_model(tmp_path / "neg.onnx", sign=-1.0)
+    dot_and_neg(tmp_path)
     runner, origin = await start_app(origin_app())
     arm = (
         "    experiments:\n"
