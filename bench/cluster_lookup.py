@@ -43,13 +43,13 @@ from common import DIM, ROOT, save_results
 
 sys.path.insert(0, str(ROOT))  # the test suite's cluster helper: tests/clusters.py
 
-from proxy.clusterlink import ClusterLink
-from proxy.config import Embeddings
-from proxy.config import Redis as RedisConfig
-from proxy.embeddings import EmbeddingStore
-from proxy.keys import KeyTemplate
-from proxy.redisconnect import cluster_client, connect_store
-from proxy.redislink import read_replies
+from proxy.config.keys import KeyTemplate
+from proxy.config.settings import Embeddings
+from proxy.config.settings import Redis as RedisConfig
+from proxy.store.cluster import ClusterLink
+from proxy.store.connect import cluster_client, connect_store
+from proxy.store.embeddings import EmbeddingStore
+from proxy.store.link import read_replies
 from tests.clusters import ValkeyCluster
 from tests.support import start_valkey
 

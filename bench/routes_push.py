@@ -38,8 +38,8 @@ import aiohttp
 import redis
 from common import ROOT, free_port, save_results, spawn, wait_port
 
-from proxy import routestore
-from proxy.config import RoutesRedis
+from proxy.config.settings import RoutesRedis
+from proxy.routing import versions
 
 MODELS = {name: ROOT / "models" / f"{name}.onnx" for name in ("ranker_v1", "ranker_v2")}
 
@@ -100,7 +100,7 @@ async def timed_push(
     limit: float,
 ) -> list[float]:
     since = time.perf_counter()
-    head, changed = routestore.push(client, cfg, doc)
+    head, changed = versions.push(client, cfg, doc)
     assert changed
     return list(
         await asyncio.gather(
@@ -119,7 +119,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stack.callback(valkey.stop)
         url = valkey.connection_url
         client = redis.Redis.from_url(url)
-        routestore.push(client, cfg, routes_doc("ranker_v1"))
+        versions.push(client, cfg, routes_doc("ranker_v1"))
         tmp = Path(tmpdir)
         ports = [free_port() for _ in range(args.processes)]
         cut_port = free_port()

@@ -19,7 +19,7 @@ def _port(value: str) -> int:
 
 
 async def run(options: DemoOptions) -> int:
-    from proxy.server import tune_gc
+    from proxy.serve.server import tune_gc
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -41,9 +41,9 @@ async def run(options: DemoOptions) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from proxy import eventloop
-    from proxy.config import load_settings
-    from proxy.logs import setup_logging
+    from proxy.config.settings import load_settings
+    from proxy.serve import eventloop
+    from proxy.serve.logs import setup_logging
 
     setup_logging(load_settings(args.config).logging)
     options = DemoOptions(

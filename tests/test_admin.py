@@ -13,8 +13,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from proxy.config import load_settings
-from proxy.server import ProxyServer
+from proxy.config.settings import load_settings
+from proxy.serve.server import ProxyServer
 from tests.support import dot_model, fetch, running_proxy, start_app, write_config
 
 ROUTES = """\

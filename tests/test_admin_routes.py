@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from models.contract import sha256_file
-from proxy.server import ProxyServer
+from proxy.serve.server import ProxyServer
 from tests.support import (
     dot_model,
     feed_origin,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from plugins.arrange import arrange
-from proxy.ranking import reorder
+from proxy.feed.ranking import reorder
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from proxy import assignments
-from proxy.assignments import Assignments, merge
-from proxy.experiments import ArmChooser
-from proxy.record import RequestRecord
-from proxy.snapshot import Snapshot, build_snapshot
+from proxy.experiments import assignments
+from proxy.experiments.assignments import Assignments, merge
+from proxy.outcome.record import RequestRecord
+from proxy.routing.arms import ArmChooser
+from proxy.routing.snapshot import Snapshot, build_snapshot
 from tests.support import DIM, dot_model
 
 ROUTES = """\

@@ -9,7 +9,7 @@ import zlib
 import brotli
 import pytest
 
-from proxy.bodycodec import SUPPORTED, CodecError, decode, encode, normalize
+from proxy.http.codec import SUPPORTED, CodecError, decode, encode, normalize
 
 BODY = b'{"items": [' + b",".join(b'{"id": "%d"}' % i for i in range(200)) + b"]}"
 

@@ -15,7 +15,7 @@ import pytest
 import redis
 from aiohttp import web
 
-from proxy.cli import main
+from proxy.cli.main import main
 from tests.clusters import ValkeyCluster
 from tests.support import DIM, dot_model, start_app, vec, write_config
 
@@ -185,8 +185,8 @@ async def test_a_cluster_and_its_pushed_routes(
 ) -> None:
     """routes_source: redis on a cluster: no routes file needed; the stored version is
     checked as a reload would check it, and a broken one fails the check."""
-    from proxy import routestore
-    from proxy.config import RoutesRedis
+    from proxy.config.settings import RoutesRedis
+    from proxy.routing import versions
 
     model = dot_model(tmp_path / "dot.onnx")
     runner, origin = await start_app(web.Application())
@@ -201,11 +201,11 @@ async def test_a_cluster_and_its_pushed_routes(
             assert code == 0, out
             assert "a cluster of 3 primaries" in out
             assert "no version pushed yet" in out
-            routestore.push(client, RoutesRedis(), routes_for(model).encode())
+            versions.push(client, RoutesRedis(), routes_for(model).encode())
             code, out = await check(cfg, capsys)
             assert code == 0, out
             assert "redis key rankgate:routes version 1: 1 route(s) (feed)" in out
-            routestore.push(
+            versions.push(
                 client, RoutesRedis(), routes_for(model).replace("dot.onnx", "gone.onnx").encode()
             )
             code, out = await check(cfg, capsys)

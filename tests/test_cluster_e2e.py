@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from plugins import FeedContext
-from proxy.keys import KeyTemplate
-from proxy.server import ProxyServer
+from proxy.config.keys import KeyTemplate
+from proxy.serve.server import ProxyServer
 from tests.clusters import ValkeyCluster
 from tests.support import (
     DIM,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.keys import KeyTemplate
-from proxy.server import ProxyServer
+from proxy.config.keys import KeyTemplate
+from proxy.serve.server import ProxyServer
 from tests.clusters import ValkeyCluster
 from tests.support import dot_order, feed_origin, running_proxy, start_app, wait_until
 from tests.test_cluster_e2e import ITEM_KEY, ITEMS, N_ITEMS, USERS, seed, served

@@ -13,9 +13,9 @@ import redis
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
-from proxy.clusterlink import ClusterLink
-from proxy.keys import KeyTemplate
-from proxy.redislink import UNAVAILABLE
+from proxy.config.keys import KeyTemplate
+from proxy.store.cluster import ClusterLink
+from proxy.store.link import UNAVAILABLE
 from tests.clusters import ClusterNode, ValkeyCluster
 
 BUCKETED = KeyTemplate("emb:item:{b{bucket}}:{id}", 16)

@@ -12,8 +12,8 @@ from models.contract import sha256_file
 from models.embeddings import REQUIRED, load_embeddings
 from models.evaluate import top_k_overlap
 from models.quantize import compare
-from proxy.cli import main
-from proxy.sessions import ModelSession, load_model
+from proxy.cli.main import main
+from proxy.routing.sessions import ModelSession, load_model
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 NPZ = MODELS / "demo_embeddings.npz"

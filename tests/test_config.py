@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import load_settings
-from proxy.yamlconf import ConfigError
+from proxy.config.settings import load_settings
+from proxy.config.yamlload import ConfigError
 from tests.support import dot_model, write_config
 
 GOOD = """\
@@ -84,8 +84,8 @@ def test_problems_name_the_yaml_path(tmp_path: Path, text: str, problem: str) ->
 
 
 def test_routes_unknown_keys_get_a_suggestion(tmp_path: Path) -> None:
-    from proxy.routes import RoutesFile
-    from proxy.yamlconf import load
+    from proxy.config.routes import RoutesFile
+    from proxy.config.yamlload import load
 
     routes = tmp_path / "routes.yaml"
     routes.write_text(
@@ -104,7 +104,7 @@ def test_routes_unknown_keys_get_a_suggestion(tmp_path: Path) -> None:
 
 
 def test_serve_help_shows_the_default_config(capsys: pytest.CaptureFixture[str]) -> None:
-    from proxy.cli import main
+    from proxy.cli.main import main
 
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
@@ -178,7 +178,7 @@ def test_serve_bad_workers_flag(tmp_path: Path) -> None:
 def test_the_default_config_is_inits_when_there_is_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from proxy.cli import config_path
+    from proxy.cli.main import config_path
 
     monkeypatch.chdir(tmp_path)
     assert config_path(None) == "config/rankgate.yaml"
@@ -193,7 +193,7 @@ def test_readme_config_block_validates_and_states_the_defaults() -> None:
 
     import yaml
 
-    from proxy.config import Settings
+    from proxy.config.settings import Settings
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     block = re.search(r"\*\*`rankgate.yaml`\*\*.*?```yaml\n(.*?)```", readme, re.S)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from proxy.record import RequestRecord
-from proxy.server import ProxyServer
+from proxy.outcome.record import RequestRecord
+from proxy.serve.server import ProxyServer
 from tests.rawhttp import closed_within, connect, exchange, read_response
 from tests.support import (
     metric,

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from proxy.deadline import within
-from proxy.errors import Skip
+from proxy.feed.budget import within
+from proxy.outcome.errors import Skip
 
 
 async def test_within_a_done_future_is_its_result() -> None:

@@ -26,7 +26,7 @@ import yaml
 from demo import stats
 from demo.run import DEFAULT_CONFIG, DEFAULT_DATA, Demo
 from models.contract import sha256_file
-from proxy.experiments import bucket
+from proxy.routing.arms import bucket
 from tests.support import fetch, metric, parse_metrics
 
 CONFIG = DEFAULT_CONFIG  # config/demo/rankgate.yaml (routes.yaml beside it)

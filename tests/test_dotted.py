@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from plugins.builtin.dotted import dig, item_ids
 from plugins.context import ItemsNotFound
-from plugins.dotted import dig, item_ids
 
 
 def test_dig() -> None:

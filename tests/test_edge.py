@@ -1,4 +1,4 @@
-"""proxy/edge.py: the `rankgate edge` commands are registered and say how to use them.
+"""proxy/cli/edge.py: the `rankgate edge` commands are registered and say how to use them.
 (What they do: tests/test_edgebuild.py and tests/test_edgekv.py.)"""
 
 from __future__ import annotations

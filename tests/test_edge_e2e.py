@@ -23,8 +23,8 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from proxy.experiments import bucket
-from proxy.server import ProxyServer
+from proxy.routing.arms import bucket
+from proxy.serve.server import ProxyServer
 from tests.edgesupport import EdgeProcess, rankgate, running_edge, skip_without_node
 from tests.support import (
     dot_model,

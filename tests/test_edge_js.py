@@ -14,8 +14,8 @@ import numpy as np
 import orjson
 
 from plugins.arrange import arrange
-from plugins.dotted import item_ids
-from proxy.experiments import bucket
+from plugins.builtin.dotted import item_ids
+from proxy.routing.arms import bucket
 from tests.edgesupport import EDGE_DIR, skip_without_node
 
 # The harness: a Worker importing the modules under test, bundled by esbuild and run in

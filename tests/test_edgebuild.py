@@ -1,4 +1,4 @@
-"""`rankgate edge build` (proxy/edgebuild.py): validation as `serve` does it, refusals by
+"""`rankgate edge build` (proxy/edge/build.py): validation as `serve` does it, refusals by
 YAML path, models against their pins, the bundle (node, esbuild) and wrangler.toml."""
 
 from __future__ import annotations

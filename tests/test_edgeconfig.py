@@ -1,4 +1,4 @@
-"""proxy/edgeconfig.py: routes.yaml compiled for the edge Worker, and what it refuses."""
+"""proxy/edge/config.py: routes.yaml compiled for the edge Worker, and what it refuses."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from proxy import yamlconf
-from proxy.config import load_settings
-from proxy.edgeconfig import EdgeCompile, compile_edge
-from proxy.routes import RoutesFile
+from proxy.config import yamlload
+from proxy.config.routes import RoutesFile
+from proxy.config.settings import load_settings
+from proxy.edge.config import EdgeCompile, compile_edge
 
 
 def compile_routes(tmp_path: Path, routes: str, extra: str = "") -> EdgeCompile:
@@ -26,7 +26,7 @@ def compile_routes(tmp_path: Path, routes: str, extra: str = "") -> EdgeCompile:
         )
         + textwrap.dedent(extra)
     )
-    spec = yamlconf.validate(RoutesFile, yamlconf.parse_yaml(textwrap.dedent(routes), "r"), "r")
+    spec = yamlload.validate(RoutesFile, yamlload.parse_yaml(textwrap.dedent(routes), "r"), "r")
     return compile_edge(load_settings(cfg), spec, {"routes": "routes.yaml"})
 
 
@@ -173,7 +173,7 @@ routes:
 def test_host_header_is_refused(tmp_path: Path) -> None:
     cfg = tmp_path / "rankgate.yaml"
     cfg.write_text('origin: {url: "http://127.0.0.1:9000", host_header: preserve}\n')
-    spec = yamlconf.validate(RoutesFile, {}, "r")
+    spec = yamlload.validate(RoutesFile, {}, "r")
     out = compile_edge(load_settings(cfg), spec, {})
     assert out.problems == []
     assert out.settings_problems == [

@@ -1,4 +1,4 @@
-"""proxy/edgekv.py and `rankgate edge kv`: embeddings as Workers KV bulk files."""
+"""proxy/edge/kv.py and `rankgate edge kv`: embeddings as Workers KV bulk files."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from proxy import edgekv
-from proxy.config import Embeddings
-from proxy.embedload import LoadError
+from proxy.config.settings import Embeddings
+from proxy.edge import kv
+from proxy.store.loader import LoadError
 from tests.edgesupport import rankgate
 
 
@@ -21,7 +21,7 @@ def decode(value: str) -> np.ndarray:
 
 def test_entries_are_the_proxys_keys_and_float32_bytes() -> None:
     vectors = np.array([[1.5, -2.0, 3.25], [0.0, 1e-30, -7.0]], dtype=np.float64)
-    pairs = edgekv.entries("emb:item:{id}", ["a{b}", "7"], vectors)
+    pairs = kv.entries("emb:item:{id}", ["a{b}", "7"], vectors)
     assert [p["key"] for p in pairs] == ["emb:item:a{b}", "emb:item:7"]
     for pair, row in zip(pairs, vectors, strict=True):
         raw = base64.b64decode(pair["value"])
@@ -31,13 +31,13 @@ def test_entries_are_the_proxys_keys_and_float32_bytes() -> None:
 
 def test_invalid_vectors_are_refused() -> None:
     with pytest.raises(LoadError, match="1 vectors hold NaN or inf"):
-        edgekv.entries("k:{id}", ["a", "b"], np.array([[1.0, np.inf], [0.0, 1.0]]))
+        kv.entries("k:{id}", ["a", "b"], np.array([[1.0, np.inf], [0.0, 1.0]]))
     with pytest.raises(LoadError, match="2 ids for a vector array of shape"):
-        edgekv.entries("k:{id}", ["a", "b"], np.zeros((3, 2)))
+        kv.entries("k:{id}", ["a", "b"], np.zeros((3, 2)))
 
 
 def test_npz_with_both_kinds_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(edgekv, "CHUNK", 2)
+    monkeypatch.setattr(kv, "CHUNK", 2)
     rng = np.random.default_rng(0)
     users, items = rng.standard_normal((3, 4)), rng.standard_normal((5, 4))
     npz = tmp_path / "v.npz"
@@ -51,7 +51,7 @@ def test_npz_with_both_kinds_in_chunks(tmp_path: Path, monkeypatch: pytest.Monke
     out = tmp_path / "kv"
     (out).mkdir()
     (out / "users-009.json").write_text("[]")  # stale: a rewrite replaces the set
-    written = edgekv.write_kv(npz, out, Embeddings(dim=4))
+    written = kv.write_kv(npz, out, Embeddings(dim=4))
     assert [f.name for f in written["user"]] == ["users-001.json", "users-002.json"]
     assert [f.name for f in written["item"]] == [
         "items-001.json",
@@ -70,10 +70,10 @@ def test_one_kind_files_and_errors(tmp_path: Path) -> None:
     csv = tmp_path / "items.csv"
     csv.write_text("id,v0,v1\nx,1,2\ny,3,4\n")
     with pytest.raises(LoadError, match="give --kind user or --kind item"):
-        edgekv.write_kv(csv, tmp_path / "kv", Embeddings(dim=2))
+        kv.write_kv(csv, tmp_path / "kv", Embeddings(dim=2))
     with pytest.raises(LoadError, match="item vectors have dim 2, expected 3"):
-        edgekv.write_kv(csv, tmp_path / "kv", Embeddings(dim=3), "item")
-    written = edgekv.write_kv(csv, tmp_path / "kv", Embeddings(dim=2, item_key="it/{id}"), "item")
+        kv.write_kv(csv, tmp_path / "kv", Embeddings(dim=3), "item")
+    written = kv.write_kv(csv, tmp_path / "kv", Embeddings(dim=2, item_key="it/{id}"), "item")
     pairs = json.loads(written["item"][0].read_text())
     assert [p["key"] for p in pairs] == ["it/x", "it/y"]
     assert decode(pairs[1]["value"]).tolist() == [3.0, 4.0]

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import redis
 
-from proxy.config import Embeddings
-from proxy.embeddings import EmbeddingStore, connect
+from proxy.config.settings import Embeddings
+from proxy.store.embeddings import EmbeddingStore, connect
 from tests.support import (
     DIM,
     TEN_ITEMS_ROUTES,

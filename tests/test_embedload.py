@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import redis
 
-from proxy.cli import main
-from proxy.embedload import LoadError, load_vectors, read_file
-from proxy.keys import KeyTemplate
-from proxy.valkey import EmbeddedValkey
+from proxy.cli.main import main
+from proxy.config.keys import KeyTemplate
+from proxy.store.loader import LoadError, load_vectors, read_file
+from proxy.store.valkey import EmbeddedValkey
 from tests.clusters import ValkeyCluster
 from tests.support import valkey_pids
 

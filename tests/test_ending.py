@@ -14,8 +14,8 @@ import pytest
 import redis
 from aiohttp import web
 
-from proxy.record import RequestRecord
-from proxy.server import ProxyServer
+from proxy.outcome.record import RequestRecord
+from proxy.serve.server import ProxyServer
 from tests.rawhttp import connect, raw_server, read_head, read_request
 from tests.support import (
     feed_origin,

@@ -10,8 +10,8 @@ import pytest
 import redis.exceptions
 
 from plugins.run import PluginFailure
-from proxy.ending import Answered, ClientGone, OriginBrokeOff
-from proxy.errors import (
+from proxy.outcome.ending import Answered, ClientGone, OriginBrokeOff
+from proxy.outcome.errors import (
     BodyError,
     ItemsError,
     ModelError,
@@ -28,7 +28,7 @@ from proxy.errors import (
     origin_table,
     reason_table,
 )
-from proxy.metrics import _bounded
+from proxy.serve.metrics import _bounded
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.events import Refused, parse
+from proxy.experiments.events import Refused, parse
 
 
 def test_one_event_or_an_array() -> None:

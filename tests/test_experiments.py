@@ -20,8 +20,8 @@ import pytest
 import pytest_asyncio
 import redis
 
-from proxy.experiments import bucket
-from proxy.server import ProxyServer
+from proxy.routing.arms import bucket
+from proxy.serve.server import ProxyServer
 from tests.support import (
     ProxyProcess,
     dot_model,
@@ -202,7 +202,7 @@ def test_fractional_percent_and_growing_p_only_adds_users() -> None:
 def test_same_assignments_in_another_process() -> None:
     # Nothing per process (no PYTHONHASHSEED, no state): a fresh interpreter agrees.
     code = (
-        "from proxy.experiments import bucket\n"
+        "from proxy.routing.arms import bucket\n"
         "print(''.join('1' if bucket('s1', f'user-{k}') < 50 else '0' for k in range(1000)))"
     )
     out = subprocess.run(

@@ -17,8 +17,8 @@ import orjson
 import pytest
 import redis
 
-from proxy.cli import main
-from proxy.experimentscli import parse_duration
+from proxy.cli.experiments import parse_duration
+from proxy.cli.main import main
 from tests.exposure_logs import (
     ROOT,
     Record,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from proxy.config import Exposures
-from proxy.exposure import ExposureLog
-from proxy.sink import RecordQueue
-from proxy.tokens import TokenSigner
+from proxy.config.settings import Exposures
+from proxy.experiments.exposure import ExposureLog
+from proxy.experiments.sink import RecordQueue
+from proxy.experiments.tokens import TokenSigner
 
 KEY = b"unit-key-of-32-bytes-for-the-app"
 

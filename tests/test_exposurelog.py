@@ -1,4 +1,4 @@
-"""proxy/exposurelog.py: records from JSONL files and a real Redis Stream (Valkey), checked,
+"""proxy/readout/logreader.py: records from JSONL files and a real Redis Stream (Valkey), checked,
 malformed ones counted and skipped."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import orjson
 import pytest
 import redis
 
-from proxy.exposurelog import (
+from proxy.readout.logreader import (
     Event,
     Exposure,
     LogStats,

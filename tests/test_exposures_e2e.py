@@ -18,8 +18,8 @@ import pytest
 import redis
 from aiohttp import web
 
-from proxy.server import ProxyServer
-from proxy.tokens import TokenSigner
+from proxy.experiments.tokens import TokenSigner
+from proxy.serve.server import ProxyServer
 from tests.support import (
     DIM,
     dot_model,
@@ -276,7 +276,7 @@ async def test_a_missing_key_stops_the_start(
     monkeypatch.delenv("RANKGATE_TOKEN_KEY", raising=False)
     url, _ = valkey
     cfg, runner = await proxy_for(tmp_path, url, exposures_conf())
-    from proxy.yamlconf import ConfigError
+    from proxy.config.yamlload import ConfigError
 
     with pytest.raises(ConfigError, match="RANKGATE_TOKEN_KEY is not set"):
         async with running_proxy(cfg):
@@ -305,7 +305,7 @@ async def test_the_loop_names_the_arm_that_gets_more_clicks(
     """Two arms at 50%, real traffic, clicks posted with the responses' tokens: the
     report joins them and names the arm users click more; the live view agrees on the
     split."""
-    from proxy.cli import main
+    from proxy.cli.main import main
 
     monkeypatch.setenv("RANKGATE_TOKEN_KEY", TOKEN_KEY)
     url, client = valkey

@@ -17,7 +17,7 @@ import pytest
 import redis
 from aiohttp import web
 
-from proxy.server import ProxyServer
+from proxy.serve.server import ProxyServer
 from tests.support import (
     DIM,
     dot_model,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.feedshape import (
+from proxy.preflight.feedshape import (
     ArrayCandidate,
     IdCandidate,
     choose_id,

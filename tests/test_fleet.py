@@ -6,9 +6,9 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.fleet import FleetMetrics
-from proxy.metrics import Metrics
-from proxy.record import RequestRecord
+from proxy.outcome.record import RequestRecord
+from proxy.serve.fleet import FleetMetrics
+from proxy.serve.metrics import Metrics
 
 
 def worker_text(requests: int, cold_start: float) -> str:

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from proxy.server import ProxyServer
+from proxy.serve.server import ProxyServer
 from tests.support import running_proxy, start_app, write_config
 
 BIG = os.urandom(10 * 1024 * 1024)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict
 
-from proxy.headers import VIA, add_forwarded, append_token, end_to_end
+from proxy.http.headers import VIA, add_forwarded, append_token, end_to_end
 
 
 def test_end_to_end_drops_hop_by_hop_and_what_connection_names() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.server import ProxyServer
+from proxy.serve.server import ProxyServer
 from tests.rawhttp import exchange, raw_server, read_request
 from tests.support import running_proxy, write_config
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from proxy.cli import main
-from proxy.routes import RoutesFile
-from proxy.yamlconf import load
+from proxy.cli.main import main
+from proxy.config.routes import RoutesFile
+from proxy.config.yamlload import load
 from tests.support import dot_model, start_app
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import Settings
-from proxy.initfiles import render_config, render_routes, validate_files
-from proxy.initprobe import Found, InitError, ModelChoice, choose_model
-from proxy.routes import RoutesFile
-from proxy.yamlconf import parse_yaml, validate
+from proxy.config.routes import RoutesFile
+from proxy.config.settings import Settings
+from proxy.config.yamlload import parse_yaml, validate
+from proxy.preflight.initfiles import render_config, render_routes, validate_files
+from proxy.preflight.initprobe import Found, InitError, ModelChoice, choose_model
 from tests.support import dot_model
 
 FOUND = Found("data.posts", "pid", 12, 12)

@@ -11,7 +11,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from proxy.initprobe import Found, InitError, choose_model, find_feed, reference_model, safe_name
+from proxy.preflight.initprobe import (
+    Found,
+    InitError,
+    choose_model,
+    find_feed,
+    reference_model,
+    safe_name,
+)
 from tests.support import dot_model
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ import pytest
 import redis
 from aiohttp import web
 
-from proxy.itemcache import MISSING, NO_ROW, ItemCache, entry_size, list_size
+from proxy.store.itemcache import MISSING, NO_ROW, ItemCache, entry_size, list_size
 from tests.support import DIM, ProxyProcess, dot_model, fetch, start_app, write_config
 
 VEC = bytes(DIM * 4)

@@ -1,4 +1,4 @@
-"""Key templates and hash-tag buckets (proxy/keys.py)."""
+"""Key templates and hash-tag buckets (proxy/config/keys.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import zlib
 import pytest
 from redis.crc import key_slot
 
-from proxy.config import Embeddings
-from proxy.keys import KeyTemplate, bucket_of, check_template, hash_tag
+from proxy.config.keys import KeyTemplate, bucket_of, check_template, hash_tag
+from proxy.config.settings import Embeddings
 
 BUCKETED = "emb:item:{b{bucket}}:{id}"
 

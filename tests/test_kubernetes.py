@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from proxy.admin import LocalAdmin, build_admin_app
-from proxy.config import Settings, load_settings
-from proxy.snapshot import build_snapshot
+from proxy.config.settings import Settings, load_settings
+from proxy.routing.snapshot import build_snapshot
+from proxy.serve.admin import LocalAdmin, build_admin_app
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "kubernetes"
@@ -121,8 +121,8 @@ def test_ports_match_the_config(settings: Settings) -> None:
 
 def admin_paths(settings: Settings) -> set[str]:
     """The paths rankgate's admin listener routes (with /metrics)."""
-    from proxy.metrics import Metrics
-    from proxy.runtime import ServingState
+    from proxy.serve.metrics import Metrics
+    from proxy.serve.runtime import ServingState
 
     app = build_admin_app(LocalAdmin(ServingState(), Metrics(), settings.admin.token))
     return {route.resource.canonical for route in app.router.routes() if route.resource}

@@ -14,8 +14,9 @@ import orjson
 import pytest
 import redis
 
-from proxy.config import Logging
-from proxy.logs import (
+from proxy.config.settings import Logging
+from proxy.outcome.record import RequestRecord
+from proxy.serve.logs import (
     MAX_MEMO_USERS,
     AccessLog,
     JsonFormatter,
@@ -23,7 +24,6 @@ from proxy.logs import (
     hash_user,
     setup_logging,
 )
-from proxy.record import RequestRecord
 from tests.support import (
     TEN_ITEMS_ROUTES,
     ProxyProcess,

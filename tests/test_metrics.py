@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import redis
 
-from proxy.metrics import BUCKETS
-from proxy.server import ProxyServer
+from proxy.serve.metrics import BUCKETS
+from proxy.serve.server import ProxyServer
 from tests.support import (
     dot_model,
     fetch,
@@ -182,8 +182,8 @@ async def test_origin_errors_are_counted(
 def test_batched_histogram_matches_prometheus_semantics() -> None:
     from prometheus_client import Histogram
 
-    from proxy.metrics import Metrics
-    from proxy.record import RequestRecord
+    from proxy.outcome.record import RequestRecord
+    from proxy.serve.metrics import Metrics
 
     ours = Metrics()
     reference = Histogram("ref_seconds", "", buckets=BUCKETS, registry=None)

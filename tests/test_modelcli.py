@@ -15,7 +15,7 @@ from models.contract import check_signature, open_session
 from models.data import leave_last_out, seen_matrix, synthetic
 from models.embeddings import load_embeddings, save_embeddings
 from models.evaluate import heldout_ranks, kendall_tau, rank_metrics, top_k_overlap
-from proxy.cli import main
+from proxy.cli.main import main
 from tests.support import dot_model
 
 D = 16

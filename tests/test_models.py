@@ -16,8 +16,8 @@ from models.export import export_model, load_checkpoint, verify  # noqa: E402
 from models.options import NPZ_NAME, MFConfig, RankerConfig, TrainOptions  # noqa: E402
 from models.ranker import Ranker  # noqa: E402
 from models.train import run  # noqa: E402
-from proxy.cli import main  # noqa: E402
-from proxy.sessions import load_model  # noqa: E402
+from proxy.cli.main import main  # noqa: E402
+from proxy.routing.sessions import load_model  # noqa: E402
 
 DIM = 8
 

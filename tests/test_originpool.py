@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.originpool import PoolConnector, PoolTimeout
-from proxy.record import RequestRecord
-from proxy.server import ProxyServer
+from proxy.http.pool import PoolConnector, PoolTimeout
+from proxy.outcome.record import RequestRecord
+from proxy.serve.server import ProxyServer
 from tests.support import fetch, running_proxy, start_app, write_config
 
 

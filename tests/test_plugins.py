@@ -13,8 +13,8 @@ import pytest
 
 from plugins.registry import BUILTINS, PluginLoadError, check_hooks, resolve
 from plugins.testing import apply, context, load
-from proxy.routeplugins import compile_plugins
-from proxy.routes import Route
+from proxy.config.routes import Route
+from proxy.routing.plugins import compile_plugins
 
 
 def ids_of(items: list[dict[str, Any]]) -> list[str]:
@@ -502,7 +502,7 @@ def test_malformed_rule_output_is_a_plugin_failure(what: str) -> None:
 
 def test_diversify_big_feeds_give_the_same_order(monkeypatch: pytest.MonkeyPatch) -> None:
     """Past FULL_MATRIX_MAX items similarities are computed a row per slot: same result."""
-    import plugins.diversify
+    import plugins.builtin.diversify
 
     rng = np.random.default_rng(3)
     items = feed(300)
@@ -510,7 +510,7 @@ def test_diversify_big_feeds_give_the_same_order(monkeypatch: pytest.MonkeyPatch
     scores = rng.standard_normal(300).astype(np.float32)
     plugin = load("diversify", **{"lambda": 0.6, "depth": 40})
     rows = ids_of(apply(context(items, scores=scores, embeddings=emb), plugin))
-    monkeypatch.setattr(plugins.diversify, "FULL_MATRIX_MAX", 1000)
+    monkeypatch.setattr(plugins.builtin.diversify, "FULL_MATRIX_MAX", 1000)
     matrix = ids_of(apply(context(items, scores=scores, embeddings=emb), plugin))
     assert rows == matrix and rows != ids_of(apply(context(items, scores=scores)))
 

@@ -21,8 +21,8 @@ import redis
 from aiohttp import web
 
 from plugins import FeedContext, ItemArray
-from proxy.record import RequestRecord
-from proxy.server import ProxyServer
+from proxy.outcome.record import RequestRecord
+from proxy.serve.server import ProxyServer
 from tests.support import (
     DIM,
     dot_model,

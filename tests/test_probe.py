@@ -14,8 +14,8 @@ import pytest
 import redis
 from aiohttp import web
 
-from proxy.cli import main
-from proxy.valkey import EmbeddedValkey
+from proxy.cli.main import main
+from proxy.store.valkey import EmbeddedValkey
 from tests.support import DIM, dot_model, start_app, valkey_pids, vec, write_config
 
 BODIES: dict[str, Any] = {

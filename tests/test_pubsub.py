@@ -1,4 +1,4 @@
-"""A subscription that survives one node (proxy/pubsub.py), on real servers."""
+"""A subscription that survives one node (proxy/store/pubsub.py), on real servers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import redis
 
-from proxy.pubsub import subscription
+from proxy.store.pubsub import subscription
 from tests.clusters import ValkeyCluster, free_port
 
 

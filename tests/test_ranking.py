@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from proxy.ranking import reorder
+from proxy.feed.ranking import reorder
 
 
 def test_reorder_keeps_unscored_slots() -> None:

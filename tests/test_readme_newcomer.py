@@ -87,8 +87,8 @@ def readme_yaml(after: str) -> str:
 def test_the_configuration_examples_load_as_written(tmp_path: Path) -> None:
     # Copied into config/ of a checkout (their paths say ../models/): both load, the
     # models' sha256 pins match, and the route's plugin options are good.
-    from proxy.config import load_settings
-    from proxy.snapshot import build_snapshot
+    from proxy.config.settings import load_settings
+    from proxy.routing.snapshot import build_snapshot
 
     (tmp_path / "config").mkdir()
     shutil.copytree(ROOT / "models", tmp_path / "models", ignore=shutil.ignore_patterns("*.py"))

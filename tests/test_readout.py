@@ -1,4 +1,4 @@
-"""proxy/readout.py: records joined in any order (an event before its exposure, a record
+"""proxy/readout/join.py: records joined in any order (an event before its exposure, a record
 read twice, an event without its exposure), the route filter and the order of routes and
 arms, and, end to end, interleaving against A/B on simulated logs."""
 
@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from proxy.stats import two_proportion_z_test, wilson_interval
+from proxy.readout.stats import two_proportion_z_test, wilson_interval
 from tests.exposure_logs import (
     T0,
     ab_traffic,

@@ -1,4 +1,4 @@
-"""proxy/readoutreport.py: the arms' CTR, lift and p-value on simulated A/B logs, the
+"""proxy/readout/report.py: the arms' CTR, lift and p-value on simulated A/B logs, the
 sample ratio test against the split in routes.yaml, and the shape of the JSON."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""proxy/readouttally.py: the order-free sum, how one exposure's events count into its
+"""proxy/readout/tally.py: the order-free sum, how one exposure's events count into its
 arm, the interleaving credit per team and the shadow's agreement with the served order."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from proxy.exposurelog import Event
-from proxy.readouttally import ArmTally, Join, ShadowTally, Sum
-from proxy.stats import sign_test
+from proxy.readout.logreader import Event
+from proxy.readout.stats import sign_test
+from proxy.readout.tally import ArmTally, Join, ShadowTally, Sum
 from tests.exposure_logs import T0, event, exposure, readout, request_id, route_of
 
 RNG = random.Random(5)

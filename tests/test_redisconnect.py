@@ -1,4 +1,4 @@
-"""Choosing one node or a cluster (proxy/redisconnect.py), against real servers."""
+"""Choosing one node or a cluster (proxy/store/connect.py), against real servers."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from proxy.clusterlink import ClusterLink
-from proxy.config import Embeddings
-from proxy.config import Redis as RedisConfig
-from proxy.errors import RedisError as EmbeddingError
-from proxy.keys import KeyTemplate
-from proxy.redisconnect import connect_store, sync_client
-from proxy.redislink import RedisLink
+from proxy.config.keys import KeyTemplate
+from proxy.config.settings import Embeddings
+from proxy.config.settings import Redis as RedisConfig
+from proxy.outcome.errors import RedisError as EmbeddingError
+from proxy.store.cluster import ClusterLink
+from proxy.store.connect import connect_store, sync_client
+from proxy.store.link import RedisLink
 from tests.clusters import ValkeyCluster, free_port
 
 EMB = Embeddings(dim=4, item_key="emb:item:{b{bucket}}:{id}", item_buckets=16)

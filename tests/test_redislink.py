@@ -11,7 +11,7 @@ import pytest_asyncio
 import redis
 import redis.asyncio as aioredis
 
-from proxy.redislink import RedisLink
+from proxy.store.link import RedisLink
 
 
 @pytest_asyncio.fixture

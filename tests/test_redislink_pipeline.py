@@ -1,4 +1,4 @@
-"""RedisLink's batch calls (proxy/redislink.py: pack_mget, read_replies, pipeline,
+"""RedisLink's batch calls (proxy/store/link.py: pack_mget, read_replies, pipeline,
 mget) against a real Valkey."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 
-from proxy.redislink import RedisLink, pack_mget
+from proxy.store.link import RedisLink, pack_mget
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ import orjson
 import pytest
 import redis
 
-from proxy.reload import RoutesWatcher, symlink_chain
-from proxy.snapshotstore import SnapshotStore
+from proxy.routing.current import SnapshotStore
+from proxy.routing.reload import RoutesWatcher, symlink_chain
 from tests.support import (
     DIM,
     ProxyProcess,

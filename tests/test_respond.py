@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.respond import is_json, private_cache_control, server_timing
+from proxy.feed.respond import is_json, private_cache_control, server_timing
 
 
 def test_is_json() -> None:

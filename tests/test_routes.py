@@ -6,17 +6,17 @@ import textwrap
 
 import pytest
 
-from proxy import yamlconf
-from proxy.routes import RoutesFile
+from proxy.config import yamlload
+from proxy.config.routes import RoutesFile
 
 
 def parse(text: str) -> RoutesFile:
-    doc = yamlconf.parse_yaml(textwrap.dedent(text), "routes.yaml")
-    return yamlconf.validate(RoutesFile, doc, "routes.yaml")
+    doc = yamlload.parse_yaml(textwrap.dedent(text), "routes.yaml")
+    return yamlload.validate(RoutesFile, doc, "routes.yaml")
 
 
 def problems(text: str) -> list[str]:
-    with pytest.raises(yamlconf.ConfigError) as info:
+    with pytest.raises(yamlload.ConfigError) as info:
         parse(text)
     return info.value.problems
 

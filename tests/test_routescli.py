@@ -1,4 +1,4 @@
-"""`rankgate routes push|status` (proxy/routescli.py) against a real Valkey, a real
+"""`rankgate routes push|status` (proxy/cli/routes.py) against a real Valkey, a real
 cluster, and real serving processes."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import orjson
 import pytest
 import redis
 
-from proxy import routestore
-from proxy.cli import main
-from proxy.config import RoutesRedis
+from proxy.cli.main import main
+from proxy.config.settings import RoutesRedis
+from proxy.routing import versions
 from tests.clusters import ValkeyCluster
 from tests.support import running_proxy, wait_until
 from tests.test_routesource import DOT, MISSING, NEG, config, order
@@ -43,7 +43,7 @@ def test_push_validates_stores_and_reports(
     out = capsys.readouterr().out
     assert "ok    " in out and "1 route(s) (feed), 1 model(s)" in out
     assert "pushed version 1" in out
-    stored = routestore.fetch(redis_db, CFG)
+    stored = versions.fetch(redis_db, CFG)
     assert stored is not None and stored.raw == DOT
 
     assert cli("push", str(tmp_path / "dot.yaml"), "--config", cfg) == 0
@@ -63,7 +63,7 @@ def test_push_refuses_what_a_reload_would(
     assert cli("push", str(tmp_path / "bad.yaml"), "--config", cfg) == 1
     assert "routes[0]" in capsys.readouterr().err
     assert cli("push", str(tmp_path / "absent.yaml"), "--config", cfg) == 1
-    assert routestore.head(redis_db, CFG) is None  # nothing was stored
+    assert versions.head(redis_db, CFG) is None  # nothing was stored
 
 
 def test_status_lists_processes_and_says_who_is_behind(
@@ -74,11 +74,11 @@ def test_status_lists_processes_and_says_who_is_behind(
     out = capsys.readouterr().out
     assert "no routes pushed yet" in out and "no live process" in out
 
-    head, _ = routestore.push(redis_db, CFG, DOT)
-    routestore.report(redis_db, CFG, "pod-a:1", {"version": 1, "sha256": head.sha256})
-    routestore.report(redis_db, CFG, "pod-b:1", {"version": None, "source": "file"})
+    head, _ = versions.push(redis_db, CFG, DOT)
+    versions.report(redis_db, CFG, "pod-a:1", {"version": 1, "sha256": head.sha256})
+    versions.report(redis_db, CFG, "pod-b:1", {"version": None, "source": "file"})
     refusal = {"version": 1, "error": "x: models.m.path: file not found"}
-    routestore.report(redis_db, CFG, "pod-c:1", {"version": None, "refused": refusal})
+    versions.report(redis_db, CFG, "pod-c:1", {"version": None, "refused": refusal})
     assert cli("status", "--config", cfg) == 1  # not every process serves version 1
     out = capsys.readouterr().out
     assert "stored   version 1" in out
@@ -152,7 +152,7 @@ def test_push_into_a_cluster(
     assert cli("push", str(tmp_path / "dot.yaml"), "--config", cfg) == 0
     assert "pushed version 1" in capsys.readouterr().out
     with cluster.client() as client:
-        stored = routestore.fetch(client, CFG)
+        stored = versions.fetch(client, CFG)
     assert stored is not None and stored.raw == DOT
     assert cli("status", "--config", cfg) == 0
 

@@ -1,4 +1,4 @@
-"""routes_source: redis in a serving process (proxy/routesource.py): real Valkey, real
+"""routes_source: redis in a serving process (proxy/routing/sources.py): real Valkey, real
 origin, real models. Pushes are swapped in as a reload would; a refused version leaves
 the process where it was, and says so; a cut subscription or a lost message is caught
 up by the re-read on reconnect and by the poll."""
@@ -14,9 +14,9 @@ import orjson
 import pytest
 import redis
 
-from proxy import routestore
-from proxy.config import RoutesRedis
-from proxy.server import ProxyServer
+from proxy.config.settings import RoutesRedis
+from proxy.routing import versions
+from proxy.serve.server import ProxyServer
 from tests.clusters import free_port
 from tests.support import (
     dot_model,
@@ -105,24 +105,24 @@ async def test_file_until_a_push_then_each_push(
         assert (info["source"], info["version"], info["stored"]) == ("file", None, None)
         assert [e["process"] for e in info["fleet"]] == [info["process"]]
 
-        head, _ = routestore.push(redis_db, CFG, NEG)
+        head, _ = versions.push(redis_db, CFG, NEG)
         await wait_until(serves(proxy, DOWN), limit_s=5)
         info = (await admin_routes(proxy))["redis"]
         assert (info["source"], info["version"], info["sha256"]) == ("redis", 1, head.sha256)
         assert info["stored"] == {"version": 1, "sha256": head.sha256}
         assert info["fleet"][0]["version"] == 1 and info["subscribed"]
 
-        routestore.push(redis_db, CFG, DOT)
+        versions.push(redis_db, CFG, DOT)
         await wait_until(serves(proxy, UP), limit_s=5)
         assert (await admin_routes(proxy))["redis"]["version"] == 2
     # A process that stops leaves the fleet at once.
-    assert routestore.fleet(redis_db, CFG) == []
+    assert versions.fleet(redis_db, CFG) == []
 
 
 async def test_starts_on_the_stored_version(
     tmp_path: Path, origin: str, redis_url: str, redis_db: redis.Redis
 ) -> None:
-    routestore.push(redis_db, CFG, NEG)
+    versions.push(redis_db, CFG, NEG)
     async with running_proxy(config(tmp_path, origin, redis_url, None)) as proxy:
         assert await order(proxy) == DOWN  # the first request already: no file needed
         assert proxy.runtime.store.current.version == 1
@@ -135,18 +135,18 @@ async def test_no_routes_anywhere_passes_through(
         resp, _ = await proxy_get(proxy, "/feed")
         assert "X-Rerank" not in resp.headers  # no route: the origin's answer as it is
         assert await order(proxy) == DOWN
-        routestore.push(redis_db, CFG, DOT)
+        versions.push(redis_db, CFG, DOT)
         await wait_until(serves(proxy, UP), limit_s=5)
 
 
 async def test_refused_versions_leave_the_process_where_it_was(
     tmp_path: Path, origin: str, redis_url: str, redis_db: redis.Redis
 ) -> None:
-    routestore.push(redis_db, CFG, DOT)
+    versions.push(redis_db, CFG, DOT)
     async with running_proxy(config(tmp_path, origin, redis_url, None)) as proxy:
         store = proxy.runtime.store
         # A model file this process lacks (the push skipped the CLI's validation).
-        routestore.push(redis_db, CFG, MISSING)
+        versions.push(redis_db, CFG, MISSING)
         await wait_until(lambda: store.last_error is not None, limit_s=5)
         assert await order(proxy) == UP
         info = (await admin_routes(proxy))["redis"]
@@ -154,11 +154,11 @@ async def test_refused_versions_leave_the_process_where_it_was(
         assert "models.ghost.path: file not found" in info["refused"]["error"]
         assert "redis key rankgate:routes version 2" in info["refused"]["error"]
         await wait_until(
-            lambda: routestore.fleet(redis_db, CFG)[0]["refused"] is not None, limit_s=5
+            lambda: versions.fleet(redis_db, CFG)[0]["refused"] is not None, limit_s=5
         )
 
         # Bytes that do not hash to the stored sha256.
-        good, _ = routestore.push(redis_db, CFG, NEG)
+        good, _ = versions.push(redis_db, CFG, NEG)
         await wait_until(serves(proxy, DOWN), limit_s=5)
         assert (await admin_routes(proxy))["redis"]["refused"] is None
         redis_db.hset(CFG.key, mapping={"yaml": DOT, "version": 9})  # sha256 left as NEG's
@@ -186,7 +186,7 @@ async def test_cut_subscription_is_re_read_on_reconnect(
         source = proxy.runtime.follower
         assert source is not None and getattr(source, "subscribed", False)
         assert redis_db.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
-        routestore.push(redis_db, CFG, NEG)  # while the subscription is down
+        versions.push(redis_db, CFG, NEG)  # while the subscription is down
         await wait_until(serves(proxy, DOWN), limit_s=5)
         await wait_until(lambda: source.subscribed, limit_s=5)  # type: ignore[attr-defined]
 
@@ -201,7 +201,7 @@ async def test_a_lost_message_is_caught_by_the_poll(
     )
     async with running_proxy(path) as proxy:
         assert redis_db.pubsub_numsub(CFG.channel) == [(CFG.channel.encode(), 0)]
-        routestore.push(redis_db, CFG, NEG)
+        versions.push(redis_db, CFG, NEG)
         await wait_until(serves(proxy, DOWN), limit_s=5)
         info = (await admin_routes(proxy))["redis"]
         assert info["version"] == 1 and info["subscribed"] is False
@@ -233,10 +233,10 @@ async def test_each_worker_follows_and_reports(
 
     proc = await ProxyProcess.start(config(tmp_path, origin, redis_url, DOT), "--workers", "2")
     try:
-        await wait_until(lambda: len(routestore.fleet(redis_db, CFG)) == 2, limit_s=20)
-        head, _ = routestore.push(redis_db, CFG, NEG)
+        await wait_until(lambda: len(versions.fleet(redis_db, CFG)) == 2, limit_s=20)
+        head, _ = versions.push(redis_db, CFG, NEG)
         await wait_until(
-            lambda: [e["version"] for e in routestore.fleet(redis_db, CFG)] == [1, 1],
+            lambda: [e["version"] for e in versions.fleet(redis_db, CFG)] == [1, 1],
             limit_s=10,
         )
         status, _, body = await fetch(proc.admin_url("/admin/routes"))
@@ -251,4 +251,4 @@ async def test_each_worker_follows_and_reports(
         await wait_until(down, limit_s=5)
     finally:
         assert await proc.stop() == 0
-    assert routestore.fleet(redis_db, CFG) == []  # each worker left on its way out
+    assert versions.fleet(redis_db, CFG) == []  # each worker left on its way out

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from proxy.config import load_settings
-from proxy.forward import Forwarder
-from proxy.runtime import open_runtime
+from proxy.config.settings import load_settings
+from proxy.http.forward import Forwarder
+from proxy.serve.runtime import open_runtime
 from tests.support import dot_model, write_config
 
 ROUTES = """\

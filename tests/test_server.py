@@ -17,9 +17,9 @@ import pytest
 import redis
 from aiohttp import web
 
-from proxy.config import load_settings
-from proxy.server import ProxyServer
-from proxy.yamlconf import ConfigError
+from proxy.config.settings import load_settings
+from proxy.config.yamlload import ConfigError
+from proxy.serve.server import ProxyServer
 from tests.support import (
     ProxyProcess,
     fetch,
@@ -160,7 +160,7 @@ async def test_stop_is_idempotent_and_port_errors_are_clean(setup) -> None:
 
 def test_gc_tuning_freezes_the_startup_heap() -> None:
     code = (
-        "import gc; from proxy.server import tune_gc, GC_GEN0_THRESHOLD as T; tune_gc(); "
+        "import gc; from proxy.serve.server import tune_gc, GC_GEN0_THRESHOLD as T; tune_gc(); "
         "print(gc.get_freeze_count() > 1000, gc.get_threshold()[0] == T)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

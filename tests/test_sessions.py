@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from models.contract import ModelContractError
-from proxy.sessions import WARM_BATCH, load_model
+from proxy.routing.sessions import WARM_BATCH, load_model
 from tests.support import DIM, dot_model
 
 

@@ -1,4 +1,4 @@
-"""Unit tests for proxy/shadow.py: the agreement between a served and a shadow order
+"""Unit tests for proxy/experiments/shadow.py: the agreement between a served and a shadow order
 (Kendall tau, top-10 overlap) and the histograms they go to. The shadow's run on live
 traffic is in tests/test_shadow_interleave_e2e.py."""
 
@@ -10,7 +10,13 @@ import random
 import numpy as np
 import pytest
 
-from proxy.shadow import OVERLAP_BUCKETS, TAU_BUCKETS, ShadowStats, agreement, kendall_tau
+from proxy.experiments.shadow import (
+    OVERLAP_BUCKETS,
+    TAU_BUCKETS,
+    ShadowStats,
+    agreement,
+    kendall_tau,
+)
 
 
 def tau_by_pairs(ranks: list[int]) -> float:

@@ -16,7 +16,7 @@ import orjson
 import pytest
 import redis
 
-from proxy.interleave import seed_of, team_draft
+from proxy.feed.interleave import seed_of, team_draft
 from tests.support import (
     dot_model,
     metric,
@@ -130,7 +130,7 @@ async def test_an_interleaved_list_is_rebuilt_from_its_record_and_clicks_name_a_
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from proxy.cli import main
+    from proxy.cli.main import main
 
     monkeypatch.setenv("RANKGATE_TOKEN_KEY", TOKEN_KEY)
     url, client = valkey

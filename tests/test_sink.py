@@ -12,8 +12,14 @@ import orjson
 import pytest
 import redis
 
-from proxy.config import Exposures
-from proxy.sink import Flusher, JsonlWriter, RecordQueue, RedisStreamWriter, running_sink
+from proxy.config.settings import Exposures
+from proxy.experiments.sink import (
+    Flusher,
+    JsonlWriter,
+    RecordQueue,
+    RedisStreamWriter,
+    running_sink,
+)
 
 
 def test_a_full_queue_drops_the_newest() -> None:

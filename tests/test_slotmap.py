@@ -1,4 +1,4 @@
-"""The slot map (proxy/slotmap.py) against a real three-node cluster and a plain server."""
+"""The slot map (proxy/store/slots.py) against a real three-node cluster and a plain server."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 from redis.exceptions import MovedError
 
-from proxy.slotmap import NODE_RETRY_S, SlotMap
+from proxy.store.slots import NODE_RETRY_S, SlotMap
 from tests.clusters import ValkeyCluster, free_port
 
 

@@ -21,9 +21,9 @@ import pytest
 import redis
 
 from models.contract import sha256_file
-from proxy.server import ProxyServer
-from proxy.snapshot import Snapshot
-from proxy.snapshotstore import ReloadOutcome, SnapshotStore
+from proxy.routing.current import ReloadOutcome, SnapshotStore
+from proxy.routing.snapshot import Snapshot
+from proxy.serve.server import ProxyServer
 from tests.support import (
     DIM,
     dot_model,

@@ -3,8 +3,8 @@ present wins, bounded, trimmed."""
 
 from __future__ import annotations
 
+from plugins.builtin.sources import resolve_user
 from plugins.context import MAX_USER_ID, RequestView
-from plugins.sources import resolve_user
 
 SOURCES = (("cookie", "uid"), ("header", "X-User-Id"), ("query", "u"))
 

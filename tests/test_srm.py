@@ -1,4 +1,4 @@
-"""proxy/srm.py: the split routes.yaml configures, checked against rankgate's own arm
+"""proxy/readout/srm.py: the split routes.yaml configures, checked against rankgate's own arm
 choice, and the sample ratio test on fair and skewed assignments."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from plugins.context import RequestView
-from proxy.experiments import ArmChooser
-from proxy.routes import Route
-from proxy.srm import ALARM_P, PercentArm, expected_split, percent_arms, split_of, srm_test
+from proxy.config.routes import Route
+from proxy.readout.srm import ALARM_P, PercentArm, expected_split, percent_arms, split_of, srm_test
+from proxy.routing.arms import ArmChooser
 
 
 def route(*experiments: dict[str, object]) -> Route:

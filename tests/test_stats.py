@@ -1,4 +1,4 @@
-"""proxy/stats.py against published values (statistical tables, Newcombe 1998) and exact
+"""proxy/readout/stats.py against published values (statistical tables, Newcombe 1998) and exact
 arithmetic."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import pytest
 
-from proxy.stats import (
+from proxy.readout.stats import (
     SIGN_TEST_EXACT_MAX,
     Z95,
     chi2_sf,

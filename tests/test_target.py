@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from proxy.record import RequestRecord
-from proxy.server import ProxyServer
+from proxy.outcome.record import RequestRecord
+from proxy.serve.server import ProxyServer
 from tests.rawhttp import exchange
 from tests.support import running_proxy, start_app, write_config
 

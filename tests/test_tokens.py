@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.tokens import (
+from proxy.experiments.tokens import (
     MAX_TOKEN,
     SecretKeyError,
     TokenError,

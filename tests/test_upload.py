@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from proxy.record import RequestRecord
-from proxy.server import ProxyServer
+from proxy.outcome.record import RequestRecord
+from proxy.serve.server import ProxyServer
 from tests.rawhttp import closed_within, connect, read_head, read_response
 from tests.support import running_proxy, start_app, wait_until, write_config
 

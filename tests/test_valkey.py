@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from proxy.config import load_settings
-from proxy.valkey import EmbeddedValkey, PortTaken
-from proxy.valkeydir import EmbeddedValkeyError
-from proxy.yamlconf import ConfigError
+from proxy.config.settings import load_settings
+from proxy.config.yamlload import ConfigError
+from proxy.store.valkey import EmbeddedValkey, PortTaken
+from proxy.store.valkeydir import EmbeddedValkeyError
 from tests.support import start_valkey, valkey_pids
 
 
@@ -65,7 +65,7 @@ def test_a_second_user_shares_the_server_and_the_last_one_stops_it(data_dir: Pat
 HOLDER = textwrap.dedent(
     """\
     import sys, time
-    from proxy.valkey import EmbeddedValkey
+    from proxy.store.valkey import EmbeddedValkey
     server = EmbeddedValkey(sys.argv[1])
     server.start()
     server_pid = server.pid

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.valkeydir import (
+from proxy.store.valkeydir import (
     FIRST_PORT,
     PORTS_TRIED,
     EmbeddedValkeyError,

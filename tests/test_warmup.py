@@ -15,11 +15,11 @@ import pytest
 import redis
 from aiohttp import web
 
-from proxy.config import Embeddings, Origin
-from proxy.embeddings import EmbeddingStore, connect
-from proxy.forward import Forwarder
-from proxy.sessions import load_model
-from proxy.warmup import WARM_LIMIT_S, warm_up
+from proxy.config.settings import Embeddings, Origin
+from proxy.http.forward import Forwarder
+from proxy.routing.sessions import load_model
+from proxy.serve.warmup import WARM_LIMIT_S, warm_up
+from proxy.store.embeddings import EmbeddingStore, connect
 from tests.support import (
     DIM,
     TEN_ITEMS_ROUTES,

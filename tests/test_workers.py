@@ -14,7 +14,7 @@ import orjson
 import pytest
 import redis
 
-from proxy.supervisor import resolve_workers
+from proxy.serve.supervisor import resolve_workers
 from tests.support import (
     TEN_ITEMS_ROUTES,
     ProxyProcess,

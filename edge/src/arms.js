@@ -1,5 +1,5 @@
 // Choosing the model arm: header, cookie and query conditions, and the sticky
-// percentage of proxy/experiments.py:
+// percentage of proxy/routing/arms.py:
 //   bucket = u64_be(sha256(`${salt}:${userId}`)[0:8]) / 2^64 * 100
 // Number(BigInt) rounds to the nearest double, as Python's int / 2**64 does, so both
 // runtimes put a user in the same bucket.

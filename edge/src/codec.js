@@ -1,4 +1,4 @@
-// Content-Encoding of feed bodies (proxy/bodycodec.py): decode to re-rank, then encode
+// Content-Encoding of feed bodies (proxy/http/codec.py): decode to re-rank, then encode
 // the same way. The origin's response is fetched with encodeResponseBody: "manual", so
 // the Worker holds the bytes the origin sent: a body it cannot decode is served as sent.
 

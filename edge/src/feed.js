@@ -1,4 +1,4 @@
-// The feed path (proxy/feed.py): a response a route names leaves re-ordered for its
+// The feed path (proxy/feed/stages.py): a response a route names leaves re-ordered for its
 // user. Every reason not to re-rank serves the origin's status, headers and bytes as
 // they came, with `X-Rerank: skipped; reason=REASON`. The reasons the edge can meet are
 // the proxy's, except that Workers KV stands where Redis does: a KV failure is

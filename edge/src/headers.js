@@ -1,4 +1,4 @@
-// Response headers of a feed route, as proxy/feed.py and proxy/headers.py write them.
+// Response headers of a feed route, as proxy/feed/stages.py and proxy/http/headers.py write them.
 
 export function isJson(contentType) {
   if (!contentType) return false;

@@ -31,7 +31,7 @@ export function fetchOrigin(request, url, env, { drop = [], raw = false } = {}) 
   return raw ? fetch(upstream, { encodeResponseBody: "manual" }) : fetch(upstream);
 }
 
-/** What the proxy answers when the origin fails (proxy/forward.py): 502 and why. */
+/** What the proxy answers when the origin fails (proxy/http/forward.py): 502 and why. */
 export function originError(error, reason = "origin-unreachable") {
   const detail =
     reason === "origin-unreachable"

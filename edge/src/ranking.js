@@ -1,5 +1,5 @@
 // Finding the items in a decoded feed and putting them in score order: the rules of
-// proxy/ranking.py. Only the order of the array changes; each item is the parsed object.
+// proxy/feed/ranking.py. Only the order of the array changes; each item is the parsed object.
 
 export class ItemsNotFound extends Error {}
 
@@ -57,7 +57,7 @@ export function itemIds(items, idPath, floatIds) {
 }
 
 /**
- * The response's array after rules (proxy/ranking.py arrange). `positions` (ascending)
+ * The response's array after rules (proxy/feed/ranking.py arrange). `positions` (ascending)
  * are the scored items' indices, `scores` theirs. Dropped items go; fixed items keep
  * their index (at the end, in order, if drops made the array too short); the other
  * scored items fill the free slots by descending score, stable.

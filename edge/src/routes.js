@@ -11,7 +11,7 @@ function escapeRegex(text) {
 function pathMatcher(match) {
   if (match.prefix !== undefined) return (path) => path.startsWith(match.prefix);
   if (match.exact !== undefined) return (path) => path === match.exact;
-  // /u/{id}/feed: each {name} is one non-empty segment (proxy/snapshot.py).
+  // /u/{id}/feed: each {name} is one non-empty segment (proxy/routing/snapshot.py).
   const regex = new RegExp(`^${match.segments.map(escapeRegex).join("[^/]+")}$`);
   return (path) => regex.test(path);
 }

@@ -1,5 +1,5 @@
-// The built-in rules that run at the edge, with the semantics of plugins/pin.py,
-// plugins/filter.py (field conditions), plugins/boost.py and plugins/annotate.py.
+// The built-in rules that run at the edge, with the semantics of plugins/builtin/pin.py,
+// plugins/builtin/filter.py (field conditions), plugins/builtin/boost.py and plugins/builtin/annotate.py.
 // `rankgate edge build` refuses a route whose plugins are anything else.
 
 import { Skip } from "./skip.js";

@@ -1,0 +1,131 @@
+"""The feed route's response: the re-ranked body with per-user cache headers, or the
+origin's bytes as they came with the reason they were not re-ranked.
+
+Headers on every feed response: ``X-Rerank`` (applied, or skipped with its reason),
+``Server-Timing`` (ours after the origin's), and ``Vary`` for what chose the user and
+the arm (the same URL is re-ranked for other users). A re-ranked body also gets
+``Cache-Control: private`` and loses the origin's ``ETag`` (it names other bytes).
+"""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from proxy.http.forward import Forwarder
+from proxy.http.headers import append_token, end_to_end
+from proxy.outcome.errors import Outcome, RankgateError, Reason
+from proxy.outcome.record import RequestRecord
+
+_TIMING_NAMES = {"inference": "infer"}
+
+
+def is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return mime == "application/json" or mime.endswith("+json")
+
+
+def private_cache_control(value: str | None) -> str:
+    """The origin's Cache-Control made per-user: public/s-maxage go, private comes in."""
+    if not value:
+        return "private"
+    keep = []
+    for directive in value.split(","):
+        d = directive.strip()
+        name = d.split("=", 1)[0].strip().lower()
+        if not d or name in ("public", "s-maxage", "private", "proxy-revalidate"):
+            continue
+        keep.append(d)
+    return ", ".join(["private", *keep])
+
+
+def server_timing(timings: dict[str, float], prior: str | None = None) -> str:
+    ours = ", ".join(
+        f"{_TIMING_NAMES.get(k, k).replace(':', '-')};dur={v * 1000:.2f}"
+        for k, v in timings.items()
+    )
+    return f"{prior}, {ours}" if prior else ours
+
+
+def _finish_headers(
+    headers: CIMultiDict[str], record: RequestRecord, label: str, token: str | None
+) -> None:
+    headers["X-Rerank"] = label
+    if token is not None:
+        headers["X-Rankgate-Id"] = token
+    record.timings["total"] = time.perf_counter() - record.started
+    headers["Server-Timing"] = server_timing(record.timings, headers.get("Server-Timing"))
+
+
+def applied(
+    record: RequestRecord,
+    upstream: aiohttp.ClientResponse,
+    vary: tuple[str, ...],
+    body: bytes,
+    token: str | None = None,
+) -> web.Response:
+    headers = end_to_end(upstream.headers)
+    headers.popall("Content-Length", None)
+    headers.popall("ETag", None)
+    headers["Cache-Control"] = private_cache_control(headers.get("Cache-Control"))
+    append_token(headers, "Vary", vary)
+    record.outcome = Outcome.APPLIED
+    _finish_headers(headers, record, f"applied; model={record.model}; arm={record.arm}", token)
+    record.status, record.bytes_out = upstream.status, len(body)
+    return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
+
+
+def _skip_headers(
+    headers: CIMultiDict[str],
+    record: RequestRecord,
+    vary: tuple[str, ...],
+    why: RankgateError,
+    token: str | None,
+) -> None:
+    reason = why.reason
+    record.outcome, record.reason, record.plugin = reason.outcome, reason, why.plugin
+    append_token(headers, "Vary", vary)
+    label = f"skipped; reason={reason}"
+    if reason is Reason.CONTROL:
+        label += f"; model=none; arm={record.arm}"
+    if why.plugin is not None:
+        label += f"; plugin={why.plugin}"
+    _finish_headers(headers, record, label, token)
+
+
+async def stream_skipped(
+    forwarder: Forwarder,
+    request: web.BaseRequest,
+    record: RequestRecord,
+    upstream: aiohttp.ClientResponse,
+    vary: tuple[str, ...],
+    why: RankgateError,
+    first: bytes = b"",
+    token: str | None = None,
+) -> web.StreamResponse:
+    """The origin's response streamed on (``first``: body bytes already read)."""
+    headers = end_to_end(upstream.headers)
+    _skip_headers(headers, record, vary, why, token)
+    record.status = upstream.status
+    return await forwarder.stream_back(request, upstream, headers, first)
+
+
+def buffered_skipped(
+    record: RequestRecord,
+    upstream: aiohttp.ClientResponse,
+    vary: tuple[str, ...],
+    why: RankgateError,
+    body: bytes,
+    token: str | None = None,
+) -> web.Response:
+    """The origin's body, read whole for re-ranking, served as it came."""
+    headers = end_to_end(upstream.headers)
+    headers.popall("Content-Length", None)
+    _skip_headers(headers, record, vary, why, token)
+    record.status, record.bytes_out = upstream.status, len(body)
+    return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)

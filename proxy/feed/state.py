@@ -1,0 +1,113 @@
+"""A feed request's state, and the services every feed request uses.
+
+One ``FeedRequest`` is made per feed request; the stages (``proxy.feed.stages``, then
+``proxy.feed.rerank``) fill it in, in order, and the response is built from it. Later
+features read it too: an exposure record after the response, a shadow model's scores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiohttp
+import numpy as np
+from aiohttp import web
+
+from plugins.context import FeedContext, ItemArray
+from proxy.config.routes import Shadow
+from proxy.http.forward import Forwarder
+from proxy.outcome.errors import RankgateError
+from proxy.outcome.record import RequestRecord
+from proxy.routing.arms import Arm
+from proxy.routing.sessions import ModelSession
+from proxy.routing.snapshot import CompiledRoute, Snapshot
+from proxy.store.embeddings import EmbeddingStore, ItemLookup
+
+
+class Recorder(Protocol):
+    """What keeps a record of each feed decision (``proxy.experiments.exposure.ExposureLog``)."""
+
+    def start(self, st: FeedRequest) -> None:
+        """At request start: the request id."""
+
+    def token(self, st: FeedRequest) -> str | None:
+        """The response's X-Rankgate-Id, or None."""
+
+    def emit(self, st: FeedRequest) -> None:
+        """Once the response is on its way: the record, off the request path."""
+
+
+class Shadows(Protocol):
+    """What runs shadow models after a response (``proxy.experiments.shadow.ShadowRunner``)."""
+
+    def wanted(self, st: FeedRequest) -> Shadow | None:
+        """The shadow to run for this (re-ranked) request, if any."""
+
+    def start(self, st: FeedRequest, shadow: Shadow, then: Callable[[], None]) -> None:
+        """Run it off the response's path, then ``then()``."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedServices:
+    """What every feed request uses, made once by the runtime."""
+
+    forwarder: Forwarder
+    embeddings: EmbeddingStore
+    max_body_bytes: int
+    thread_min_items: int
+    recorder: Recorder | None = None
+    shadows: Shadows | None = None
+
+
+_NO_FLOATS = np.empty(0, dtype=np.float32)
+_NO_INDEX = np.empty(0, dtype=np.intp)
+
+
+@dataclass(slots=True, eq=False)
+class FeedRequest:
+    """One feed request's state: made once, filled in by the stages in order."""
+
+    svc: FeedServices
+    request: web.BaseRequest
+    route: CompiledRoute
+    snapshot: Snapshot
+    record: RequestRecord
+    ctx: FeedContext
+    arm: Arm | None = None
+    model: ModelSession | None = None
+    model_b: ModelSession | None = None  # an interleaved arm's second model
+    request_id: str = ""  # with exposures on: names the request in its record and token
+    ts_ms: int = 0  # when the response was ready (the token's and the record's time)
+    skip: RankgateError | None = None  # a reason found before the origin answered
+    user_task: asyncio.Task[np.ndarray | None] | None = None
+    upstream: aiohttp.ClientResponse | None = None
+    encoding: str = ""
+    body: bytes = b""  # the origin's body as it came (still encoded)
+    body_complete: bool = False  # all of it (else what was read before streaming the rest)
+    deadline: float = 0.0  # loop.time() by which our own work must be done
+    raw: bytes = b""  # the decoded body
+    arrays: list[ItemArray] = field(default_factory=list)
+    ids: list[str | None] = field(default_factory=list)  # every array's ids, end to end
+    user: np.ndarray = field(default_factory=lambda: _NO_FLOATS)
+    lookup: ItemLookup | None = None  # the item vectors' lookup (its list is remembered)
+    # The scored items: their indices into ``ids``, and their vectors [M, dim] (row k
+    # for positions[k]).
+    positions: np.ndarray = field(default_factory=lambda: _NO_INDEX)
+    vectors: np.ndarray = field(default_factory=lambda: _NO_FLOATS)
+    scores: np.ndarray = field(default_factory=lambda: _NO_FLOATS)
+    scores_b: np.ndarray | None = None  # the second model's, on an interleaved arm
+    # Per item array, the index (into that array, in origin order) of the item served in
+    # each slot: what the response carries, for the exposure record.
+    served: list[np.ndarray] = field(default_factory=list)
+    # Interleaved: per item array, each slot's team ("A", "B", or None when fixed).
+    teams: list[list[str | None]] | None = None
+    # After the response, a shadow model's top items ({"model", "items"}), for the record.
+    shadow: dict[str, object] | None = None
+    out: bytes = b""  # the re-ranked body, encoded as the origin's was
+
+    @property
+    def timings(self) -> dict[str, float]:
+        return self.record.timings

@@ -1,0 +1,317 @@
+"""``rankgate check --config FILE``: validate everything without serving, like ``nginx -t``.
+
+One line per check, ``ok`` or ``FAIL`` (and ``warn`` for what works but looks wrong):
+the static config, the routes file, every model (file, sha256 pin, contract, a warm-up
+run, loaded exactly as serving loads them), then Redis (PING, a cluster's primaries, one
+stored user vector's length against ``embeddings.dim``, and with ``routes_source: redis``
+the stored routes version, checked like the file) and the origin (any HTTP answer to
+``HEAD /`` counts as reachable), then probes each feed route (``proxy/preflight/probe.py``: one
+GET of a sample, items, ids, vectors, a dry run). With no ``redis.url``, the config's
+embedded Valkey is used: the running one, or started for the check and stopped after.
+Exit status 0 when nothing failed, 1 otherwise. ``--offline`` skips Redis, the origin
+and the probes (a CI job that only checks files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import ssl
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+from urllib.parse import urlsplit
+
+from proxy.config.settings import Settings, load_settings
+from proxy.config.yamlload import ConfigError
+
+if TYPE_CHECKING:
+    import redis
+
+    from proxy.routing.snapshot import Snapshot
+
+NETWORK_TIMEOUT_S = 3.0
+
+
+@dataclass
+class Report:
+    out: TextIO
+    failed: int = 0
+    passed: int = 0
+    warned: int = 0
+    lines: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def line(self, status: str, what: str, detail: str) -> None:
+        self.lines.append((status, what, detail))
+        if status == "FAIL":
+            self.failed += 1
+        elif status == "warn":
+            self.warned += 1
+        else:
+            self.passed += 1
+        print(f"{status:<5} {what:<8} {detail}", file=self.out, flush=True)
+
+
+def shown_path(path: str | Path) -> str:
+    """Relative to the working directory when under it: what a person typed."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def check_config(path: Path, report: Report) -> Settings | None:
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            report.line("FAIL", "config", f"{exc.source}: {problem}")
+        return None
+    s = settings
+    report.line(
+        "ok",
+        "config",
+        f"{path}: listen {s.listen.host}:{s.listen.port}, admin {s.admin.host}:{s.admin.port}, "
+        f"origin {s.origin.url}, workers {s.workers or 'auto'}",
+    )
+    return settings
+
+
+def check_routes(settings: Settings, report: Report) -> Snapshot | None:
+    from proxy.config.routes import RoutesFile
+    from proxy.config.yamlload import load
+    from proxy.routing.snapshot import build_snapshot
+
+    path = settings.routes_path
+    if settings.routes_source == "redis" and not path.exists():
+        report.line("ok", "routes", f"routes_source: redis, no {path} (the pushed version serves)")
+        return
+    try:
+        # The same build a start or a reload does: parse, validate, hash, load, warm.
+        snapshot = build_snapshot(path, settings.embeddings.dim, 1, None)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            what = "model" if problem.startswith("models.") else "routes"
+            report.line("FAIL", what, f"{exc.source}: {problem}")
+        return None
+    routes = ", ".join(r.name for r in snapshot.routes) or "none"
+    report.line(
+        "ok",
+        "routes",
+        f"{shown_path(path)}: {_n(len(snapshot.routes), 'route')} ({routes}), "
+        f"{_n(len(snapshot.models), 'model')}",
+    )
+    pinned = {name: ref.sha256 for name, ref in load(RoutesFile, path).models.items()}
+    for name, model in sorted(snapshot.models.items()):
+        detail = (
+            f"{name}: {shown_path(model.path)}, {model.size / 1024:.1f} KB, dim {model.dim}, "
+            f"sha256 {model.sha256[:12]}..., warm-up {_ms(model.load_seconds)}"
+        )
+        if pinned.get(name):
+            report.line("ok", "model", detail + ", sha256 pinned")
+        else:
+            report.line("warn", "model", detail + f", not pinned (sha256: {model.sha256})")
+    used = {m for r in snapshot.routes for a in r.arms.all() for m in a.models} | {
+        a.shadow.model for r in snapshot.routes for a in r.arms.all() if a.shadow is not None
+    }
+    for name in sorted(set(snapshot.models) - used):
+        report.line("warn", "model", f"{name}: loaded but no route uses it")
+    return snapshot
+
+
+def check_redis(settings: Settings, url: str, report: Report, what: str = "") -> redis.Redis | None:
+    """PING and one user vector's length; the client (for the probes) unless it failed."""
+    import redis
+
+    from proxy.store.connect import sync_client
+
+    shown = what or _redact(url)
+    try:
+        # A RedisCluster when the server is one (or redis.cluster says so).
+        client = sync_client(url, settings.redis.cluster, NETWORK_TIMEOUT_S)
+    except redis.RedisError as exc:
+        report.line("FAIL", "redis", f"{shown}: {type(exc).__name__}: {exc}")
+        return None
+    try:
+        started = time.perf_counter()
+        client.ping()
+        elapsed = time.perf_counter() - started
+        budget = settings.redis.timeout_ms / 1000
+        if elapsed > budget:
+            report.line(
+                "warn",
+                "redis",
+                f"{shown}: PING took {_ms(elapsed)}, over redis.timeout_ms ({_ms(budget)})",
+            )
+        else:
+            report.line("ok", "redis", f"{shown}: PING {_ms(elapsed)}")
+        if isinstance(client, redis.RedisCluster):
+            primaries = sorted(n.name for n in client.get_primaries())
+            report.line(
+                "ok",
+                "redis",
+                f"a cluster of {len(primaries)} primaries: " + ", ".join(primaries),
+            )
+        check_vectors(settings, client, report)
+        if settings.routes_source == "redis":
+            check_stored_routes(settings, client, report)
+    except redis.RedisError as exc:
+        report.line("FAIL", "redis", f"{shown}: {type(exc).__name__}: {exc}")
+        client.close()
+        return None
+    return client
+
+
+def check_vectors(settings: Settings, client: object, report: Report) -> None:
+    """One stored user vector of the wrong length makes every user 'unknown-user'."""
+    import redis
+
+    assert isinstance(client, (redis.Redis, redis.RedisCluster))
+    emb = settings.embeddings
+    pattern = emb.user_key.replace("*", r"\*").replace("{id}", "*")
+    key = next(client.scan_iter(match=pattern, count=1000), None)
+    if key is None:
+        report.line("warn", "vectors", f"no key matches {emb.user_key!r} (no user vectors yet?)")
+        return
+    size = client.strlen(key)
+    if size != emb.dim * 4:
+        report.line(
+            "FAIL",
+            "vectors",
+            f"{key.decode(errors='replace')}: {size} bytes, embeddings.dim={emb.dim} needs "
+            f"{emb.dim * 4} (float32)",
+        )
+    else:
+        report.line("ok", "vectors", f"user vectors are {emb.dim} float32 (checked one)")
+
+
+def check_stored_routes(settings: Settings, client: object, report: Report) -> None:
+    """routes_source: redis: the version the fleet follows, checked as a reload would."""
+    from proxy.cli.routes import validate
+    from proxy.routing import versions
+
+    cfg = settings.routes_redis
+    stored = versions.fetch(client, cfg)  # type: ignore[arg-type]
+    if stored is None:
+        report.line("warn", "routes", f"redis key {cfg.key}: no version pushed yet")
+        return
+    label = f"redis key {cfg.key} version {stored.head.version}"
+    if not stored.intact:
+        report.line("FAIL", "routes", f"{label}: the bytes do not hash to the stored sha256")
+        return
+    try:
+        summary = validate(settings, Path(label), stored.raw)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            report.line("FAIL", "routes", f"{exc.source}: {problem}")
+        return
+    live = versions.fleet(client, cfg)  # type: ignore[arg-type]
+    behind = sum(1 for e in live if e.get("version") != stored.head.version)
+    report.line("ok", "routes", f"{summary}; {_n(len(live), 'live process')}, {behind} behind")
+
+
+def check_origin(settings: Settings, report: Report) -> None:
+    origin = settings.origin
+    parts = urlsplit(origin.url)
+    timeout = min(origin.connect_timeout_s + origin.timeout_s, NETWORK_TIMEOUT_S * 2)
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        conn = http.client.HTTPSConnection(
+            parts.hostname or "", parts.port, timeout=timeout, context=ssl.create_default_context()
+        )
+    else:
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    path = (parts.path or "") + "/"
+    try:
+        started = time.perf_counter()
+        conn.request("HEAD", path, headers={"User-Agent": "rankgate-check"})
+        resp = conn.getresponse()
+        elapsed = time.perf_counter() - started
+        report.line("ok", "origin", f"{origin.url}: HEAD {path} -> {resp.status} in {_ms(elapsed)}")
+    except (OSError, http.client.HTTPException) as exc:
+        report.line("FAIL", "origin", f"{origin.url}: {type(exc).__name__}: {exc}")
+    finally:
+        conn.close()
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
+
+def run_checks(config: str | Path, offline: bool = False, out: TextIO | None = None) -> Report:
+    from proxy.preflight.probe import probe_routes
+    from proxy.store.valkey import EmbeddedValkey
+
+    report = Report(out if out is not None else sys.stdout)
+    settings = check_config(Path(config), report)
+    if settings is None:
+        return report
+    snapshot = check_routes(settings, report)
+    if offline:
+        return report
+    embedded: EmbeddedValkey | None = None
+    client: redis.Redis | None = None
+    try:
+        if settings.redis.url is not None:
+            client = check_redis(settings, settings.redis.url, report)
+        else:
+            # The embedded Valkey `rankgate serve` uses: running, or started for this.
+            embedded = EmbeddedValkey.for_settings(settings)
+            try:
+                url = embedded.start()
+            except ConfigError as exc:
+                report.line("FAIL", "redis", f"no redis.url: embedded Valkey: {exc.problems[0]}")
+                embedded = None
+            else:
+                how = "started for this check" if embedded.started else f"pid {embedded.pid}"
+                what = f"embedded Valkey {url} ({how}, data in {shown_path(embedded.dir)})"
+                client = check_redis(settings, url, report, what)
+        check_origin(settings, report)
+        if snapshot is not None:
+            probe_routes(settings, snapshot, client, report)
+    finally:
+        if client is not None:
+            client.close()
+        if embedded is not None:
+            embedded.stop()
+    return report
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from proxy.cli.main import config_path
+
+    args.config = config_path(args.config)
+    report = run_checks(args.config, args.offline)
+    verdict = "failed" if report.failed else "successful"
+    print(
+        f"rankgate check: {args.config}: {report.passed} ok, {report.warned} warnings, "
+        f"{report.failed} failed: test {verdict}",
+        file=report.out,
+    )
+    return 1 if report.failed else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from proxy.cli.main import CONFIG_HELP
+
+    parser = sub.add_parser(
+        "check", help="validate the config, routes and models, try Redis and the origin"
+    )
+    parser.add_argument("--config", "-c", default=None, help=CONFIG_HELP)
+    parser.add_argument(
+        "--offline", action="store_true", help="check files only (not Redis or the origin)"
+    )
+    parser.set_defaults(func=cmd_check)

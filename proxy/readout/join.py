@@ -1,0 +1,124 @@
+"""The experiment readout: join events to exposures and compute, per route and arm, what
+``rankgate experiments report`` prints.
+
+Records stream through :meth:`Readout.add` in any order (a click may be read before the
+exposure it follows). Counts that need no join are tallied at once; for the join, each
+exposure keeps only its arm and served ids, and the events are matched in
+:meth:`Readout.result`.
+
+Definitions (the README's "The readout" section says the same for users):
+
+- An arm's exposures count every feed decision on it, applied or not (intent to treat: a
+  skip is part of what the arm does).
+- CTR: exposures with at least one click / exposures; a 95% Wilson interval.
+- Lift: CTR / the default arm's CTR - 1, with a two-proportion z-test p-value.
+- MRR: the mean of 1 / (position + 1) over distinct (exposure, clicked item) pairs whose
+  item was served.
+- Interleaving: each distinct clicked item credits the team that placed it; an exposure
+  with a click on a served item is won by the team with more credits, else a tie.
+- Shadow: per run, Kendall tau and top-10 overlap between the served order and the
+  shadow's; per clicked served item, whether the shadow placed it higher.
+
+The accumulators are in proxy/readout/tally.py, the figures and the JSON in
+proxy/readout/report.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from proxy.config.routes import Route
+from proxy.readout.logreader import Event, Exposure
+from proxy.readout.report import Report, route_report
+from proxy.readout.tally import ArmTally, Join, ShadowTally
+
+__all__ = ["Readout"]
+
+
+class Readout:
+    """Feed it records (:meth:`add`), then ask for the :class:`Report`."""
+
+    def __init__(self, route: str | None = None) -> None:
+        self.route = route  # only this route, when given
+        self._arms: dict[str, dict[str, ArmTally]] = {}
+        self._shadows: dict[str, dict[str, ShadowTally]] = {}
+        self._joins: dict[str, Join] = {}
+        self._ids: dict[str, str] = {}
+        self._events: dict[str, list[Event]] = {}
+        self._exposures = 0
+        self._event_count = 0
+        self._duplicates = 0
+        self._first: int | None = None
+        self._last: int | None = None
+
+    def add_all(self, records: Iterable[Exposure | Event]) -> Readout:
+        for record in records:
+            self.add(record)
+        return self
+
+    def add(self, record: Exposure | Event) -> None:
+        if self.route is not None and record.route != self.route:
+            return
+        ts = record.ts
+        self._first = ts if self._first is None else min(self._first, ts)
+        self._last = ts if self._last is None else max(self._last, ts)
+        if isinstance(record, Event):
+            self._event_count += 1
+            self._events.setdefault(record.id, []).append(record)
+            return
+        if record.id in self._joins:
+            # The same record read twice (e.g. a file given twice): count it once.
+            self._duplicates += 1
+            return
+        self._exposures += 1
+        arm = self._arms.setdefault(record.route, {}).setdefault(record.arm, ArmTally())
+        arm.expose(record)
+        shadow = None
+        if record.shadow_model is not None and record.shadow_items is not None:
+            shadow = self._shadows.setdefault(record.route, {}).setdefault(
+                record.shadow_model, ShadowTally()
+            )
+            shadow.run(record.arm, record.items, record.shadow_items)
+        # The served ids wait in memory for their clicks; one string per distinct id
+        # (a catalog repeats across lists) keeps that to a pointer per slot.
+        ids = self._ids
+        items = tuple([ids.setdefault(i, i) for i in record.items])
+        shadow_items = record.shadow_items
+        if shadow_items is not None:
+            shadow_items = tuple([ids.setdefault(i, i) for i in shadow_items])
+        self._joins[record.id] = Join(arm, shadow, items, record.teams, shadow_items)
+
+    def _join_events(self) -> int:
+        orphans = 0
+        for request_id, events in self._events.items():
+            join = self._joins.get(request_id)
+            if join is None:
+                orphans += len(events)
+            else:
+                join.settle(events)
+        return orphans
+
+    def result(self, routes: Sequence[Route] = ()) -> Report:
+        """The report; ``routes`` (from routes.yaml) give the arm order and the split."""
+        orphans = self._join_events()
+        self._events.clear()  # joined: a second call must not count the clicks again
+        configured = {r.name: r for r in routes}
+        names = [r.name for r in routes if r.name in self._arms]
+        names += sorted(set(self._arms) - set(names))
+        if self.route is not None and self.route not in names:
+            names.append(self.route)
+        out = [
+            route_report(
+                name, self._arms.get(name, {}), self._shadows.get(name, {}), configured.get(name)
+            )
+            for name in names
+        ]
+        return Report(
+            routes=out,
+            exposures=self._exposures,
+            events=self._event_count,
+            duplicate_exposures=self._duplicates,
+            orphan_events=orphans,
+            first_ts=self._first,
+            last_ts=self._last,
+        )

@@ -1,0 +1,137 @@
+"""What a serving process holds while it serves, entered and left as one lifespan.
+
+``open_runtime`` enters every resource in one ``AsyncExitStack``, in the order each
+needs the one before: the embedded Valkey (when ``redis.url`` is absent), the Redis
+client and embedding store, the origin client, then the routes snapshot with its models
+loaded and warmed. Leaving it releases them in reverse order, each even when another
+fails to close. Nothing here runs at import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from proxy.config.settings import Settings
+from proxy.config.yamlload import ConfigError
+from proxy.experiments.events import EventsEndpoint
+from proxy.experiments.exposure import ExposureLog
+from proxy.experiments.shadow import ShadowRunner, ShadowStats
+from proxy.experiments.sink import RecordQueue, running_sink
+from proxy.experiments.tokens import SecretKeyError, TokenSigner, key_from_env
+from proxy.feed.state import FeedServices
+from proxy.http.forward import Forwarder
+from proxy.http.limits import ConnectionStats
+from proxy.outcome.record import Observer
+from proxy.routing.current import SnapshotStore
+from proxy.routing.reload import RoutesWatcher
+from proxy.routing.sources import RedisRoutesSource, routes_follower
+from proxy.store.connect import connect_store
+from proxy.store.embeddings import EmbeddingStore
+from proxy.store.valkey import EmbeddedValkey
+
+log = logging.getLogger("rankgate.runtime")
+
+
+@dataclass(eq=False)
+class ServingState:
+    """What the admin port reports about this process, from start to exit."""
+
+    started_at: float = field(default_factory=time.time)
+    ready_at: float | None = None
+    draining: bool = False
+    runtime: Runtime | None = None  # set once everything below is ready
+
+
+@dataclass(eq=False)
+class Runtime:
+    """Everything a serving process uses to answer requests; all of it ready."""
+
+    settings: Settings
+    redis_url: str
+    embeddings: EmbeddingStore
+    forwarder: Forwarder
+    store: SnapshotStore
+    feed: FeedServices
+    exposures: RecordQueue | None = None  # with exposures on: the sink's queue
+    events: EventsEndpoint | None = None
+    # What keeps the routes current: the file watcher, a Redis source, or nothing.
+    follower: RoutesWatcher | RedisRoutesSource | None = None
+    observers: list[Observer] = field(default_factory=list)
+    connections: ConnectionStats = field(default_factory=ConnectionStats)
+    shadow_stats: ShadowStats = field(default_factory=ShadowStats)
+    in_flight: int = 0
+
+
+@contextlib.asynccontextmanager
+async def embedded_valkey(settings: Settings) -> AsyncIterator[str]:
+    """The config's embedded Valkey for the lifespan (started, or the running one
+    reused; see proxy/store/valkey.py); yields its URL."""
+    server = EmbeddedValkey.for_settings(settings)
+    url = await asyncio.to_thread(server.start)
+    try:
+        yield url
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    async with contextlib.AsyncExitStack() as stack:
+        redis_url = settings.redis.url
+        if redis_url is None:
+            redis_url = await stack.enter_async_context(embedded_valkey(settings))
+        # One node or a Redis Cluster (redis.cluster): proxy/store/connect.py chooses.
+        embeddings = await connect_store(redis_url, settings.redis, settings.embeddings)
+        stack.push_async_callback(embeddings.close)
+        forwarder = Forwarder(settings.origin, settings.listen)
+        stack.push_async_callback(forwarder.close)
+        await forwarder.start()
+        store = SnapshotStore(settings.routes_path, settings.embeddings.dim)
+        # Made before the first load: a Redis source builds the snapshots (started by
+        # the server once it listens).
+        follower = routes_follower(settings, store)
+        await asyncio.to_thread(store.load_initial)
+        queue, recorder, events = None, None, None
+        if settings.exposures.enabled:
+            signer, unit_key = _keys(settings)
+            queue = await stack.enter_async_context(
+                running_sink(settings.exposures, redis_url, settings.exposures_dir)
+            )
+            recorder = ExposureLog(settings.exposures, queue, signer, unit_key)
+            if settings.events.enabled:
+                events = EventsEndpoint(settings.events, signer, queue)
+        f = settings.feed
+        shadow_stats = ShadowStats()
+        shadows = ShadowRunner(shadow_stats, f.thread_min_items)
+        feed = FeedServices(
+            forwarder, embeddings, f.max_body_bytes, f.thread_min_items, recorder, shadows
+        )
+        yield Runtime(
+            settings,
+            redis_url,
+            embeddings,
+            forwarder,
+            store,
+            feed,
+            queue,
+            events,
+            follower,
+            shadow_stats=shadow_stats,
+        )
+
+
+def _keys(settings: Settings) -> tuple[TokenSigner, bytes | None]:
+    """The token signer and the unit key, from the environment; a missing or short key
+    stops the start with a one-line error."""
+    cfg = settings.exposures
+    try:
+        signer = TokenSigner(key_from_env(cfg.token_key_env))
+        unit_key = key_from_env(cfg.unit_key_env) if cfg.unit == "hmac-sha256" else None
+    except SecretKeyError as exc:
+        raise ConfigError("exposures", [str(exc)]) from None
+    return signer, unit_key
