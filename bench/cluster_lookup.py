@@ -41,7 +41,7 @@ import numpy as np
 import redis
 from common import DIM, ROOT, save_results
 
-sys.path.insert(0, str(ROOT))  # the test suite's cluster helper: tests/clusters.py
+sys.path.insert(0, str(ROOT))  # the test suite's cluster helper: tests/support/clusters.py
 
 from proxy.config.keys import KeyTemplate
 from proxy.config.settings import Embeddings
@@ -50,8 +50,8 @@ from proxy.store.cluster import ClusterLink
 from proxy.store.connect import cluster_client, connect_store
 from proxy.store.embeddings import EmbeddingStore
 from proxy.store.link import read_replies
-from tests.clusters import ValkeyCluster
-from tests.support import start_valkey
+from tests.support.clusters import ValkeyCluster
+from tests.support.common import start_valkey
 
 N_IDS = 5000
 BUCKETED = "emb:item:{b{bucket}}:{id}"

@@ -2,7 +2,7 @@
 
     python bench/interleave_power.py [--logs 20] [--sizes 400,800,1600,3200,6400]
 
-The same rankers, users and click model for both (tests/exposure_logs.py: a weaker and a
+The same rankers, users and click model for both (tests/support/exposure_logs.py: a weaker and a
 better ranker of one catalogue); per size, the share of seeded logs in which team-draft
 interleaving names the better model (sign test, p < 0.05) and in which the A/B test of
 CTR does (z-test against the default, p < 0.05, positive lift). Pure Python, no servers.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.exposure_logs import ab_traffic, interleaved_traffic, readout, route_of
+from tests.support.exposure_logs import ab_traffic, interleaved_traffic, readout, route_of
 
 
 def main() -> int:

@@ -42,7 +42,7 @@ def make_deterministic(seed: int) -> torch.Generator:
 
     Not ``torch.use_deterministic_algorithms``: it imports torch._inductor, 3-17 s on a
     busy 2-core machine, for nothing here, since every op this uses (embedding gathers,
-    Linear, Adam) is deterministic on one CPU thread. tests/test_models.py and the
+    Linear, Adam) is deterministic on one CPU thread. tests/unit/models/test_models.py and the
     rebuild in models/README.md check that outputs are byte-identical instead.
     """
     torch.set_num_threads(1)

@@ -8,7 +8,7 @@
 
 ``apply`` runs the rerank hooks in order with the pipeline's own checks and returns the
 array as the response would carry it. End-to-end behaviour (Redis, budgets, headers)
-is for tests over real sockets; see tests/test_plugins_e2e.py.
+is for tests over real sockets; see tests/e2e/test_plugins_e2e.py.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ import pytest
 import pytest_asyncio
 import redis
 
-from tests.clusters import ValkeyCluster
-from tests.support import env_redis_url, start_valkey
+from tests.support.clusters import ValkeyCluster
+from tests.support.common import env_redis_url, start_valkey
 
 if TYPE_CHECKING:
     from demo.run import Demo
@@ -57,7 +57,7 @@ def redis_db(redis_url: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture(scope="session")
 def valkey_cluster() -> Iterator[ValkeyCluster]:
-    """Three Valkey primaries in cluster mode on loopback (tests/clusters.py): ~2 s once
+    """Three Valkey primaries in cluster mode on loopback (tests/support/clusters.py): ~2 s once
     per session. Tests that kill nodes start a cluster of their own."""
     cluster = ValkeyCluster(primaries=3).start()
     try:

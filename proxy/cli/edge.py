@@ -6,16 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from proxy.cli.main import DEFAULT_CONFIG
+from proxy.cli.options import add_config, config_path, optional_config
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     from proxy.edge.build import EdgeBuildError, EdgeRefusedError, build
 
     try:
-        result = build(
-            Path(args.config), Path(args.out), name=args.name, kv_namespace_id=args.kv_namespace_id
-        )
+        config = Path(config_path(args.config, "edge build"))
+        result = build(config, Path(args.out), name=args.name, kv_namespace_id=args.kv_namespace_id)
     except EdgeRefusedError as exc:
         print("\n".join(exc.lines), file=sys.stderr)
         return 2
@@ -38,7 +37,8 @@ def cmd_kv(args: argparse.Namespace) -> int:
     from proxy.edge.kv import write_kv
     from proxy.store.loader import LoadError
 
-    embeddings = load_settings(args.config).embeddings if args.config else Embeddings()
+    config = optional_config(args.config)
+    embeddings = load_settings(config).embeddings if config else Embeddings()
     try:
         written = write_kv(Path(args.file), Path(args.out), embeddings, args.kind)
     except LoadError as exc:
@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("edge", help="run the routes in a Cloudflare Worker")
     cmds = parser.add_subparsers(dest="edge_command", required=True, metavar="ACTION")
     b = cmds.add_parser("build", help="compile the routes, models and Worker into a directory")
-    b.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="static config YAML")
+    add_config(b)
     b.add_argument("--out", "-o", required=True, help="output directory")
     b.add_argument("--name", default="rankgate", help="the Worker's name in wrangler.toml")
     b.add_argument(
@@ -65,6 +65,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     kv = cmds.add_parser("kv", help="write embeddings as Workers KV bulk files")
     kv.add_argument("file", help=".npz (user_* and item_* arrays), .npy or .csv")
     kv.add_argument("--out", "-o", required=True, help="output directory")
-    kv.add_argument("--config", "-c", help="rankgate.yaml: takes the keys and dim")
+    add_config(kv, "rankgate.yaml: takes the keys and dim (default: ./rankgate.yaml if any)")
     kv.add_argument("--kind", choices=("user", "item"), help="for files of one kind")
     kv.set_defaults(func=cmd_kv)

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import orjson
 import redis
 
+from proxy.cli.options import add_config, config_path
 from proxy.config import yamlload
 from proxy.config.routes import RoutesFile
 from proxy.config.settings import Settings, load_settings
@@ -94,6 +95,7 @@ def _records(
 
 
 def build_report(args: argparse.Namespace) -> tuple[Report, LogStats, str]:
+    args.config = config_path(args.config, "experiments report")
     settings = load_settings(args.config)
     routes = yamlload.load(RoutesFile, settings.routes_path).routes
     stats = LogStats()
@@ -266,15 +268,13 @@ def render_text(report: Report, stats: LogStats, where: str, out: TextIO) -> Non
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from proxy.cli.main import DEFAULT_CONFIG
-
     parser = sub.add_parser("experiments", help="read out experiments from the exposure log")
     cmds = parser.add_subparsers(dest="experiments_command", required=True, metavar="ACTION")
     report = cmds.add_parser(
         "report",
         help="per route and arm: CTR, lift, p-value, MRR, sample ratio, interleaving, shadow",
     )
-    report.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="static config YAML")
+    add_config(report)
     report.add_argument("--route", help="only this route")
     report.add_argument(
         "--since",

@@ -18,10 +18,11 @@ from typing import Any
 import orjson
 import redis
 
+from proxy.cli.options import add_config, config_path
 from proxy.config.settings import Settings, load_settings
 from proxy.config.yamlload import ConfigError
 from proxy.routing import versions
-from proxy.routing.versions import Head
+from proxy.routing.versions import Head, validate
 
 CLIENT_TIMEOUT_S = 5.0
 
@@ -33,27 +34,16 @@ def _client(settings: Settings) -> redis.Redis:
     return sync_client(settings.redis.url, settings.redis.cluster, CLIENT_TIMEOUT_S)
 
 
-def _settings(path: str) -> Settings:
+def _settings(given: str | None) -> Settings:
+    path = config_path(given, "routes")
     settings = load_settings(path)
     if settings.redis.url is None:
         raise ConfigError(path, ["redis.url: required to keep routes in Redis"])
     return settings
 
 
-def validate(settings: Settings, file: Path, raw: bytes) -> str:
-    """What a reload would say about ``raw`` (raises ConfigError), as one line."""
-    from proxy.routing.snapshot import build_snapshot_bytes
-
-    base = settings.routes_path.parent
-    snapshot = build_snapshot_bytes(raw, file, base, settings.embeddings.dim, 1, None)
-    routes = ", ".join(r.name for r in snapshot.routes) or "none"
-    return (
-        f"{file}: {len(snapshot.routes)} route(s) ({routes}), {len(snapshot.models)} "
-        f"model(s), paths resolved against {base}"
-    )
-
-
 def cmd_push(args: argparse.Namespace) -> int:
+    args.config = config_path(args.config, "routes push")
     settings = _settings(args.config)
     file = Path(args.file)
     try:
@@ -208,14 +198,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cmds = parser.add_subparsers(dest="routes_command", required=True, metavar="ACTION")
     push = cmds.add_parser("push", help="validate routes.yaml, store it as the next version")
     push.add_argument("file", help="the routes file to push")
-    push.add_argument("--config", "-c", required=True, help="rankgate.yaml (redis, routes_redis)")
+    add_config(push)
     push.add_argument("--force", action="store_true", help="a new version even if unchanged")
     push.add_argument(
         "--wait", type=float, metavar="S", help="then wait up to S seconds for the fleet"
     )
     push.set_defaults(func=cmd_push)
     status = cmds.add_parser("status", help="the stored version and what each process serves")
-    status.add_argument("--config", "-c", required=True, help="rankgate.yaml")
+    add_config(status)
     status.add_argument("--json", action="store_true", help="machine-readable")
     status.add_argument(
         "--wait", type=float, metavar="S", help="wait up to S seconds for every process"

@@ -21,8 +21,8 @@ import numpy as np
 
 from proxy.config.settings import Exposures
 from proxy.experiments.sink import RecordQueue
-from proxy.experiments.tokens import TokenSigner, new_request_id
-from proxy.feed.state import FeedRequest
+from proxy.experiments.tokens import TokenSigner
+from proxy.feed.state import FeedRequest, new_request_id
 from proxy.outcome.errors import Outcome
 
 SCHEMA_VERSION = 1

@@ -104,8 +104,3 @@ class TokenSigner:
         if now_ms - ts > max_age_s * 1000:
             raise TokenError(410, f"token is older than events.max_age_s ({max_age_s:g} s)")
         return Claims(request_id, ts, route, arm)
-
-
-def new_request_id() -> str:
-    """24 hex digits: unique enough to join an event to its exposure across a fleet."""
-    return os.urandom(12).hex()

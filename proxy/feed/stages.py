@@ -28,10 +28,9 @@ from aiohttp import web
 
 from plugins.context import FeedContext, RequestView
 from plugins.run import PluginFailure
-from proxy.experiments.tokens import new_request_id
 from proxy.feed import rerank
 from proxy.feed.respond import applied, buffered_skipped, is_json, stream_skipped
-from proxy.feed.state import FeedRequest, FeedServices
+from proxy.feed.state import FeedRequest, FeedServices, new_request_id
 from proxy.http import codec
 from proxy.outcome.ending import send
 from proxy.outcome.errors import (

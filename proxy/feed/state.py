@@ -8,6 +8,7 @@ features read it too: an exposure record after the response, a shadow model's sc
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -111,3 +112,8 @@ class FeedRequest:
     @property
     def timings(self) -> dict[str, float]:
         return self.record.timings
+
+
+def new_request_id() -> str:
+    """24 hex digits: unique enough to join an event to its exposure across a fleet."""
+    return os.urandom(12).hex()

@@ -6,7 +6,7 @@ with ``X-Rerank: skipped; reason=REASON`` (and ``; plugin=NAME`` when a plugin c
 it). Errors of the libraries underneath (aiohttp, redis-py, orjson, onnxruntime, a
 plugin's code) are translated into this tree where they occur, so nothing above those
 calls sees a third-party exception. The README's reason table is generated from
-``Reason`` (tests/test_errors.py checks it), as are the metrics' label values.
+``Reason`` (tests/unit/outcome/test_errors.py checks it), as are the metrics' label values.
 
     RankgateError                 reason, plugin, detail
     ├── Skip                      a decision: no-user, unknown-user, control, method, budget

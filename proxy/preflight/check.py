@@ -14,7 +14,6 @@ and the probes (a CI job that only checks files).
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import ssl
 import sys
@@ -197,8 +196,8 @@ def check_vectors(settings: Settings, client: object, report: Report) -> None:
 
 def check_stored_routes(settings: Settings, client: object, report: Report) -> None:
     """routes_source: redis: the version the fleet follows, checked as a reload would."""
-    from proxy.cli.routes import validate
     from proxy.routing import versions
+    from proxy.routing.versions import validate
 
     cfg = settings.routes_redis
     stored = versions.fetch(client, cfg)  # type: ignore[arg-type]
@@ -288,30 +287,3 @@ def run_checks(config: str | Path, offline: bool = False, out: TextIO | None = N
         if embedded is not None:
             embedded.stop()
     return report
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    from proxy.cli.main import config_path
-
-    args.config = config_path(args.config)
-    report = run_checks(args.config, args.offline)
-    verdict = "failed" if report.failed else "successful"
-    print(
-        f"rankgate check: {args.config}: {report.passed} ok, {report.warned} warnings, "
-        f"{report.failed} failed: test {verdict}",
-        file=report.out,
-    )
-    return 1 if report.failed else 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from proxy.cli.main import CONFIG_HELP
-
-    parser = sub.add_parser(
-        "check", help="validate the config, routes and models, try Redis and the origin"
-    )
-    parser.add_argument("--config", "-c", default=None, help=CONFIG_HELP)
-    parser.add_argument(
-        "--offline", action="store_true", help="check files only (not Redis or the origin)"
-    )
-    parser.set_defaults(func=cmd_check)

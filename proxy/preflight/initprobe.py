@@ -1,8 +1,8 @@
 """What ``rankgate init`` looks at before it writes anything: the sample body's item array
 and item id field (``find_feed``, on ``proxy.preflight.feedshape``), and the model
-(``choose_model``: the reference model shipped with rankgate unless one is given). When the body leaves a
-choice open (two arrays of objects, two id-like fields), the error lists the candidates
-and names the flag that picks one.
+(``choose_model``: the reference model shipped with rankgate unless one is given). When
+the body leaves a choice open (two arrays of objects, two id-like fields), the error lists
+the candidates and names the flag that picks one.
 """
 
 from __future__ import annotations

@@ -21,12 +21,13 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 import redis
 
-from proxy.config.settings import RoutesRedis
+from proxy.config.settings import RoutesRedis, Settings
 
 # One atomic step, so that two pushes never get one version: bump the version and store
 # the routes with it, unless they are what is stored already (then nothing changes).
@@ -149,3 +150,16 @@ def fleet(client: redis.Redis, cfg: RoutesRedis) -> list[dict[str, Any]]:
     if stale:
         client.hdel(cfg.fleet_key, *stale)
     return sorted(live, key=lambda e: e["process"])
+
+
+def validate(settings: Settings, file: Path, raw: bytes) -> str:
+    """What a reload would say about ``raw`` (raises ConfigError), as one line."""
+    from proxy.routing.snapshot import build_snapshot_bytes
+
+    base = settings.routes_path.parent
+    snapshot = build_snapshot_bytes(raw, file, base, settings.embeddings.dim, 1, None)
+    routes = ", ".join(r.name for r in snapshot.routes) or "none"
+    return (
+        f"{file}: {len(snapshot.routes)} route(s) ({routes}), {len(snapshot.models)} "
+        f"model(s), paths resolved against {base}"
+    )

@@ -14,7 +14,7 @@ one gather (``slab[rows]``) and a cached vector costs its 4 x dim bytes plus one
 entry, not a bytes object, a tuple and a float besides. The slab grows geometrically up
 to what ``max_items`` and ``max_bytes`` allow and never shrinks (freed rows are reused);
 its whole capacity counts in the estimate. Sizes are estimated from the objects' lengths
-with the per-entry overhead measured on CPython 3.11, rounded up: tests/test_itemcache.py
+with the per-entry overhead measured on CPython 3.11, rounded up: tests/unit/store/test_itemcache.py
 checks the estimate against tracemalloc.
 """
 

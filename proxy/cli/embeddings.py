@@ -1,0 +1,172 @@
+"""``rankgate embeddings load``: bulk-load user or item vectors into Redis (the reading
+and writing: proxy/store/loader.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import redis
+
+from proxy.cli.options import optional_config
+from proxy.store.loader import KINDS, LoadError, load_vectors, read_kinds
+
+
+def _shown(path: Path) -> str:
+    # Relative to the working directory when under it: what a person typed or sees.
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from proxy.config.settings import load_settings
+    from proxy.store.connect import sync_client
+    from proxy.store.valkey import EmbeddedValkey
+
+    dim = args.dim
+    url = args.redis_url
+    templates = {k: args.key for k in KINDS} if args.key else {}
+    embedded: EmbeddedValkey | None = None
+    buckets = args.buckets
+    cluster: bool | None = None  # ask the server
+    args.config = optional_config(args.config)
+    if args.config:
+        settings = load_settings(args.config)
+        emb = settings.embeddings
+        templates = templates or {"user": emb.user_key, "item": emb.item_key}
+        dim = dim or emb.dim
+        url = url or settings.redis.url
+        buckets = buckets or emb.item_buckets
+        cluster = settings.redis.cluster
+        if url is None:
+            # The config's embedded Valkey: the one `rankgate serve` uses (started for
+            # this load if it does not run; its data stays in the directory).
+            embedded = EmbeddedValkey.for_settings(settings)
+    if not url and embedded is None:
+        print("rankgate: no Redis (give --redis-url, or --config rankgate.yaml)", file=sys.stderr)
+        return 2
+    try:
+        loads = read_kinds(Path(args.file), args.kind)
+        if args.key and len(loads) > 1:
+            raise LoadError(f"{args.file}: --key is one template for two kinds: give user|item")
+        for kind, _, vectors in loads:
+            if dim is not None and vectors.shape[1] != dim:
+                raise LoadError(
+                    f"{args.file}: {kind} vectors have dim {vectors.shape[1]}, expected {dim}"
+                )
+        if embedded is not None:
+            url = embedded.start()
+            how = "started for this load" if embedded.started else f"running, pid {embedded.pid}"
+            print(f"embedded Valkey at {url} (data in {_shown(embedded.dir)}; {how})")
+        assert url is not None
+        _load_all(sync_client(url, cluster, 10.0), loads, templates, buckets or 16, args.quiet)
+    except LoadError as exc:
+        print(f"rankgate: {exc}", file=sys.stderr)
+        return 1
+    except redis.RedisError as exc:
+        print(f"rankgate: Redis at {url}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    if embedded is not None and embedded.started:
+        print("embedded Valkey stopped; `rankgate serve` starts it with this data")
+    return 0
+
+
+def _load_all(
+    client: redis.Redis | redis.RedisCluster,
+    loads: list[tuple[str, list[str], np.ndarray]],
+    templates: dict[str, str],
+    buckets: int,
+    quiet: bool,
+) -> None:
+    # A progress bar is for a terminal, not for a log or a pipe.
+    progress = not quiet and sys.stderr.isatty()
+    where = " on a Redis Cluster" if isinstance(client, redis.RedisCluster) else ""
+    try:
+        for kind, ids, vectors in loads:
+            template = templates.get(kind) or f"emb:{kind}:{{id}}"
+            count = load_vectors(
+                client,  # type: ignore[arg-type]
+                template,
+                ids,
+                vectors,
+                buckets=buckets,
+                progress=progress,
+            )
+            spread = f" ({buckets} buckets)" if "{bucket}" in template else ""
+            print(
+                f"loaded {count} {kind} vectors (dim {vectors.shape[1]}) as "
+                f"{template}{spread}{where}"
+            )
+    finally:
+        client.close()
+
+
+LOAD_HELP = """\
+Bulk-load user or item vectors into Redis: each id's vector is SET under the key
+template (embeddings.user_key / item_key: emb:user:{id}, emb:item:{id}) as raw
+little-endian float32 bytes, embeddings.dim of them.
+
+file formats:
+  .npz  arrays user_ids + user_vectors and/or item_ids + item_vectors; without
+        user|item, every pair the file holds is loaded (one file for both). Or ids +
+        vectors, with user|item. ids: [N] strings or integers; vectors: [N, dim], any
+        float type (float16, float32, float64), all finite.
+  .csv  one row per id: id,v0,v1,...; a first row whose last cell is not a number is
+        a header, and is skipped.
+  .npy  a structured array with fields id and vector, or a plain [N, dim] matrix whose
+        ids are the row numbers 0..N-1. Give user|item.
+
+where to:
+  --redis-url URL, else the config's redis.url, else the config's embedded Valkey:
+  the one `rankgate serve` uses when it runs, else started for the load and stopped
+  after (the data stays in redis.embedded.dir).
+"""
+
+LOAD_EXAMPLES = """\
+examples:
+  rankgate embeddings load vectors.npz --config rankgate.yaml
+  rankgate embeddings load item items.csv --redis-url redis://127.0.0.1:6379/0 --dim 32
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("embeddings", help="manage embeddings in Redis")
+    cmds = parser.add_subparsers(dest="embeddings_command", required=True, metavar="ACTION")
+    load = cmds.add_parser(
+        "load",
+        help="bulk-load user or item vectors (.npz, .npy, .csv)",
+        description=LOAD_HELP,
+        epilog=LOAD_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    load.add_argument(
+        "kind",
+        nargs="?",
+        choices=KINDS,
+        help="which vectors the file holds (optional for an npz with user_/item_ arrays)",
+    )
+    load.add_argument("file", metavar="FILE")
+    load.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="rankgate.yaml: its Redis (or embedded Valkey), keys and dim "
+        "(default: ./rankgate.yaml when there is one)",
+    )
+    load.add_argument("--redis-url", help="overrides the config's Redis")
+    load.add_argument("--key", help="key template with {id} (default from config)")
+    load.add_argument("--dim", type=int, help="expected dimension (default from config)")
+    load.add_argument(
+        "--buckets",
+        type=int,
+        help="item_buckets for a {bucket} template (default from config, else 16)",
+    )
+    load.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    load.set_defaults(func=cmd_load)

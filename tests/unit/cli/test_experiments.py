@@ -1,0 +1,304 @@
+"""`rankgate experiments report` end to end: JSONL files and a real Redis Stream (Valkey)
+give the same report, --since, --route, malformed lines, errors, and the README's
+"The readout" section run exactly as written."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from proxy.cli.experiments import parse_duration
+from proxy.cli.main import main
+from tests.support.exposure_logs import (
+    ROOT,
+    Record,
+    event,
+    exposure,
+    interleaved_traffic,
+    percent_traffic,
+    readme_log,
+    write_jsonl,
+    xadd_all,
+)
+
+ROUTES = """\
+models:
+  v1: {path: v1.onnx}
+  v2: {path: v2.onnx}
+routes:
+  - name: home-feed
+    match: {path: /api/feed}
+    model: v1
+    experiments:
+      - {name: beta, when: {percent: 50, salt: spring}, model: v2}
+"""
+
+
+def config(tmp: Path, redis_url: str | None = None, extra: str = "") -> Path:
+    (tmp / "routes.yaml").write_text(ROUTES)
+    lines = ['origin: {url: "http://127.0.0.1:9"}', "routes: routes.yaml"]
+    if redis_url:
+        lines.append(f"redis: {{url: {redis_url!r}}}")
+    path = tmp / "rankgate.yaml"
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+def mixed_log(ts: int) -> list[Record]:
+    """Percent traffic with clicks, an interleaved arm and shadow runs: every part of the
+    report, 2 500+ records (more than one XRANGE chunk)."""
+    records = percent_traffic(1500, seed=4, salt="spring", percent=50, ts=ts)
+    for rec in records[::5]:
+        records.append(event(rec, "a"))
+    records += interleaved_traffic(1000, seed=5, ts=ts)
+    for i in range(100):
+        served = [f"m{j}" for j in range(10)]
+        rec = exposure(
+            f"{i:024x}",
+            "default",
+            None,  # no user: outside the sample ratio test
+            served,
+            ts + i,
+            shadow=("v2", served[::-1] if i % 2 else served),
+        )
+        records += [rec, event(rec, "m9")]
+    return records
+
+
+def report(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["experiments", "report", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def json_report(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
+    code, out, err = report(capsys, *args, "--json")
+    assert code == 0, err
+    body = orjson.loads(out)
+    body["records"].pop("source")
+    return body
+
+
+def test_stream_and_jsonl_give_the_same_report(
+    tmp_path: Path, redis_url: str, redis_db: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = config(tmp_path, redis_url)
+    records = mixed_log(int(time.time() * 1000) - 60_000)
+    assert len(records) > 2500
+    write_jsonl(tmp_path / "log" / "a.jsonl", records[::2])
+    write_jsonl(tmp_path / "log" / "b.jsonl", records[1::2])
+    xadd_all(redis_db, "rankgate:exposures", records)
+    from_files = json_report(capsys, "--config", str(cfg), "--from", str(tmp_path / "log"))
+    # No --from: the stream the config names (the default key on redis.url).
+    from_stream = json_report(capsys, "--config", str(cfg))
+    assert from_files == from_stream
+    redis_db.rename("rankgate:exposures", "other")
+    assert json_report(capsys, "--config", str(cfg), "--stream", "other") == from_files
+    (route,) = from_files["routes"]
+    assert [a["arm"] for a in route["arms"]] == ["default", "beta", "v1-vs-v2"]
+    assert route["srm"]["alarm"] is False and route["srm"]["p_value"] > 0.01
+    il = route["interleaving"][0]
+    assert il["exposures"] == 1000 and il["winner"] == "ranker_v2"
+    assert route["shadow"][0]["runs"] == 100 and route["shadow"][0]["kendall_tau"] == 0.0
+    assert from_files["records"]["malformed"] == 0
+
+
+def test_text_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = config(tmp_path)
+    log = write_jsonl(tmp_path / "log.jsonl", mixed_log(1_795_000_000_000))
+    code, out, err = report(capsys, "--config", str(cfg), "--from", str(log))
+    assert code == 0 and err == ""
+    assert out.startswith("2600 exposures, ") and f"from {log} (2026-11-" in out
+    assert "route home-feed: 2600 exposures" in out
+    assert re.search(r"^  default +ranker_v1 +849 +100.0% +\d+ ", out, re.M)
+    assert "  sample ratio ok: p = " in out
+    assert "  interleaved  v1-vs-v2: ranker_v1 (A) vs ranker_v2 (B): " in out
+    assert "  shadow       v2 on default: 100 runs, Kendall tau 0.00, top-10 overlap 100.0%" in out
+
+
+def test_sample_ratio_alarm_in_the_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = config(tmp_path)
+    lossy = percent_traffic(
+        4000,
+        seed=1,
+        salt="spring",
+        percent=50,
+        keep=lambda unit, arm: arm != "beta" or int(unit[5:]) % 8 != 0,
+    )
+    log = write_jsonl(tmp_path / "log.jsonl", lossy)
+    code, out, _ = report(capsys, "--config", str(cfg), "--from", str(log))
+    assert code == 0
+    assert re.search(r"^  sample ratio ALARM: p [=<] ", out, re.M), out
+
+
+def test_since_filters_both_sources(
+    tmp_path: Path, redis_url: str, redis_db: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = config(tmp_path, redis_url)
+    now = int(time.time() * 1000)
+    old = [exposure(request_id_(i), "default", f"o{i}", ["a"], now - 7_200_000) for i in range(5)]
+    new = [exposure(request_id_(i + 5), "beta", f"n{i}", ["a"], now - 600_000) for i in range(3)]
+    clicks = [event(old[0], "a"), event(new[0], "a")]  # the old exposure's click is an orphan
+    records = old + new + clicks
+    log = write_jsonl(tmp_path / "log.jsonl", records)
+    xadd_all(redis_db, "rankgate:exposures", records)
+    for source in (["--from", str(log)], []):
+        body = json_report(capsys, "--config", str(cfg), "--since", "1h", *source)
+        assert body["records"]["exposures"] == 3, source
+        assert body["records"]["events"] == 1
+        assert [a["arm"] for a in body["routes"][0]["arms"]] == ["beta"]
+        everything = json_report(capsys, "--config", str(cfg), "--since", "3h", *source)
+        assert everything["records"]["exposures"] == 8 and everything["records"]["events"] == 2
+
+
+def request_id_(i: int) -> str:
+    return f"{i:024x}"
+
+
+def test_route_filter(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = config(tmp_path)
+    records = [
+        exposure(
+            request_id_(i),
+            "default",
+            "u",
+            ["a"],
+            1_000 + i,
+            route="home-feed" if i % 2 else "other",
+        )
+        for i in range(10)
+    ]
+    log = write_jsonl(tmp_path / "log.jsonl", records)
+    body = json_report(capsys, "--config", str(cfg), "--from", str(log), "--route", "other")
+    assert [r["route"] for r in body["routes"]] == ["other"]
+    assert body["routes"][0]["srm"] is None and body["routes"][0]["configured"] is False
+    code, out, _ = report(capsys, "--config", str(cfg), "--from", str(log))
+    assert code == 0
+    assert "sample ratio not in routes.yaml: no configured split, no test" in out
+
+
+def test_malformed_lines_are_counted_and_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = config(tmp_path)
+    good = [exposure(request_id_(i), "default", f"u{i}", ["a"], 1_000 + i) for i in range(4)]
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(
+        b"\n".join(
+            [
+                orjson.dumps(good[0]),
+                b"\x00\xff garbage",
+                orjson.dumps(good[1]),
+                orjson.dumps({**good[2], "items": "a"}),
+                b"[]",
+                orjson.dumps(good[3])[:-3],
+            ]
+        )
+        + b"\n"
+    )
+    code, out, err = report(capsys, "--config", str(cfg), "--from", str(log))
+    assert code == 0
+    assert "route home-feed: 2 exposures" in out and "4 malformed records skipped" in out
+    assert err.startswith("rankgate: warning: skipped 4 malformed record(s): not JSON (2), ")
+    assert f"first: {log}:2: not JSON; {log}:4: items: want a list of strings; " in err
+    body = json_report(capsys, "--config", str(cfg), "--from", str(log))
+    assert body["records"]["malformed"] == 4 and body["records"]["exposures"] == 2
+
+
+def test_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], redis_db: redis.Redis
+) -> None:
+    cfg = config(tmp_path)
+    code, _, err = report(capsys, "--config", str(cfg), "--from", str(tmp_path / "nope"))
+    assert (code, err) == (1, f"rankgate: {tmp_path / 'nope'}: no such file or directory\n")
+    code, _, err = report(capsys, "--config", str(cfg))  # no redis.url and no --from
+    assert code == 1 and "redis.url is not set" in err and "--from" in err
+    code, _, err = report(capsys, "--config", str(cfg), "--redis-url", "redis://:pw@127.0.0.1:1/0")
+    assert code == 1 and err.startswith("rankgate: redis://:***@127.0.0.1:1/0 stream ")
+    redis_db.set("rankgate:exposures", "not a stream")
+    url = redis_db.connection_pool.connection_kwargs
+    code, _, err = report(
+        capsys,
+        "--config",
+        str(cfg),
+        "--redis-url",
+        f"redis://{url['host']}:{url['port']}/{url.get('db', 0)}",
+    )
+    assert code == 1 and "WRONGTYPE" in err
+    code, _, err = report(capsys, "--config", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "file not found" in err
+    with pytest.raises(SystemExit) as caught:
+        main(["experiments", "report", "--since", "yesterday"])
+    assert caught.value.code == 2 and "want a number and a unit" in capsys.readouterr().err
+
+
+def test_jsonl_sink_directory_from_the_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An exposures: section with sink jsonl: the report reads its directory.
+    cfg = config(tmp_path, extra="exposures: {sink: jsonl, path: logs}\n")
+    write_jsonl(tmp_path / "logs" / "x.jsonl", percent_traffic(10, seed=1, salt="s", percent=50))
+    body = json_report(capsys, "--config", str(cfg))
+    assert body["records"]["exposures"] == 10
+
+
+def test_parse_duration() -> None:
+    assert parse_duration("30m") == 1_800_000
+    assert parse_duration("24h") == 86_400_000
+    assert parse_duration("7d") == 604_800_000
+    assert parse_duration("1.5h") == 5_400_000
+    assert parse_duration("90s") == 90_000
+    assert parse_duration("2w") == 1_209_600_000
+
+
+# --- the README ------------------------------------------------------------------------
+
+README = (ROOT / "README.md").read_text()
+
+
+def readme_section() -> str:
+    found = re.search(r"\n### The readout\n(.*?)(?=\n## |\n### )", README, re.S)
+    assert found, "README.md lost its 'The readout' section"
+    return found.group(1)
+
+
+def test_readme_readout_runs_as_written(tmp_path: Path) -> None:
+    section = readme_section()
+    commands = re.findall(r"```sh\n(.*?)```", section, re.S)
+    outputs = re.findall(r"```text\n(.*?)```", section, re.S)
+    assert len(commands) == 1 and len(outputs) >= 1
+    (tmp_path / "config").mkdir()
+    for name in ("rankgate.yaml", "routes.yaml"):
+        shutil.copy(ROOT / "config" / name, tmp_path / "config" / name)
+    readme_log(tmp_path / "exposures")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", commands[0]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == outputs[0], (
+        "README's example report differs from what the command prints; paste this:\n" + done.stdout
+    )
+    body = orjson.loads((tmp_path / "report.json").read_bytes())
+    (route,) = body["routes"]
+    assert route["route"] == "home-feed"
+    assert route["interleaving"][0]["winner"] == "ranker_v2"
+    keys = re.findall(r"`(\w+)`", section.split("JSON", 1)[1])
+    for key in ("arms", "srm", "interleaving", "shadow", "ctr_ci", "mrr", "preference"):
+        assert key in keys, key

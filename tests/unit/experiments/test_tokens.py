@@ -1,0 +1,84 @@
+"""X-Rankgate-Id tokens: they round-trip, and anything altered, foreign or old is refused
+with the status the events endpoint answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.experiments.tokens import (
+    MAX_TOKEN,
+    SecretKeyError,
+    TokenError,
+    TokenSigner,
+    key_from_env,
+)
+from proxy.feed.state import new_request_id
+
+KEY = b"0123456789abcdef0123456789abcdef"
+NOW = 1_764_480_000_000
+
+
+def test_round_trip() -> None:
+    signer = TokenSigner(KEY)
+    rid = new_request_id()
+    claims = signer.verify(signer.sign(rid, NOW, "home-feed", "beta.v2"), NOW + 5, 60)
+    assert (claims.id, claims.ts, claims.route, claims.arm) == (rid, NOW, "home-feed", "beta.v2")
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t[:-2] + ("AA" if not t.endswith("AA") else "BB"),  # the MAC
+        lambda t: "e" + t[1:] if t[0] != "e" else "f" + t[1:],  # the payload
+        lambda t: t.replace(".", ""),
+        lambda t: t + ".x",
+        lambda t: "!!!." + t.split(".")[1],
+        lambda t: "x" * (MAX_TOKEN + 1),
+        lambda t: 42,
+    ],
+)
+def test_altered_tokens_are_401(mangle: object) -> None:
+    signer = TokenSigner(KEY)
+    token = signer.sign(new_request_id(), NOW, "r", "a")
+    with pytest.raises(TokenError) as err:
+        signer.verify(mangle(token), NOW, 60)  # type: ignore[operator]
+    assert err.value.status == 401
+
+
+def test_another_key_is_401_and_old_is_410() -> None:
+    token = TokenSigner(KEY).sign(new_request_id(), NOW, "r", "a")
+    with pytest.raises(TokenError) as err:
+        TokenSigner(KEY[::-1]).verify(token, NOW, 60)
+    assert err.value.status == 401
+    with pytest.raises(TokenError) as err:
+        TokenSigner(KEY).verify(token, NOW + 61_000, 60)
+    assert err.value.status == 410
+
+
+def test_a_signed_payload_of_the_wrong_shape_is_401() -> None:
+    """Even a correctly signed payload must be ours (a key reused elsewhere)."""
+    import base64
+    import hashlib
+    import hmac
+
+    payload = b'["short", 1, "r", "a"]'
+    mac = hmac.new(KEY, payload, hashlib.sha256).digest()[:16]
+    token = (
+        base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+        + "."
+        + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+    )
+    with pytest.raises(TokenError, match="malformed"):
+        TokenSigner(KEY).verify(token, NOW, 60)
+
+
+def test_keys_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("K1", "short")
+    with pytest.raises(SecretKeyError, match="K1 has 5 bytes"):
+        key_from_env("K1")
+    monkeypatch.delenv("K1")
+    with pytest.raises(SecretKeyError, match="K1 is not set"):
+        key_from_env("K1")
+    monkeypatch.setenv("K1", "x" * 16)
+    assert key_from_env("K1") == b"x" * 16
+    assert len({new_request_id() for _ in range(1000)}) == 1000

@@ -1,0 +1,153 @@
+"""GET /admin/routes and POST /admin/reload on the admin port, over real sockets."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from models.contract import sha256_file
+from proxy.serve.server import ProxyServer
+from tests.support.common import (
+    dot_model,
+    feed_origin,
+    replace_file,
+    running_proxy,
+    start_app,
+    wait_until,
+    write_config,
+)
+
+ROUTES = """\
+models:
+  v1: {path: v1.onnx}
+  v2: {path: v2.onnx}
+routes:
+  - name: home
+    match: {path: /feed}
+    model: v1
+    experiments:
+      - {name: beta, when: {header: {X-Beta: "true"}}, model: v2}
+      - {when: {percent: 12.5}, model: v2}
+      - {name: spring, when: {percent: 50, salt: spring-test}, model: none}
+"""
+
+
+@dataclass(frozen=True)
+class Env:
+    proxy: ProxyServer
+    dir: Path
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.proxy.admin_port}{path}"
+
+
+async def start_env(tmp_path: Path, redis_url: str, extra: str = "") -> AsyncIterator[Env]:
+    dot_model(tmp_path / "v1.onnx", sign=1.0)
+    dot_model(tmp_path / "v2.onnx", sign=-1.0)
+    runner, origin = await start_app(feed_origin())
+    cfg = write_config(
+        tmp_path, origin, redis_url, ROUTES, "logging: {access_log: false}\n" + extra
+    )
+    try:
+        async with running_proxy(cfg) as proxy:
+            yield Env(proxy, tmp_path)
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def env(tmp_path: Path, redis_url: str) -> AsyncIterator[Env]:
+    async for e in start_env(tmp_path, redis_url):
+        yield e
+
+
+async def call(
+    env: Env, method: str, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.request(method, env.url(path), headers=headers or {}) as resp,
+    ):
+        return resp.status, await resp.json()
+
+
+async def test_routes_shows_the_active_snapshot(env: Env) -> None:
+    status, info = await call(env, "GET", "/admin/routes")
+    assert status == 200
+    assert info["version"] == info["active"]["version"] == 1
+    assert (info["last_error"], info["watch"]) == (None, "events")
+    assert info["reloads"] == {"ok": 0, "unchanged": 0, "error": 0}
+    models = info["active"]["models"]
+    assert set(models) == {"v1", "v2"}
+    for name in ("v1", "v2"):
+        assert models[name]["sha256"] == sha256_file(env.dir / f"{name}.onnx")
+        assert models[name]["path"] == str((env.dir / f"{name}.onnx").resolve())
+        assert models[name]["loaded_at"] > 0
+    assert info["active"]["source_sha256"] == sha256_file(env.dir / "routes.yaml")
+    [route] = info["active"]["routes"]
+    assert route["name"] == "home" and route["model"] == "v1"
+    # The arms in the order they are tried, with the salt each percent really uses.
+    assert route["arms"] == [
+        {"arm": "beta", "model": "v2", "when": {"header": {"X-Beta": "true"}}},
+        {"arm": "exp1", "model": "v2", "when": {"percent": 12.5, "salt": "home:exp1"}},
+        {"arm": "spring", "model": "none", "when": {"percent": 50.0, "salt": "spring-test"}},
+        {"arm": "default", "model": "v1"},
+    ]
+    assert route["vary"] == ["Cookie", "X-User-Id", "X-Beta"]
+
+
+async def test_reload_results_and_versions(env: Env) -> None:
+    _, before = await call(env, "GET", "/admin/routes")
+    status, body = await call(env, "POST", "/admin/reload")
+    assert status == 200
+    # Explicit reloads always swap (plugins may read files no hash covers).
+    assert (body["reloaded"], body["result"], body["version"]) == (True, "ok", 2)
+
+    # A routes-only change: a new version, the models' warm sessions kept (same loaded_at).
+    env.proxy.runtime.store.path.write_text(ROUTES.replace("percent: 12.5", "percent: 20"))
+    status, body = await call(env, "POST", "/admin/reload")
+    assert (status, body["result"], body["version"], body["error"]) == (200, "ok", 3, None)
+    _, after = await call(env, "GET", "/admin/routes")
+    for name in ("v1", "v2"):
+        assert (
+            after["active"]["models"][name]["loaded_at"]
+            == (before["active"]["models"][name]["loaded_at"])
+        )
+    assert after["last_attempt"]["trigger"] == "admin"
+
+    env.proxy.runtime.store.path.write_text(ROUTES.replace("model: v1", "model: v3"))
+    status, body = await call(env, "POST", "/admin/reload")
+    assert (status, body["reloaded"], body["result"], body["version"]) == (422, False, "error", 3)
+    assert "routes[0].model: unknown model 'v3'" in body["error"]
+    _, info = await call(env, "GET", "/admin/routes")
+    assert info["version"] == 3 and "unknown model 'v3'" in info["last_error"]
+    assert info["last_error_at"] >= info["last_reload_at"]
+    assert info["reloads"] == {"ok": 2, "unchanged": 0, "error": 1}
+
+
+async def test_watcher_reload_shows_in_admin(env: Env) -> None:
+    replace_file(env.proxy.runtime.store.path, ROUTES.replace("percent: 50", "percent: 60"))
+
+    async def version_2() -> bool:
+        return (await call(env, "GET", "/admin/routes"))[1]["version"] == 2
+
+    await wait_until(version_2)
+    _, info = await call(env, "GET", "/admin/routes")
+    assert info["last_attempt"]["trigger"] in ("watch", "poll")
+    assert info["active"]["routes"][0]["arms"][2]["when"]["percent"] == 60.0
+
+
+async def test_admin_token_guards_routes_and_reload(tmp_path: Path, redis_url: str) -> None:
+    async for env in start_env(
+        tmp_path, redis_url, "admin: {host: 127.0.0.1, port: 0, token: s3cret}\n"
+    ):
+        for method, path in (("GET", "/admin/routes"), ("POST", "/admin/reload")):
+            status, body = await call(env, method, path)
+            assert (status, body) == (401, {"error": "unauthorized"})
+            status, _ = await call(env, method, path, {"Authorization": "Bearer s3cret"})
+            assert status == 200
