@@ -258,6 +258,12 @@ def render_text(report: Report, stats: LogStats, where: str, out: TextIO) -> Non
             "(before the window, or dropped): left out",
             file=out,
         )
+    if report.unserved_events:
+        print(
+            f"{report.unserved_events} events name an item their exposure did not serve: "
+            "not credited",
+            file=out,
+        )
     if report.duplicate_exposures:
         print(f"{report.duplicate_exposures} duplicate exposures: counted once", file=out)
     if stats.malformed:

@@ -151,8 +151,13 @@ class Logging(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
     access_log: bool = True
-    # Access logs carry sha256(salt + user id)[:16], never the id itself.
+    # Access logs carry HMAC-SHA256(key, salt + user id)[:16], never the id itself; the
+    # key is derived from the value of user_hash_key_env (by default the token key), or
+    # made at random for the run when that variable is not set (proxy/serve/logs.py).
     user_hash_salt: str = ""
+    user_hash_key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = (
+        "RANKGATE_TOKEN_KEY"
+    )
 
 
 _ENV = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -176,10 +181,12 @@ class Exposures(Strict):
     # The served ids in a record (and their origin positions, and scores).
     max_items: Annotated[int, Field(ge=1, le=1000)] = 50
     scores: bool = False
-    # The record's unit: the user id as it came, or HMAC-SHA256(key, user id) in hex with
-    # the key from the environment variable unit_key_env (the app can compute the same).
-    unit: Literal["raw", "hmac-sha256"] = "raw"
-    unit_key_env: Annotated[str, Field(pattern=_ENV)] = "RANKGATE_UNIT_KEY"
+    # The record's unit: HMAC-SHA256(key, user id) in hex, or (raw) the user id as it came.
+    # The key: derived from the token key (proxy/experiments/tokens.py derive_key), or the
+    # value of the environment variable unit_key_env when set (an app holding it can
+    # compute the same units).
+    unit: Literal["raw", "hmac-sha256"] = "hmac-sha256"
+    unit_key_env: Annotated[str, Field(pattern=_ENV)] | None = None
     # X-Rankgate-Id tokens are signed (HMAC-SHA256) with this environment variable's value.
     token_key_env: Annotated[str, Field(pattern=_ENV)] = "RANKGATE_TOKEN_KEY"
     # The bounded queue between the request path and the sink.
@@ -202,6 +209,18 @@ class Events(Strict):
     max_age_s: Annotated[float, Field(gt=0)] = 86_400.0
     max_per_id: Annotated[int, Field(ge=1)] = 20
     max_body_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 64 * 1024
+    # The whole body must be in within this (listen.body_timeout_s bounds each pause too).
+    body_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    # A conversion's value: a finite number in [min_value, max_value], else 422.
+    min_value: float = -1e9
+    max_value: float = 1e9
+
+    @model_validator(mode="after")
+    def _values(self) -> Events:
+        # The readout skips values beyond 1e15 as malformed (proxy/readout/logreader.py).
+        if not -1e15 <= self.min_value <= self.max_value <= 1e15:
+            raise ValueError("min_value, max_value: want -1e15 <= min_value <= max_value <= 1e15")
+        return self
 
     @field_validator("path")
     @classmethod

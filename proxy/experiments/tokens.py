@@ -66,11 +66,24 @@ def key_from_env(name: str) -> bytes:
     return value.encode()
 
 
+def derive_key(key: bytes, label: str) -> bytes:
+    """A key of its own for another use of the token key (units, the access log's user
+    hash): knowing one derived key tells nothing of the token key or the others."""
+    return hmac.new(key, f"rankgate {label}".encode(), hashlib.sha256).digest()
+
+
+UNIT_LABEL = "exposure unit v1"
+USER_HASH_LABEL = "access-log user v1"
+
+
 class TokenSigner:
     def __init__(self, key: bytes) -> None:
         if len(key) < MIN_KEY_BYTES:
             raise SecretKeyError(f"a token key needs at least {MIN_KEY_BYTES} bytes")
         self._key = key
+
+    def derive(self, label: str) -> bytes:
+        return derive_key(self._key, label)
 
     def _mac(self, payload: bytes) -> bytes:
         return hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]

@@ -4,7 +4,10 @@ origin's bytes as they came with the reason they were not re-ranked.
 Headers on every feed response: ``X-Rerank`` (applied, or skipped with its reason),
 ``Server-Timing`` (ours after the origin's), and ``Vary`` for what chose the user and
 the arm (the same URL is re-ranked for other users). A re-ranked body also gets
-``Cache-Control: private`` and loses the origin's ``ETag`` (it names other bytes).
+``Cache-Control: private`` and loses the origin's ``ETag`` (it names other bytes). So
+does every response that carries an ``X-Rankgate-Id`` (a skipped one too), and it loses
+``Last-Modified`` as well: the token names one request, and a shared cache that kept it
+would hand it to other users, whose clicks would then join that one exposure.
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ def _finish_headers(
     headers["X-Rerank"] = label
     if token is not None:
         headers["X-Rankgate-Id"] = token
+        headers["Cache-Control"] = private_cache_control(headers.get("Cache-Control"))
+        headers.popall("ETag", None)
+        headers.popall("Last-Modified", None)
     record.timings["total"] = time.perf_counter() - record.started
     headers["Server-Timing"] = server_timing(record.timings, headers.get("Server-Timing"))
 

@@ -10,6 +10,9 @@ Definitions (the README's "The readout" section says the same for users):
 
 - An arm's exposures count every feed decision on it, applied or not (intent to treat: a
   skip is part of what the arm does).
+- Only events on a served item count: an event whose item is neither among the record's
+  ``items`` nor, hashed, in its ``item_hashes`` (proxy/readout/served.py) is counted in
+  ``unserved_events`` and credits nothing.
 - CTR: exposures with at least one click / exposures; a 95% Wilson interval.
 - Lift: CTR / the default arm's CTR - 1, with a two-proportion z-test p-value.
 - MRR: the mean of 1 / (position + 1) over distinct (exposure, clicked item) pairs whose
@@ -30,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from proxy.config.routes import Route
 from proxy.readout.logreader import Event, Exposure
 from proxy.readout.report import Report, route_report
+from proxy.readout.served import item_hash, unpack
 from proxy.readout.tally import ArmTally, Join, ShadowTally
 
 __all__ = ["Readout"]
@@ -43,6 +47,8 @@ class Readout:
         self._arms: dict[str, dict[str, ArmTally]] = {}
         self._shadows: dict[str, dict[str, ShadowTally]] = {}
         self._joins: dict[str, Join] = {}
+        self._hashes: dict[str, str] = {}  # request id -> item_hashes, unpacked when joined
+        self._unserved = 0
         self._ids: dict[str, str] = {}
         self._events: dict[str, list[Event]] = {}
         self._exposures = 0
@@ -87,6 +93,8 @@ class Readout:
         if shadow_items is not None:
             shadow_items = tuple([ids.setdefault(i, i) for i in shadow_items])
         self._joins[record.id] = Join(arm, shadow, items, record.teams, shadow_items)
+        if record.item_hashes:
+            self._hashes[record.id] = record.item_hashes
 
     def _join_events(self) -> int:
         orphans = 0
@@ -94,9 +102,26 @@ class Readout:
             join = self._joins.get(request_id)
             if join is None:
                 orphans += len(events)
-            else:
-                join.settle(events)
+                continue
+            served = self._served(request_id, join.items, events)
+            self._unserved += len(events) - len(served)
+            if served:
+                join.settle(served)
         return orphans
+
+    def _served(self, request_id: str, items: tuple[str, ...], events: list[Event]) -> list[Event]:
+        """The events on an item that the exposure served."""
+        listed = set(items)
+        hashed: frozenset[bytes] | None = None
+        out = []
+        for event in events:
+            if event.item not in listed:
+                if hashed is None:
+                    hashed = unpack(self._hashes.get(request_id, "")) or frozenset()
+                if item_hash(event.item) not in hashed:
+                    continue
+            out.append(event)
+        return out
 
     def result(self, routes: Sequence[Route] = ()) -> Report:
         """The report; ``routes`` (from routes.yaml) give the arm order and the split."""
@@ -119,6 +144,7 @@ class Readout:
             events=self._event_count,
             duplicate_exposures=self._duplicates,
             orphan_events=orphans,
+            unserved_events=self._unserved,
             first_ts=self._first,
             last_ts=self._last,
         )

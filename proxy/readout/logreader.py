@@ -1,14 +1,17 @@
 """Reading the exposure log back: JSONL files or a Redis Stream, into checked records.
 
-The record schema is docs/exposures.schema.json. Reading is tolerant: a line that is not
-JSON, not an object, of an unknown type or schema version, or missing a field the readout
-uses is counted in :class:`LogStats` and skipped (a crash would hide every good record
-behind one torn line, e.g. the last line of a file still being written). Fields the
-readout does not use (``origin_pos``, ``scores``, ``ms``, ...) are not checked.
+The record schema is docs/exposures.schema.json (versions 1 and 2 are read). Reading is
+tolerant: a line that is not JSON, not an object, of an unknown type or schema version,
+missing a field the readout uses, or whose numbers would break the arithmetic (a value
+beyond MAX_VALUE, a time beyond MAX_TS) is counted in :class:`LogStats` and skipped (a
+crash would hide every good record behind one torn line, e.g. the last line of a file
+still being written). Fields the readout does not use (``origin_pos``, ``scores``,
+``ms``, ...) are not checked.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +20,8 @@ from typing import Any
 
 import orjson
 import redis
+
+from proxy.readout.served import unpack
 
 __all__ = [
     "DEFAULT_STREAM",
@@ -31,7 +36,12 @@ __all__ = [
     "read_stream",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # the newest; VERSIONS are read
+VERSIONS = frozenset({1, 2})
+# Bounds that keep every sum finite: 1e15 is a million times the events endpoint's default
+# limit, and a billion such values still sum far below float's 1.8e308.
+MAX_VALUE = 1e15
+MAX_TS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z in ms: what a date can show
 DEFAULT_STREAM = "rankgate:exposures"
 STREAM_FIELD = b"r"  # each stream entry holds one record, as JSON, in this field
 OUTCOMES = frozenset({"applied", "skipped", "control"})
@@ -54,6 +64,8 @@ class Exposure:
     teams: tuple[str | None, ...] | None = None
     shadow_model: str | None = None
     shadow_items: tuple[str, ...] | None = None
+    # Version 2: the served ids beyond ``items``, hashed (proxy/readout/served.py).
+    item_hashes: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +106,8 @@ class LogStats:
 
 def _int(rec: dict[str, Any], key: str) -> int:
     value = rec.get(key)
-    if type(value) is not int or value < 0:  # bool is an int subclass: refuse it too
-        raise Malformed(f"{key}: want an integer >= 0")
+    if type(value) is not int or not 0 <= value <= MAX_TS:  # bool is an int: refused too
+        raise Malformed(f"{key}: want an integer from 0 to {MAX_TS}")
     return value
 
 
@@ -143,6 +155,9 @@ def _exposure(rec: dict[str, Any]) -> Exposure:
             raise Malformed("shadow: want an object")
         shadow_model = _str(shadow, "model")
         shadow_items = _ids(shadow.get("items"), "shadow.items")
+    hashes = rec.get("item_hashes")
+    if hashes is not None and (not isinstance(hashes, str) or unpack(hashes) is None):
+        raise Malformed("item_hashes: want base64 of 4-byte hashes")
     return Exposure(
         ts=_int(rec, "ts"),
         id=_str(rec, "id"),
@@ -156,6 +171,7 @@ def _exposure(rec: dict[str, Any]) -> Exposure:
         teams=teams,
         shadow_model=shadow_model,
         shadow_items=shadow_items,
+        item_hashes=hashes,
     )
 
 
@@ -166,6 +182,8 @@ def _event(rec: dict[str, Any]) -> Event:
     value = rec.get("value")
     if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
         raise Malformed("value: want a number")
+    if value is not None and not (math.isfinite(value) and abs(value) <= MAX_VALUE):
+        raise Malformed(f"value: beyond {MAX_VALUE:g}")
     return Event(
         ts=_int(rec, "ts"),
         id=_str(rec, "id"),
@@ -186,8 +204,8 @@ def parse_record(raw: bytes | str) -> Record:
     if not isinstance(rec, dict):
         raise Malformed("not a JSON object")
     version = rec.get("v")
-    if type(version) is not int or version != SCHEMA_VERSION:
-        raise Malformed(f"v: want schema version {SCHEMA_VERSION}")
+    if type(version) is not int or version not in VERSIONS:
+        raise Malformed(f"v: want schema version 1 or {SCHEMA_VERSION}")
     kind = rec.get("type")
     if kind == "exposure":
         return _exposure(rec)

@@ -96,6 +96,7 @@ class Report:
     orphan_events: int  # events whose exposure is not in the records read
     first_ts: int | None
     last_ts: int | None
+    unserved_events: int = 0  # events on an item their exposure did not serve: not credited
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,6 +106,7 @@ class Report:
                 "events": self.events,
                 "duplicate_exposures": self.duplicate_exposures,
                 "orphan_events": self.orphan_events,
+                "unserved_events": self.unserved_events,
                 "first_ts": self.first_ts,
                 "last_ts": self.last_ts,
             },

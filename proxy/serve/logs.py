@@ -4,13 +4,18 @@ same format (``logging.format``: ``json`` for machines, ``text`` for a terminal)
 JSON lines are written with one ``os.write`` each: several worker processes share the
 same stdout, and a write of up to PIPE_BUF bytes to a pipe is never interleaved.
 User ids are never logged raw: ``user`` is the first 16 hex digits of
-sha256(``logging.user_hash_salt`` + id), enough to follow one user through the logs.
+HMAC-SHA256(key, ``logging.user_hash_salt`` + id), enough to follow one user through the
+logs and useless to anyone without the key (an unkeyed hash of a numeric id is reversed by
+trying them all). The key is derived from ``logging.user_hash_key_env`` (the token key by
+default) with a label of its own; without that variable, a random key made once per run
+(the supervisor's, inherited by its workers), so hashes then match within a run only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import logging
 import os
 import time
@@ -21,6 +26,7 @@ from typing import Any, Protocol
 import orjson
 
 from proxy.config.settings import Logging
+from proxy.experiments.tokens import MIN_KEY_BYTES, USER_HASH_LABEL, derive_key
 from proxy.outcome.record import RequestRecord
 
 ACCESS_LOGGER = "rankgate.access"
@@ -66,17 +72,38 @@ class _Clock:
         return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
 
 
-def hash_user(user_id: str, salt: str = "") -> str:
-    return hashlib.sha256(f"{salt}{user_id}".encode()).hexdigest()[:16]
+RUN_KEY_ENV = "RANKGATE_RUN_USER_HASH_KEY"  # set once per run, inherited by workers
+
+
+def user_hash_key(env_name: str = "RANKGATE_TOKEN_KEY") -> bytes:
+    """The access log's key: derived from the variable's value, else the run's own."""
+    value = os.environ.get(env_name, "").encode()
+    if len(value) < MIN_KEY_BYTES:
+        run = os.environ.get(RUN_KEY_ENV, "")
+        if len(run) < 2 * MIN_KEY_BYTES:
+            run = os.environ[RUN_KEY_ENV] = os.urandom(32).hex()
+        value = run.encode()
+    return derive_key(value, USER_HASH_LABEL)
+
+
+def hash_user(user_id: str, key: bytes, salt: str = "") -> str:
+    return hmac.new(key, f"{salt}{user_id}".encode(), hashlib.sha256).hexdigest()[:16]
 
 
 class AccessLog:
     """A RequestRecord observer: one line per request."""
 
-    def __init__(self, fmt: str = "json", sink: Sink | None = None, user_salt: str = "") -> None:
+    def __init__(
+        self,
+        fmt: str = "json",
+        sink: Sink | None = None,
+        user_salt: str = "",
+        user_key: bytes | None = None,
+    ) -> None:
         self.json = fmt == "json"
         self.sink = sink if sink is not None else FdSink(1)
         self.user_salt = user_salt
+        self.user_key = user_key if user_key is not None else user_hash_key()
         self.pid = os.getpid()
         self.clock = _Clock()
         self._users: dict[str, str] = {}
@@ -87,7 +114,7 @@ class AccessLog:
         # stays under ~1.5 MB whatever is sent.
         hashed = self._users.get(user_id)
         if hashed is None:
-            hashed = hash_user(user_id, self.user_salt)
+            hashed = hash_user(user_id, self.user_key, self.user_salt)
             if len(user_id) <= MAX_MEMO_ID:
                 if len(self._users) >= MAX_MEMO_USERS:
                     self._users.clear()
@@ -229,4 +256,5 @@ def access_log(config: Logging, sink: Sink | None = None) -> AccessLog | None:
     """The access-log observer the config asks for, or None when it is off."""
     if not config.access_log:
         return None
-    return AccessLog(config.format, sink, config.user_hash_salt)
+    key = user_hash_key(config.user_hash_key_env)
+    return AccessLog(config.format, sink, config.user_hash_salt, key)

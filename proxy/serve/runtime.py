@@ -16,13 +16,16 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import redis.asyncio as aioredis
+
 from proxy.config.settings import Settings
 from proxy.config.yamlload import ConfigError
 from proxy.experiments.events import EventsEndpoint
 from proxy.experiments.exposure import ExposureLog
+from proxy.experiments.limiter import TokenCounts
 from proxy.experiments.shadow import ShadowRunner, ShadowStats
 from proxy.experiments.sink import RecordQueue, running_sink
-from proxy.experiments.tokens import SecretKeyError, TokenSigner, key_from_env
+from proxy.experiments.tokens import UNIT_LABEL, SecretKeyError, TokenSigner, key_from_env
 from proxy.feed.state import FeedServices
 from proxy.http.forward import Forwarder
 from proxy.http.limits import ConnectionStats
@@ -104,7 +107,9 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             )
             recorder = ExposureLog(settings.exposures, queue, signer, unit_key)
             if settings.events.enabled:
-                events = EventsEndpoint(settings.events, signer, queue)
+                counts = token_counts(settings, redis_url)
+                stack.push_async_callback(counts.close)
+                events = EventsEndpoint(settings.events, signer, queue, settings.listen, counts)
         f = settings.feed
         shadow_stats = ShadowStats()
         shadows = ShadowRunner(shadow_stats, f.thread_min_items)
@@ -125,13 +130,30 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         )
 
 
+def token_counts(settings: Settings, redis_url: str) -> TokenCounts:
+    """Per-token event counts, shared in the exposures' Redis (the Redis every process of
+    the fleet, or every worker of an embedded Valkey, reaches). A Redis Cluster routes
+    keys by slot, which a plain client does not: there the count is per process."""
+    ev, exp = settings.events, settings.exposures
+    client = None
+    if not settings.redis.cluster or exp.redis_url:
+        timeout = exp.timeout_ms / 1000.0
+        client = aioredis.Redis.from_url(
+            exp.redis_url or redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+    return TokenCounts(ev.max_per_id, ev.max_age_s, client)
+
+
 def _keys(settings: Settings) -> tuple[TokenSigner, bytes | None]:
     """The token signer and the unit key, from the environment; a missing or short key
     stops the start with a one-line error."""
     cfg = settings.exposures
     try:
         signer = TokenSigner(key_from_env(cfg.token_key_env))
-        unit_key = key_from_env(cfg.unit_key_env) if cfg.unit == "hmac-sha256" else None
+        unit_key = None
+        if cfg.unit == "hmac-sha256":
+            env = cfg.unit_key_env
+            unit_key = key_from_env(env) if env else signer.derive(UNIT_LABEL)
     except SecretKeyError as exc:
         raise ConfigError("exposures", [str(exc)]) from None
     return signer, unit_key

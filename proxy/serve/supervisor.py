@@ -32,6 +32,7 @@ from proxy.config.settings import Settings
 from proxy.config.yamlload import ConfigError
 from proxy.serve.admin import build_admin_app
 from proxy.serve.fleet import FleetAdmin, Worker
+from proxy.serve.logs import user_hash_key
 from proxy.serve.runtime import embedded_valkey
 from proxy.serve.server import listening
 from proxy.serve.worker import REDIS_URL_ENV, WORKER_ENV
@@ -104,6 +105,8 @@ class Supervisor:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def run(self) -> int:
+        # Made before any worker starts, so all of them hash users with the same key.
+        user_hash_key(self.settings.logging.user_hash_key_env)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop, sig)
