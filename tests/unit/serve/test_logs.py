@@ -4,7 +4,9 @@ application's logs on stderr in the same format; a text format for a terminal.""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 import redis
 
 from proxy.config.settings import Logging
+from proxy.experiments.tokens import USER_HASH_LABEL, derive_key
 from proxy.outcome.record import RequestRecord
 from proxy.serve.logs import (
     MAX_MEMO_USERS,
@@ -23,6 +26,7 @@ from proxy.serve.logs import (
     TextFormatter,
     hash_user,
     setup_logging,
+    user_hash_key,
 )
 from tests.support.common import (
     TEN_ITEMS_ROUTES,
@@ -35,6 +39,8 @@ from tests.support.common import (
 )
 
 USER = "alice-42"
+TOKEN_KEY = "a-token-key-of-32-bytes-for-logs"
+LOG_KEY = derive_key(TOKEN_KEY.encode(), USER_HASH_LABEL)
 ACCESS_FIELDS = {
     "time",
     "level",
@@ -76,11 +82,14 @@ def record() -> RequestRecord:
 
 def test_access_line_json() -> None:
     sink = Lines()
-    AccessLog("json", sink)(record())
+    AccessLog("json", sink, user_key=LOG_KEY)(record())
     assert len(sink.data) == 1 and sink.data[0].endswith(b"\n")
     line = orjson.loads(sink.data[0])
     assert set(line) == ACCESS_FIELDS
-    assert line["user"] == hashlib.sha256(USER.encode()).hexdigest()[:16]
+    # Keyed: HMAC-SHA256 with a key derived from the token key, not a plain hash that
+    # anyone can reverse for short or numeric ids by trying them all.
+    assert line["user"] == hmac.new(LOG_KEY, USER.encode(), hashlib.sha256).hexdigest()[:16]
+    assert line["user"] != hashlib.sha256(USER.encode()).hexdigest()[:16]
     assert USER.encode() not in sink.data[0]
     assert line["timings_ms"] == {"origin": 2.0, "redis": 0.5, "inference": 0.03, "total": 3.1}
     assert line["duration_ms"] == 3.1
@@ -95,17 +104,17 @@ def test_access_line_json() -> None:
 
 def test_access_line_text_and_salt() -> None:
     sink = Lines()
-    AccessLog("text", sink, user_salt="pepper")(record())
+    AccessLog("text", sink, user_salt="pepper", user_key=LOG_KEY)(record())
     text = sink.data[0].decode()
     assert "GET /feed 200 feed applied model=dot arm=b items=10 scored=9 bytes=1234" in text
     assert "3.10ms (origin 2.00, redis 0.50, inference 0.03)" in text
-    assert hash_user(USER, "pepper") in text and hash_user(USER) not in text
+    assert hash_user(USER, LOG_KEY, "pepper") in text and hash_user(USER, LOG_KEY) not in text
     assert USER not in text
 
 
 def test_user_hash_memo_is_bounded_in_bytes() -> None:
     """User ids come from clients: long ones are hashed every time, never kept."""
-    log = AccessLog("json", Lines())
+    log = AccessLog("json", Lines(), user_key=LOG_KEY)
     rec = record()
     for k in range(50):
         rec.user_id = f"{k}-" + "x" * 60_000  # a 60 KB header value
@@ -116,7 +125,21 @@ def test_user_hash_memo_is_bounded_in_bytes() -> None:
         log(rec)
     assert 0 < len(log._users) <= MAX_MEMO_USERS
     rec.user_id = "x" * 60_000
-    assert log.fields(rec)["user"] == hash_user("x" * 60_000)
+    assert log.fields(rec)["user"] == hash_user("x" * 60_000, LOG_KEY)
+
+
+def test_the_user_hash_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The token key's derived key when the variable is set; else one random key per
+    run, kept in the environment that the workers inherit."""
+    monkeypatch.setenv("RANKGATE_TOKEN_KEY", TOKEN_KEY)
+    assert user_hash_key() == LOG_KEY
+    assert user_hash_key("OTHER_KEY_VAR") != LOG_KEY
+    monkeypatch.delenv("RANKGATE_RUN_USER_HASH_KEY", raising=False)
+    monkeypatch.delenv("RANKGATE_TOKEN_KEY")
+    first = user_hash_key()
+    assert first == user_hash_key() and len(os.environ["RANKGATE_RUN_USER_HASH_KEY"]) == 64
+    monkeypatch.delenv("RANKGATE_RUN_USER_HASH_KEY")
+    assert user_hash_key() != first
 
 
 def test_app_log_formats() -> None:
@@ -157,7 +180,7 @@ async def setup(
 async def run_proxy(setup: Any, logging_line: str) -> ProxyProcess:
     tmp_path, origin, redis_url = setup
     cfg = write_config(tmp_path, origin, redis_url, TEN_ITEMS_ROUTES, logging_line)
-    proc = await ProxyProcess.start(cfg)
+    proc = await ProxyProcess.start(cfg, env={"RANKGATE_TOKEN_KEY": TOKEN_KEY})
     try:
         status, headers, _ = await fetch(proc.url("/feed"), headers={"X-User-Id": USER})
         assert status == 200 and headers["X-Rerank"].startswith("applied")
@@ -177,7 +200,7 @@ async def test_json_access_and_app_logs(setup) -> None:
     assert applied["route"] == "feed" and applied["outcome"] == "applied"
     assert applied["model"] == "dot" and applied["arm"] == "default"
     assert applied["items"] == 10 and applied["scored"] == 10 and applied["bytes"] > 0
-    assert applied["user"] == hash_user(USER)
+    assert applied["user"] == hash_user(USER, LOG_KEY)
     assert set(applied["timings_ms"]) >= {"origin", "redis", "inference", "rerank", "total"}
     assert other["route"] is None and other["outcome"] == "passthrough"
     assert other["path"] == "/other"  # the query (tokens...) is not logged
