@@ -5,8 +5,10 @@
                                 [--stream KEY] [--redis-url URL]
 
 Without ``--from`` it reads where the config's ``exposures:`` section writes: the Redis
-Stream (``exposures.stream`` on ``redis.url``) or, for ``sink: jsonl``, the ``*.jsonl``
-files in ``exposures.path``. ``--stream``/``--redis-url`` read a stream whatever the sink.
+Stream (``exposures.stream`` on ``exposures.redis_url``, else ``redis.url``, else the
+config's embedded Valkey: the running one, or started for the read and stopped after it,
+as ``embeddings load`` does) or, for ``sink: jsonl``, the ``*.jsonl`` files in
+``exposures.path``. ``--stream``/``--redis-url`` read a stream whatever the sink.
 routes.yaml (named by the config) gives the arm order and the split the sample ratio
 test expects. Exit status: 0, 1 when the log cannot be read, 2 for a bad config.
 """
@@ -14,6 +16,7 @@ test expects. Exit status: 0, 1 when the log cannot be read, 2 for a bad config.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 import time
@@ -67,7 +70,11 @@ class SourceError(Exception):
 
 
 def _records(
-    args: argparse.Namespace, settings: Settings, stats: LogStats, since_ms: int | None
+    args: argparse.Namespace,
+    settings: Settings,
+    stats: LogStats,
+    since_ms: int | None,
+    stack: contextlib.ExitStack,
 ) -> tuple[str, Iterator[Record]]:
     """(a description of the source, its records)."""
     if args.sources:
@@ -83,15 +90,28 @@ def _records(
         if not directory.is_dir():
             raise SourceError(f"{directory}: no such directory (exposures.path)")
         return str(directory), read_jsonl(jsonl_files([directory]), stats, since_ms)
-    url = args.redis_url or settings.redis.url
+    url = args.redis_url or getattr(exposures, "redis_url", None) or settings.redis.url
     if not url:
-        raise SourceError(
-            f"{args.config}: redis.url is not set (an embedded Valkey lives only while "
-            "rankgate runs): give --redis-url or --from"
-        )
+        url = _embedded(settings, stack)
     key = args.stream or getattr(exposures, "stream", DEFAULT_STREAM)
     client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
     return f"{_redact(url)} stream {key}", read_stream(client, key, stats, since_ms)
+
+
+def _embedded(settings: Settings, stack: contextlib.ExitStack) -> str:
+    """The config's embedded Valkey (no redis.url): the one `rankgate serve` runs, or
+    started on its data for this read and stopped after it."""
+    from proxy.store.valkey import EmbeddedValkey, EmbeddedValkeyError
+
+    server = EmbeddedValkey.for_settings(settings)
+    try:
+        url = server.start()
+    except (EmbeddedValkeyError, OSError) as exc:
+        raise SourceError(f"the embedded Valkey in {server.dir}: {exc}") from None
+    stack.callback(server.stop)
+    how = "started for this read" if server.started else f"running, pid {server.pid}"
+    print(f"rankgate: embedded Valkey at {url} ({how})", file=sys.stderr)
+    return url
 
 
 def build_report(args: argparse.Namespace) -> tuple[Report, LogStats, str]:
@@ -100,14 +120,15 @@ def build_report(args: argparse.Namespace) -> tuple[Report, LogStats, str]:
     routes = yamlload.load(RoutesFile, settings.routes_path).routes
     stats = LogStats()
     since_ms = None if args.since is None else int(time.time() * 1000) - args.since
-    where, records = _records(args, settings, stats, since_ms)
     readout = Readout(route=args.route)
-    try:
-        readout.add_all(records)
-    except redis.RedisError as exc:
-        raise SourceError(f"{where}: {exc}") from None
-    except OSError as exc:
-        raise SourceError(f"{exc.filename or where}: {exc.strerror or exc}") from None
+    with contextlib.ExitStack() as stack:
+        where, records = _records(args, settings, stats, since_ms, stack)
+        try:
+            readout.add_all(records)
+        except redis.RedisError as exc:
+            raise SourceError(f"{where}: {exc}") from None
+        except OSError as exc:
+            raise SourceError(f"{exc.filename or where}: {exc.strerror or exc}") from None
     return readout.result(routes), stats, where
 
 

@@ -221,8 +221,9 @@ def test_errors_are_one_line(
     cfg = config(tmp_path)
     code, _, err = report(capsys, "--config", str(cfg), "--from", str(tmp_path / "nope"))
     assert (code, err) == (1, f"rankgate: {tmp_path / 'nope'}: no such file or directory\n")
-    code, _, err = report(capsys, "--config", str(cfg))  # no redis.url and no --from
-    assert code == 1 and "redis.url is not set" in err and "--from" in err
+    # No redis.url and no --from: the config's embedded Valkey, started for the read.
+    code, out, err = report(capsys, "--config", str(cfg))
+    assert code == 0 and "started for this read" in err and "0 exposures" in out
     code, _, err = report(capsys, "--config", str(cfg), "--redis-url", "redis://:pw@127.0.0.1:1/0")
     assert code == 1 and err.startswith("rankgate: redis://:***@127.0.0.1:1/0 stream ")
     redis_db.set("rankgate:exposures", "not a stream")
