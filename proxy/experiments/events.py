@@ -39,6 +39,7 @@ from proxy.config.settings import Events, Listen
 from proxy.experiments.limiter import TokenCounts
 from proxy.experiments.sink import RecordQueue
 from proxy.experiments.tokens import Claims, TokenError, TokenSigner
+from proxy.http.upload import CONTINUE, expects_continue
 from proxy.readout.served import stored_id
 
 KINDS = frozenset({"click", "conversion"})
@@ -107,6 +108,8 @@ class EventsEndpoint:
         mime = request.content_type.lower()
         if mime not in _TYPES:
             raise Refused(415, f"content type {mime!r}: send application/json or text/plain")
+        if expects_continue(request) and request.transport is not None:
+            request.transport.write(CONTINUE)  # the client then sends at once (curl: 1 s)
         return await read_whole(request, limit, self.pause_s, self.cfg.body_timeout_s)
 
     async def _verify(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
