@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import random
+import zlib
 
 import orjson
 import pytest
@@ -19,13 +20,14 @@ RNG = random.Random(17)
 
 
 def test_the_hash_any_reader_can_compute() -> None:
-    # The first 4 bytes of SHA-256 of the stored id, base64 (standard, padded).
-    assert item_hash("i42") == hashlib.sha256(b"i42").digest()[:4]
+    # CRC-32 (zlib's) of the stored id, 4 bytes big-endian, base64 (standard, padded).
+    assert item_hash("i42") == zlib.crc32(b"i42").to_bytes(4, "big")
     packed = pack_hashes(["i8", "i9"])
-    raw = hashlib.sha256(b"i8").digest()[:4] + hashlib.sha256(b"i9").digest()[:4]
+    raw = zlib.crc32(b"i8").to_bytes(4, "big") + zlib.crc32(b"i9").to_bytes(4, "big")
     assert packed == base64.b64encode(raw).decode()
     assert unpack(packed) == {raw[:4], raw[4:]}
     assert unpack("not base64!") is None and unpack(base64.b64encode(b"abc").decode()) is None
+    assert pack_hashes([]) == "" and unpack("") == frozenset()
 
 
 def test_long_ids_are_stored_hashed() -> None:
