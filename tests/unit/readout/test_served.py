@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import random
 import zlib
 
 import orjson
 import pytest
 
-from proxy.readout.logreader import Malformed, parse_record
+from proxy.cli.experiments import render_text
+from proxy.readout.logreader import LogStats, Malformed, parse_record
 from proxy.readout.served import item_hash, pack_hashes, stored_id, unpack
 from tests.support.exposure_logs import T0, event, exposure, readout, request_id, route_of
 
@@ -85,3 +87,11 @@ def test_values_that_would_break_a_sum_are_malformed() -> None:
         parse_record(orjson.dumps(huge))
     fine = event(of, "i1", kind="conversion", value=-1e15)
     assert parse_record(orjson.dumps(fine)).value == -1e15  # type: ignore[union-attr]
+
+
+def test_the_text_report_says_how_many_events_were_not_credited() -> None:
+    rec = exposure(request_id(RNG), "default", "u1", ["i1"], T0)
+    report = readout([rec, event(rec, "i1"), event(rec, "i2"), event(rec, "i3")])
+    out = io.StringIO()
+    render_text(report, LogStats(), "test.jsonl", out)
+    assert "2 events name an item their exposure did not serve: not credited" in out.getvalue()
