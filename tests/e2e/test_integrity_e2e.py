@@ -280,8 +280,22 @@ async def test_bodies_are_read_whole(setup: Setup, proxy: ProxyProcess) -> None:
         await writer.drain()
         async with asyncio.timeout(10):
             assert (await read_response(reader)).status == 408
+    # Expect: 100-continue is answered before the body is awaited (curl waits 1 s else).
+    async with connect(proxy.port) as (reader, writer):
+        writer.write(
+            b"POST /_rankgate/events HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(event)
+        )
+        await writer.drain()
+        async with asyncio.timeout(0.5):
+            assert await reader.readline() == b"HTTP/1.1 100 Continue\r\n"
+            assert await reader.readline() == b"\r\n"
+        writer.write(event)
+        async with asyncio.timeout(10):
+            assert (await read_response(reader)).status == 202
+    await until_records(setup, 1 + 11)
     await asyncio.sleep(0.2)
-    assert len([r for r in setup.stream() if r["type"] == "event"]) == 10
+    assert len([r for r in setup.stream() if r["type"] == "event"]) == 11
 
 
 def publicly_cacheable(headers: dict[str, str]) -> bool:
