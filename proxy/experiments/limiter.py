@@ -65,20 +65,28 @@ class TokenCounts:
         """Count ``wanted`` (request id -> (events, token time in ms)) if every token
         stays within max_per_id; else count nothing and say False."""
         self.expire(now_ms)
-        limit = self.max_per_id
-        if any(self.local(rid, ts) + n > limit for rid, (n, ts) in wanted.items()):
+        if self._over(wanted):
             return False
-        if not await self._take_shared(wanted):
+        shared = await self._take_shared(wanted)
+        # Not counted in Redis: the local count decides, checked again after the wait
+        # (another POST for the same token may have been counted meanwhile).
+        if shared is False or (shared is None and self._over(wanted)):
             return False
         for rid, (n, ts) in wanted.items():
             bucket = self._buckets.setdefault(self._bucket(ts), {})
             bucket[rid] = bucket.get(rid, 0) + n
         return True
 
-    async def _take_shared(self, wanted: dict[str, tuple[int, int]]) -> bool:
+    def _over(self, wanted: dict[str, tuple[int, int]]) -> bool:
+        limit = self.max_per_id
+        return any(self.local(rid, ts) + n > limit for rid, (n, ts) in wanted.items())
+
+    async def _take_shared(self, wanted: dict[str, tuple[int, int]]) -> bool | None:
+        """True: counted in Redis; False: over the limit there; None: not counted (no
+        Redis, or it failed)."""
         client = self.client
         if client is None or time.monotonic() < self._redis_down_until:
-            return True  # the local count decides
+            return None
         try:
             async with client.pipeline(transaction=False) as pipe:
                 for rid, (n, ts) in wanted.items():
@@ -101,7 +109,7 @@ class TokenCounts:
                     exc,
                 )
             self._redis_down_until = time.monotonic() + RETRY_REDIS_S
-            return True
+            return None
 
     async def close(self) -> None:
         if self.client is not None:

@@ -4,6 +4,7 @@ process when Redis does not answer."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import redis
@@ -71,7 +72,7 @@ async def test_the_count_is_shared_through_redis(own_valkey: tuple[str, redis.Re
         await b.close()
 
 
-async def test_without_redis_the_local_count_decides(own_valkey: tuple[str, redis.Redis]) -> None:
+async def test_without_redis_the_local_count_decides() -> None:
     dead = aioredis.Redis.from_url(
         "redis://127.0.0.1:1/0", socket_timeout=0.2, socket_connect_timeout=0.2
     )
@@ -80,5 +81,20 @@ async def test_without_redis_the_local_count_decides(own_valkey: tuple[str, redi
     try:
         assert await counts.take({rid(9): (3, now)}, now)
         assert not await counts.take({rid(9): (1, now)}, now)
+    finally:
+        await counts.close()
+
+
+async def test_concurrent_posts_while_redis_fails_stay_within_the_limit() -> None:
+    """Both POSTs pass the first check, then wait on a Redis that does not answer: the
+    local count is checked again after the wait, so only one of them is taken."""
+    dead = aioredis.Redis.from_url(
+        "redis://127.0.0.1:1/0", socket_timeout=0.2, socket_connect_timeout=0.2
+    )
+    counts = TokenCounts(3, DAY_S, dead)
+    now = int(time.time() * 1000)
+    try:
+        got = await asyncio.gather(*(counts.take({rid(4): (2, now)}, now) for _ in range(2)))
+        assert sorted(got) == [False, True] and counts.local(rid(4), now) == 2
     finally:
         await counts.close()
