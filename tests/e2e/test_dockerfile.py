@@ -36,15 +36,14 @@ import pytest
 import redis
 import yaml
 from aiohttp import web
-from packaging.markers import Marker
 from packaging.utils import canonicalize_name
 
 from tests.prereq import unmet
 from tests.support import ProxyProcess, fetch, start_app
+from tests.test_lock import locked
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
-LOCK = ROOT / "requirements" / "lock.txt"
 CONFIGMAP = ROOT / "deploy" / "kubernetes" / "configmap.yaml"
 HADOLINT = Path(sys.executable).with_name("hadolint")
 # The venv's own tools (a pip venv has them) and the package itself: not the lock's.
@@ -158,20 +157,6 @@ def pip_args(run: str) -> list[str]:
     words = shlex.split(run)
     args = words[words.index("install") + 1 :]
     return [w for w in args if w != "--no-cache-dir" and not w.startswith("--prefix")]
-
-
-def locked() -> dict[str, str]:
-    """requirements/lock.txt's pins that apply to this interpreter."""
-    pins: dict[str, str] = {}
-    for line in LOCK.read_text().splitlines():
-        spec, _, marker = line.partition(";")
-        if "==" not in spec or spec.startswith(("#", " ")):
-            continue
-        if marker.strip() and not Marker(marker.strip()).evaluate():
-            continue
-        name, _, version = spec.strip().partition("==")
-        pins[canonicalize_name(name)] = version
-    return pins
 
 
 # -- the image, reproduced ----------------------------------------------------------------
