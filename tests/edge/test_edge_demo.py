@@ -181,8 +181,10 @@ def readme_block(marker: str) -> list[str]:
 @pytest.fixture
 def readme_checkout(tmp_path: Path) -> Path:
     """A directory that looks like the checkout to the commands (its build/ is its own)."""
-    for name in (".venv", "config", "models", "edge"):
+    for name in ("config", "models", "edge"):
         (tmp_path / name).symlink_to(ROOT / name)
+    # .venv: the venv running the tests (.venv-latest under `make test-latest`).
+    (tmp_path / ".venv").symlink_to(sys.prefix)
     return tmp_path
 
 
