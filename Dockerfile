@@ -4,11 +4,13 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# The versions CI tested (make test installs from the same lock).
+COPY requirements/lock.txt ./requirements/
 COPY proxy ./proxy
 COPY plugins ./plugins
 COPY models ./models
 COPY demo ./demo
-RUN pip install --no-cache-dir --prefix=/install .
+RUN pip install --no-cache-dir --prefix=/install -c requirements/lock.txt .
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --no-create-home rankgate
@@ -16,10 +18,12 @@ COPY --from=build /install /usr/local
 # The committed models, for configs that point at /opt/rankgate/models.
 COPY models/*.onnx /opt/rankgate/models/
 ENV PYTHONUNBUFFERED=1
-USER rankgate
+# Numeric: Kubernetes' runAsNonRoot can only verify a numeric user (deploy/kubernetes).
+USER 10001
 EXPOSE 8080 9090
 # Mount rankgate.yaml and routes.yaml (e.g. a ConfigMap) at /etc/rankgate; the admin
 # listener must bind 0.0.0.0 in the mounted config for /metrics to be scraped.
 ENTRYPOINT ["rankgate"]
 CMD ["serve", "--config", "/etc/rankgate/rankgate.yaml"]
-HEALTHCHECK --interval=10s --timeout=2s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:9090/healthz', timeout=1)" || exit 1
+# Exec form (no shell); an error exits 1, which is "unhealthy".
+HEALTHCHECK --interval=10s --timeout=2s CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9090/healthz', timeout=1)"]

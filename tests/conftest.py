@@ -16,6 +16,17 @@ from tests.support.common import env_redis_url, start_valkey
 if TYPE_CHECKING:
     from demo.run import Demo
 
+KINDS = ("unit", "e2e", "edge", "docs")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its kind, from the folder it lives in (tests/<kind>/...)."""
+    for item in items:
+        parts = item.path.parts
+        kind = next((k for k in KINDS if k in parts[parts.index("tests") + 1 :][:1]), None)
+        if kind is not None:
+            item.add_marker(getattr(pytest.mark, kind))
+
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:

@@ -1,1 +1,10 @@
-"""TODO face"""
+"""The two configuration files as frozen, validated models, and the YAML loading behind them.
+
+    settings  rankgate.yaml (read at start): listen, origin, redis, embeddings, admin, logging,
+              exposures ...
+    routes    routes.yaml (reloaded while serving): the model registry and the feed routes
+    yamlload  YAML into a model with errors that name the YAML path; the Strict base of every model
+    keys      embedding key templates and the hash-tag buckets of item keys
+"""
+
+__all__ = ["keys", "routes", "settings", "yamlload"]

@@ -8,18 +8,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from plugins.builtin.dotted import check_dotted
 from plugins.builtin.sources import check_source
 from plugins.spec import PluginSpec
+from proxy.config.yamlload import Strict
 
 NONE_MODEL = "none"  # the control arm: origin order
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ModelRef(Strict):

@@ -11,8 +11,6 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
@@ -21,10 +19,7 @@ from pydantic import (
 
 from proxy.config import yamlload
 from proxy.config.keys import check_template
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from proxy.config.yamlload import Strict
 
 
 class Listen(Strict):

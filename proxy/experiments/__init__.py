@@ -1,1 +1,12 @@
-"""TODO face"""
+"""The experiment loop on the request path: exposures, click tokens and events, shadows, the live
+split.
+
+    exposure     one record per feed decision
+    tokens       X-Rankgate-Id: signed request id, time, route, arm
+    events       POST /_rankgate/events: verified, bounded, refused with a clear status
+    sink         the bounded queue and flusher to a Redis Stream or JSONL files
+    shadow       shadow models scored after the response
+    assignments  the live split per arm and its sample ratio test
+"""
+
+__all__ = ["assignments", "events", "exposure", "shadow", "sink", "tokens"]

@@ -1,6 +1,9 @@
-"""How a request ends off the normal path, decided where it happens and recorded once.
+"""How a response is sent, and how a request ends when it cannot end normally.
 
-The forwarding code raises one of these; the request handler turns it into the record's
+``send`` writes a response the handler built whole (the normal path ends here too), so
+that a client that left while it was built is seen as such. The ways a request ends off
+the normal path are decided where they happen and recorded once: the forwarding code
+raises one of these; the request handler turns it into the record's
 outcome and reason, a log line at the right level, and the response aiohttp is handed
 back (already sent in part, or a short answer of our own):
 

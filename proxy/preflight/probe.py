@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import redis
 
     from proxy.config.settings import Settings
-    from proxy.preflight.check import Report
+    from proxy.preflight.report import Report
     from proxy.routing.snapshot import CompiledRoute, Snapshot
 
 F32 = np.dtype("<f4")

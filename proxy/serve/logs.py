@@ -250,6 +250,9 @@ def setup_logging(config: Logging, sink: Sink | None = None) -> None:
     root.setLevel(config.level.upper())
     # aiohttp's own access logger stays off: ours carries the route and timings.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # A dependency's warnings.warn() goes through the same handler (logger py.warnings):
+    # printed raw, it would break the JSON lines on stderr.
+    logging.captureWarnings(True)
 
 
 def access_log(config: Logging, sink: Sink | None = None) -> AccessLog | None:

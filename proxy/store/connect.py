@@ -13,10 +13,10 @@ import logging
 
 import redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.exceptions import RedisClusterException
-from redis.retry import Retry
 
 from proxy.config.settings import Embeddings
 from proxy.config.settings import Redis as RedisConfig

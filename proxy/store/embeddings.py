@@ -13,8 +13,8 @@ from typing import Any, Protocol
 import numpy as np
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from proxy.config.keys import KeyTemplate
 from proxy.config.settings import Embeddings

@@ -181,8 +181,10 @@ def readme_block(marker: str) -> list[str]:
 @pytest.fixture
 def readme_checkout(tmp_path: Path) -> Path:
     """A directory that looks like the checkout to the commands (its build/ is its own)."""
-    for name in (".venv", "config", "models", "edge"):
+    for name in ("config", "models", "edge"):
         (tmp_path / name).symlink_to(ROOT / name)
+    # .venv: the venv running the tests (.venv-latest under `make test-latest`).
+    (tmp_path / ".venv").symlink_to(sys.prefix)
     return tmp_path
 
 
@@ -193,7 +195,7 @@ def test_readme_edge_commands_run_as_written(readme_checkout: Path) -> None:
     """Run as written, where the README's fixed ports are ours (tests/support/prereq.py)."""
     skip_without_node()
     need_tool("curl", "the README's commands use curl")
-    inner = [sys.executable, "-m", "tests.test_edge_demo", str(readme_checkout)]
+    inner = [sys.executable, "-m", "tests.edge.test_edge_demo", str(readme_checkout)]
     done = subprocess.run(
         isolated(inner, README_PORTS), cwd=ROOT, capture_output=True, text=True, timeout=240
     )

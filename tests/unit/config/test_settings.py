@@ -109,7 +109,7 @@ def test_serve_help_shows_the_default_config(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "(default: ./rankgate.yaml if there is one, else config/rankgate.yaml)" in out
+    assert "(default: ./rankgate.yaml when there is one)" in out
 
 
 def test_good_config_and_defaults(tmp_path: Path) -> None:
@@ -178,13 +178,37 @@ def test_serve_bad_workers_flag(tmp_path: Path) -> None:
 def test_the_default_config_is_inits_when_there_is_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from proxy.cli.main import config_path
+    from proxy.cli.options import NoConfig, config_path, optional_config
 
     monkeypatch.chdir(tmp_path)
-    assert config_path(None) == "config/rankgate.yaml"
+    with pytest.raises(NoConfig, match=r"rankgate check: no config: pass --config FILE"):
+        config_path(None, "check")
+    assert optional_config(None) is None
     (tmp_path / "rankgate.yaml").write_text(GOOD)  # what `rankgate init` writes here
-    assert config_path(None) == "rankgate.yaml"
-    assert config_path("other.yaml") == "other.yaml"
+    assert config_path(None, "check") == "rankgate.yaml"
+    assert config_path("other.yaml", "check") == "other.yaml"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve"],
+        ["check"],
+        ["experiments", "report"],
+        ["routes", "status"],
+        ["edge", "build", "-o", "x"],
+    ],
+)
+def test_every_command_without_a_config_names_the_flag(
+    tmp_path: Path, argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One rule for all: no --config and no ./rankgate.yaml is exit 2 naming --config."""
+    monkeypatch.chdir(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy", *argv], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert "no config: pass --config FILE" in done.stderr
 
 
 def test_readme_config_block_validates_and_states_the_defaults() -> None:

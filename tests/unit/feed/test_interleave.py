@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from proxy.experiments.tokens import new_request_id
 from proxy.feed.interleave import interleave_slots, seed_of, team_draft
+from proxy.feed.state import new_request_id
 
 
 def rankings(seed: int, n: int) -> tuple[list[int], list[int]]:

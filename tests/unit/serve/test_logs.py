@@ -8,7 +8,8 @@ import hmac
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator
+import warnings
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -224,12 +225,34 @@ async def test_text_format_and_access_log_off(setup) -> None:
     assert not any("rankgate.access" in line for line in proc.stderr)
 
 
-def test_level(monkeypatch) -> None:
+@pytest.fixture
+def root_logger(monkeypatch: pytest.MonkeyPatch) -> Iterator[logging.Logger]:
+    """The root logger, put back after setup_logging: handlers, level, and the capture of
+    warnings (left on, a later captureWarnings(True) would do nothing)."""
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", list(root.handlers))
     monkeypatch.setattr(root, "level", root.level)
+    yield root
+    logging.captureWarnings(False)
+
+
+def test_level(root_logger: logging.Logger) -> None:
     sink = Lines()
     setup_logging(Logging(level="warning", format="json"), sink)
     logging.getLogger("rankgate.t").info("quiet")
     logging.getLogger("rankgate.t").warning("loud %d", 1, extra={"route": "feed"})
     assert [orjson.loads(line)["msg"] for line in sink.data] == ["loud 1"]
+
+
+def test_warnings_are_json_lines(root_logger: logging.Logger) -> None:
+    """A dependency's warnings.warn() (redis-py 8.2 warned on stderr) comes out as one
+    JSON line like any other log, not as raw text among them."""
+    sink = Lines()
+    setup_logging(Logging(level="info", format="json"), sink)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("a dependency complains", UserWarning, stacklevel=1)
+    assert len(sink.data) == 1 and sink.data[0].count(b"\n") == 1
+    event = orjson.loads(sink.data[0])
+    assert event["logger"] == "py.warnings" and event["level"] == "warning"
+    assert "UserWarning: a dependency complains" in event["msg"]
