@@ -6,6 +6,7 @@
     report     the report: CTR, lift, p-values, SRM, interleaving, shadow agreement
     stats      the statistics (intervals, tests)
     srm        the sample ratio mismatch test
+    served     how a record names what was served (long ids hashed, item_hashes)
 """
 
-__all__ = ["join", "logreader", "report", "srm", "stats", "tally"]
+__all__ = ["join", "logreader", "report", "served", "srm", "stats", "tally"]
