@@ -72,7 +72,9 @@ async def test_hostile_clients_against_rankgate_serve(proc: ProxyProcess) -> Non
         # A normal client is served meanwhile, at once.
         started = time.perf_counter()
         assert (await exchange(proc.port, get)).status == 200
-        assert time.perf_counter() - started < 0.5
+        # Before the hogs' send timeout (1 s) frees anything: a loaded CI machine takes
+        # ~0.8 s at worst, a process blocked by the hogs would take over 1 s.
+        assert time.perf_counter() - started < 0.95
         # Fill the cap with idle connections: the next one gets 503.
         for _ in range(CAP - HOGS - 1):
             await stack.enter_async_context(connect(proc.port))
