@@ -22,6 +22,8 @@ from pydantic import (
 from proxy.config import yamlload
 from proxy.config.keys import check_template
 
+_ENV = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -139,8 +141,10 @@ class Feed(Strict):
 class Admin(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 9090
-    # Bearer token for /admin/* (not /metrics, /healthz, /readyz).
+    # Bearer token for /admin/* (not /metrics, /healthz, /readyz), written here or read at
+    # start from the environment variable token_env (a Kubernetes Secret); not both.
     token: str | None = None
+    token_env: Annotated[str, Field(pattern=_ENV)] | None = None
     # False: Redis down leaves /readyz at 200 with the reason in the body, since the
     # proxy still serves (in origin order); failing readiness would pull every replica
     # out of the load balancer at once.
@@ -153,9 +157,6 @@ class Logging(Strict):
     access_log: bool = True
     # Access logs carry sha256(salt + user id)[:16], never the id itself.
     user_hash_salt: str = ""
-
-
-_ENV = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class Exposures(Strict):
@@ -223,12 +224,37 @@ class RoutesRedis(Strict):
     fleet_ttl_s: Annotated[float, Field(gt=0)] = 15.0
     # false: poll only (twemproxy and Envoy's Redis proxy do not forward SUBSCRIBE).
     subscribe: bool = True
+    # Versions are signed (HMAC-SHA256) with this environment variable's value: `routes
+    # push` signs, every process refuses a version it cannot verify (docs/guides/fleet.md).
+    key_env: Annotated[str, Field(pattern=_ENV)] = "RANKGATE_ROUTES_KEY"
 
     @model_validator(mode="after")
     def _ttl(self) -> RoutesRedis:
         if self.fleet_ttl_s < 2 * self.poll_s:
             raise ValueError("fleet_ttl_s: must be at least twice poll_s (one lost beat)")
         return self
+
+
+class ModelLimits(Strict):
+    """Bounds on the model files a routes version names (here, not in routes.yaml: a
+    routes version must not be able to raise its own limits)."""
+
+    max_bytes: Annotated[int, Field(ge=1)] = 512 * 1024 * 1024
+
+
+class RoutesLimits(Strict):
+    """Bounds on one routes version (a file or a push), checked before it is parsed."""
+
+    max_bytes: Annotated[int, Field(ge=1)] = 1024 * 1024
+    max_models: Annotated[int, Field(ge=1)] = 100
+    max_routes: Annotated[int, Field(ge=1)] = 1000
+    # A reload (hash, load and warm every new model) that takes longer is abandoned.
+    reload_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+
+
+class Plugins(Strict):
+    # Directories (relative to this file) whose modules `use: module:Class` may name.
+    paths: tuple[str, ...] = ()
 
 
 class Settings(Strict):
@@ -248,6 +274,9 @@ class Settings(Strict):
     # above then serves only until Redis first answers with a version.
     routes_source: Literal["file", "redis"] = "file"
     routes_redis: RoutesRedis = RoutesRedis()
+    routes_limits: RoutesLimits = RoutesLimits()
+    models: ModelLimits = ModelLimits()
+    plugins: Plugins = Plugins()
     # 0 = one worker process per CPU this process may use; 1 = serve in this process.
     workers: Annotated[int, Field(ge=0)] = 0
     shutdown_timeout_s: Annotated[float, Field(ge=0)] = 15.0
@@ -270,6 +299,8 @@ class Settings(Strict):
             raise ValueError("redis.cluster: needs redis.url (the embedded Valkey is one node)")
         if self.redis.cluster and urlsplit(self.redis.url or "").scheme == "unix":
             raise ValueError("redis.cluster: a cluster is reached over TCP, not a unix socket")
+        if self.admin.token is not None and self.admin.token_env is not None:
+            raise ValueError("admin.token_env: give admin.token or admin.token_env, not both")
         if self.routes_source == "redis" and self.redis.url is None:
             raise ValueError("routes_source: redis needs redis.url (shared by the fleet)")
         return self
@@ -283,6 +314,10 @@ class Settings(Strict):
         """Where the embedded Valkey keeps its data (used when redis.url is absent)."""
         embedded = self.redis.embedded or Embedded()
         return Path(os.path.abspath(self.base_dir / embedded.dir))
+
+    @property
+    def plugin_paths(self) -> tuple[Path, ...]:
+        return tuple(Path(os.path.abspath(self.base_dir / p)) for p in self.plugins.paths)
 
     @property
     def routes_path(self) -> Path:

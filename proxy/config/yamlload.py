@@ -26,9 +26,10 @@ SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoade
 class ConfigError(Exception):
     """A config file that cannot be used; ``problems`` are ``path: message`` lines."""
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    def __init__(self, source: str, problems: list[str], reason: str = "invalid") -> None:
         self.source = source
         self.problems = problems
+        self.reason = reason  # a metric label: invalid | limit | signature | sha256
         super().__init__(f"{source}: " + "; ".join(problems))
 
     def render(self) -> str:

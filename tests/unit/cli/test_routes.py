@@ -13,9 +13,12 @@ import redis
 from proxy.cli.main import main
 from proxy.config.settings import RoutesRedis
 from proxy.routing import versions
+from tests.conftest import ROUTES_KEY
 from tests.support.clusters import ValkeyCluster
 from tests.support.common import running_proxy, wait_until
 from tests.unit.routing.test_sources import DOT, MISSING, NEG, config, order
+
+pytestmark = pytest.mark.usefixtures("routes_key")
 
 CFG = RoutesRedis()
 
@@ -74,7 +77,7 @@ def test_status_lists_processes_and_says_who_is_behind(
     out = capsys.readouterr().out
     assert "no routes pushed yet" in out and "no live process" in out
 
-    head, _ = versions.push(redis_db, CFG, DOT)
+    head, _ = versions.push(redis_db, CFG, DOT, ROUTES_KEY)
     versions.report(redis_db, CFG, "pod-a:1", {"version": 1, "sha256": head.sha256})
     versions.report(redis_db, CFG, "pod-b:1", {"version": None, "source": "file"})
     refusal = {"version": 1, "error": "x: models.m.path: file not found"}

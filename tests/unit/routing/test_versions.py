@@ -7,12 +7,16 @@ import hashlib
 import time
 
 import orjson
+import pytest
 import redis
 
 from proxy.config.settings import RoutesRedis
 from proxy.routing import versions
 from proxy.routing.versions import Head
+from tests.conftest import ROUTES_KEY
 from tests.support.clusters import ValkeyCluster
+
+pytestmark = pytest.mark.usefixtures("routes_key")
 
 CFG = RoutesRedis(fleet_ttl_s=2.0, poll_s=0.5)
 
@@ -21,18 +25,18 @@ def test_push_numbers_versions_and_skips_the_same_bytes(redis_db: redis.Redis) -
     with redis_db.pubsub() as sub:
         sub.subscribe(CFG.channel)
         sub.get_message(timeout=1)  # the subscribe confirmation
-        one, changed = versions.push(redis_db, CFG, b"routes: []\n")
+        one, changed = versions.push(redis_db, CFG, b"routes: []\n", ROUTES_KEY)
         assert changed and one == Head(1, hashlib.sha256(b"routes: []\n").hexdigest())
         message = sub.get_message(timeout=1)
         assert message is not None and message["data"] == f"1 {one.sha256}".encode()
 
-        again, changed = versions.push(redis_db, CFG, b"routes: []\n")
+        again, changed = versions.push(redis_db, CFG, b"routes: []\n", ROUTES_KEY)
         assert (again, changed) == (one, False)
         assert sub.get_message(timeout=0.2) is None  # nothing new: nothing published
 
-        forced, changed = versions.push(redis_db, CFG, b"routes: []\n", force=True)
+        forced, changed = versions.push(redis_db, CFG, b"routes: []\n", ROUTES_KEY, force=True)
         assert changed and forced == Head(2, one.sha256)
-        two, _ = versions.push(redis_db, CFG, b"models: {}\n")
+        two, _ = versions.push(redis_db, CFG, b"models: {}\n", ROUTES_KEY)
         assert two.version == 3
 
     stored = versions.fetch(redis_db, CFG)
@@ -48,7 +52,7 @@ def test_nothing_stored(redis_db: redis.Redis) -> None:
 
 
 def test_tampered_bytes_are_not_intact(redis_db: redis.Redis) -> None:
-    versions.push(redis_db, CFG, b"routes: []\n")
+    versions.push(redis_db, CFG, b"routes: []\n", ROUTES_KEY)
     redis_db.hset(CFG.key, "yaml", b"routes: [] # edited by hand\n")
     stored = versions.fetch(redis_db, CFG)
     assert stored is not None and not stored.intact
@@ -70,7 +74,7 @@ def test_fleet_lists_live_processes_and_drops_the_silent(redis_db: redis.Redis) 
 
 def test_on_a_cluster(cluster: ValkeyCluster) -> None:
     with cluster.client() as client:
-        head, changed = versions.push(client, CFG, b"routes: []\n")
+        head, changed = versions.push(client, CFG, b"routes: []\n", ROUTES_KEY)
         assert changed and versions.head(client, CFG) == head
         versions.report(client, CFG, "p:1", {"version": head.version})
         assert [e["version"] for e in versions.fleet(client, CFG)] == [1]
