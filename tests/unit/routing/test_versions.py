@@ -78,3 +78,55 @@ def test_on_a_cluster(cluster: ValkeyCluster) -> None:
         assert changed and versions.head(client, CFG) == head
         versions.report(client, CFG, "p:1", {"version": head.version})
         assert [e["version"] for e in versions.fleet(client, CFG)] == [1]
+
+
+def test_each_push_is_signed_for_its_own_number_bytes_and_key(redis_db: redis.Redis) -> None:
+    """The signature covers the key name, version, sha256, pushed_at and pushed_by: it
+    cannot be moved to other bytes, another number or another fleet's key."""
+    versions.push(redis_db, CFG, b"routes: []\n", ROUTES_KEY)
+    stored = versions.fetch(redis_db, CFG)
+    assert stored is not None and stored.signature is not None
+    assert stored.signature_problem(ROUTES_KEY, CFG.key) is None
+    assert "does not verify" in str(stored.signature_problem(b"x" * 32, CFG.key))
+    assert "does not verify" in str(stored.signature_problem(ROUTES_KEY, "other:routes"))
+    for field, value in (("version", 5), ("pushed_by", "someone@else"), ("sha256", "ab" * 32)):
+        redis_db.hset(CFG.key, field, value)
+        moved = versions.fetch(redis_db, CFG)
+        assert moved is not None and "does not verify" in str(
+            moved.signature_problem(ROUTES_KEY, CFG.key)
+        ), field
+    redis_db.hdel(CFG.key, "sig")
+    unsigned = versions.fetch(redis_db, CFG)
+    assert unsigned is not None and "unsigned" in str(
+        unsigned.signature_problem(ROUTES_KEY, CFG.key)
+    )
+
+
+def test_a_hand_written_version_is_replaced_by_the_next_push(redis_db: redis.Redis) -> None:
+    """Same bytes as stored but unsigned: a push stores them again, signed (not
+    'unchanged'), under the next number."""
+    raw = b"routes: []\n"
+    redis_db.hset(
+        CFG.key,
+        mapping={"yaml": raw, "sha256": hashlib.sha256(raw).hexdigest(), "version": 7},
+    )
+    head, changed = versions.push(redis_db, CFG, raw, ROUTES_KEY)
+    assert changed and head.version == 8
+
+
+def test_an_oversized_version_is_never_downloaded(redis_db: redis.Redis) -> None:
+    versions.push(redis_db, CFG, b"# " + b"x" * 5000 + b"\n", ROUTES_KEY)
+    stored = versions.fetch(redis_db, CFG, max_bytes=1000)
+    assert stored is not None and (stored.raw, stored.size) == (b"", 5003)
+
+
+def test_the_key_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxy.routing import signing
+
+    assert signing.key_from_env("RANKGATE_ROUTES_KEY") == ROUTES_KEY
+    monkeypatch.setenv("RANKGATE_ROUTES_KEY", "short")
+    with pytest.raises(signing.RoutesKeyError, match="shorter than 16 bytes"):
+        signing.key_from_env("RANKGATE_ROUTES_KEY")
+    monkeypatch.delenv("RANKGATE_ROUTES_KEY")
+    with pytest.raises(signing.RoutesKeyError, match="RANKGATE_ROUTES_KEY is not set"):
+        signing.key_from_env("RANKGATE_ROUTES_KEY")
