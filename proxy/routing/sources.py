@@ -1,19 +1,15 @@
 """``routes_source: redis``: every process of a fleet serves the routes pushed to Redis
 (``rankgate routes push``), through the same validation and atomic swap as a file reload.
 
-A ConfigMap update reaches pods after the kubelet's sync, a minute or more and not at
-the same moment; a push reaches every subscribed process in milliseconds. Pub/sub can
-lose a message (a reconnect, a proxy that does not forward SUBSCRIBE), so each process
-also re-reads the stored version when its subscription (re)starts and every ``poll_s``.
+A push reaches every subscribed process in milliseconds (a ConfigMap, after the
+kubelet's sync). Pub/sub can lose a message, so each process also re-reads the stored
+version when its subscription (re)starts and every ``poll_s``.
 
 Checked in this order, each before the next reads anything: size (asked of Redis before
 the bytes are fetched), sha256, signature (``signing.py``; no key: no start), then YAML.
-
-A version a process refuses (unsigned or wrongly signed, too large, a model file it
-lacks, bytes that do not match their sha256, a file that does not validate) leaves it
-on the version it serves, says so in its log, in ``/admin/routes`` and in the fleet
-hash, and is tried again only when a new version is pushed (or every REFUSED_RETRY_S:
-a model volume may catch up).
+A version refused (for any reason) leaves the process on the version it serves, says so
+in its log, ``/admin/routes`` and the fleet hash, and is tried again only when a new
+version is pushed (or every REFUSED_RETRY_S: a model volume may catch up).
 
 Until Redis first answers with a version (Redis down at start, or nothing pushed yet)
 the process serves the ``routes:`` file if there is one, else no routes at all (every
@@ -63,12 +59,16 @@ def routes_follower(
 ) -> RoutesWatcher | RedisRoutesSource | None:
     """What keeps ``store`` current: the routes file's watcher, or Redis."""
     if settings.routes_source == "redis":
-        try:
-            key = signing.key_from_env(settings.routes_redis.key_env)
-        except signing.RoutesKeyError as exc:
-            raise ConfigError("routes_redis", [str(exc)]) from None
-        return RedisRoutesSource(settings, store, key)
+        return RedisRoutesSource(settings, store, fleet_key(settings))
     return RoutesWatcher(store) if settings.routes_watch else None
+
+
+def fleet_key(settings: Settings) -> bytes:
+    """The key routes versions are verified with; no key: a ConfigError (no start)."""
+    try:
+        return signing.key_from_env(settings.routes_redis.key_env)
+    except signing.RoutesKeyError as exc:
+        raise ConfigError("routes_redis", [str(exc)]) from None
 
 
 @dataclass(frozen=True)

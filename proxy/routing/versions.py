@@ -35,13 +35,13 @@ from proxy.routing import signing
 # signs version N+1 having read N, and stores it only if N is still the stored version
 # (else it reads again and signs the next number).
 _PUSH = """
-local current = redis.call('HGET', KEYS[1], 'version') or '0'
-if current ~= ARGV[6] then
-  return {tonumber(current), 0}
+local current = tonumber(redis.call('HGET', KEYS[1], 'version')) or 0
+if current ~= tonumber(ARGV[6]) then
+  return {current, 0}
 end
 redis.call('HSET', KEYS[1], 'yaml', ARGV[1], 'sha256', ARGV[2], 'pushed_at', ARGV[3],
-           'pushed_by', ARGV[4], 'sig', ARGV[5], 'version', tonumber(current) + 1)
-return {tonumber(current) + 1, 1}
+           'pushed_by', ARGV[4], 'sig', ARGV[5], 'version', current + 1)
+return {current + 1, 1}
 """
 _PUSH_TRIES = 20
 
@@ -104,7 +104,7 @@ def push(
             and not force
         ):
             return stored.head, False
-        current = 0 if stored is None else stored.head.version
+        current = 0 if stored is None else max(stored.head.version, 0)
         at = repr(time.time())
         sig = signing.sign(key, signing.message(cfg.key, current + 1, digest, at, by))
         version, changed = script(keys=[cfg.key], args=[raw, digest, at, by, sig, str(current)])
@@ -113,6 +113,15 @@ def push(
             client.publish(cfg.channel, f"{head.version} {head.sha256}")
             return head, True
     raise redis.RedisError(f"{cfg.key}: {_PUSH_TRIES} concurrent pushes in a row; try again")
+
+
+def _number(value: Any) -> int:
+    """A stored version number; -1 for one that is not (written by hand: it will not
+    verify, and must not stop a process from polling and reporting)."""
+    try:
+        return int(value)
+    except ValueError:
+        return -1
 
 
 def _text(value: Any) -> str:
@@ -124,7 +133,7 @@ def head(client: redis.Redis, cfg: RoutesRedis) -> Head | None:
     version, digest = client.hmget(cfg.key, ["version", "sha256"])
     if version is None or digest is None:
         return None
-    return Head(int(version), _text(digest))
+    return Head(_number(version), _text(digest))
 
 
 def fetch(
@@ -146,7 +155,7 @@ def fetch(
     except ValueError:
         at = 0.0
     return StoredRoutes(
-        Head(int(version), _text(digest)),
+        Head(_number(version), _text(digest)),
         raw if isinstance(raw, bytes) else str(raw).encode(),
         at,
         _text(pushed_by or ""),

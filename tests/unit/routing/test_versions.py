@@ -130,3 +130,12 @@ def test_the_key_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("RANKGATE_ROUTES_KEY")
     with pytest.raises(signing.RoutesKeyError, match="RANKGATE_ROUTES_KEY is not set"):
         signing.key_from_env("RANKGATE_ROUTES_KEY")
+
+
+def test_a_garbage_version_number_neither_stops_polling_nor_pushing(
+    redis_db: redis.Redis,
+) -> None:
+    redis_db.hset(CFG.key, mapping={"yaml": b"x", "sha256": "ab", "version": "abc"})
+    assert versions.head(redis_db, CFG) == Head(-1, "ab")
+    head, changed = versions.push(redis_db, CFG, b"routes: []\n", ROUTES_KEY)
+    assert changed and head.version == 1
