@@ -289,9 +289,12 @@ async def _serves(proc: ProxyProcess, ids: list[str]) -> bool:
     return await order(proc) == ids
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 async def test_redis_source_without_a_key_refuses_to_start(
-    tmp_path: Path, origin: str, redis_url: str
+    tmp_path: Path, origin: str, redis_url: str, workers: str
 ) -> None:
+    """One process or a supervisor: a clear error, never a start that would accept
+    unsigned versions."""
     cfg = config(tmp_path, origin, redis_url, "redis")
     env = {k: v for k, v in os.environ.items() if k != "RANKGATE_ROUTES_KEY"}
     child = await asyncio.create_subprocess_exec(
@@ -302,7 +305,7 @@ async def test_redis_source_without_a_key_refuses_to_start(
         "--config",
         str(cfg),
         "--workers",
-        "1",
+        workers,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
