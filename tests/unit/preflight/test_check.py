@@ -218,5 +218,11 @@ async def test_a_cluster_and_its_pushed_routes(
             assert code == 1
             failed = "FAIL  routes   redis key rankgate:routes version 2: models.dot.path"
             assert f"{failed}: file not found" in out
+            # Written by hand (no signature): refused before its YAML is read, as a
+            # serving process refuses it.
+            client.hdel(RoutesRedis().key, "sig")
+            code, out = await check(cfg, capsys)
+            assert code == 1
+            assert "redis key rankgate:routes version 2: unsigned: refused" in out
     finally:
         await runner.cleanup()
