@@ -198,8 +198,10 @@ async def run_bounded(fn: Callable[[Deadline], T], timeout_s: float, name: str) 
         with contextlib.suppress(concurrent.futures.InvalidStateError):
             try:
                 result = fn(deadline)
-            except BaseException as exc:  # handed to the awaiting coroutine
+            except Exception as exc:  # handed to the awaiting coroutine
                 future.set_exception(exc)
+            except BaseException as exc:  # a plugin's sys.exit() must not end the process
+                future.set_exception(RuntimeError(f"the reload raised {exc!r}"))
             else:
                 future.set_result(result)
 

@@ -140,3 +140,11 @@ def test_limits_come_from_rankgate_yaml(tmp_path: Path) -> None:
     cfg.write_text('origin: {url: "http://127.0.0.1:9"}\nrouts_limits: {max_bytes: 1}\n')
     with pytest.raises(ConfigError, match="routs_limits"):
         load_settings(cfg)
+
+
+async def test_a_build_that_exits_is_an_error_not_an_exit() -> None:
+    def exits(deadline: Deadline) -> int:
+        raise SystemExit(3)
+
+    with pytest.raises(RuntimeError, match=r"the reload raised SystemExit\(3\)"):
+        await run_bounded(exits, 5, "test-exit")
