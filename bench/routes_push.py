@@ -15,6 +15,9 @@ reconnect; and the command line's own wall time with the subscribed processes, `
 routes push FILE --config CFG --wait 10` (a Python start, validating the file and its
 models, the push, and the wait until the fleet reports the version).
 
+The fleet key that signs versions (RANKGATE_ROUTES_KEY) is made up for the run unless
+the environment has one; every process and the command line inherit it.
+
 All of it on one machine (2 cores shared with the Valkey and every process): compare
 the rows of one run. Writes bench/results/routes-push-*.json.
 """
@@ -23,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
+import secrets
 import statistics
 import subprocess
 import sys
@@ -100,13 +105,18 @@ async def timed_push(
     limit: float,
 ) -> list[float]:
     since = time.perf_counter()
-    head, changed = versions.push(client, cfg, doc)
+    head, changed = versions.push(client, cfg, doc, fleet_key())
     assert changed
     return list(
         await asyncio.gather(
             *(until_version(session, p, head.version, since, limit) for p in ports)
         )
     )
+
+
+def fleet_key() -> bytes:
+    """RANKGATE_ROUTES_KEY, set for this run (and its children) when absent."""
+    return os.environ.setdefault("RANKGATE_ROUTES_KEY", secrets.token_hex(32)).encode()
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -119,7 +129,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stack.callback(valkey.stop)
         url = valkey.connection_url
         client = redis.Redis.from_url(url)
-        versions.push(client, cfg, routes_doc("ranker_v1"))
+        versions.push(client, cfg, routes_doc("ranker_v1"), fleet_key())
         tmp = Path(tmpdir)
         ports = [free_port() for _ in range(args.processes)]
         cut_port = free_port()

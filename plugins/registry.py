@@ -4,7 +4,11 @@
 
 1. a built-in short name (``pin``, ``filter``, ``diversify``, ``boost``, ``annotate``,
    ``jwt``, ``sources``, ``dotted``); these cannot be shadowed by an installed package;
-2. ``module:Class`` (``mypkg.rules:MyRule``), imported from the Python path;
+2. ``module:Class`` (``mypkg.rules:MyRule``) of an installed plugin only: the target of a
+   ``rankgate.plugins`` entry point, a module of this ``plugins`` package (the examples),
+   or a module found under a directory that rankgate.yaml names (``plugins.paths``).
+   Any other module name is refused without being imported: a routes version is data
+   (perhaps pushed by someone else), and importing a module runs its code;
 3. a name in the entry point group ``rankgate.plugins`` of an installed distribution
    (``[project.entry-points."rankgate.plugins"] myrule = "mypkg.rules:MyRule"``).
 
@@ -19,8 +23,12 @@ plugins by kind is the proxy's business (``proxy.routing.plugins``).
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import inspect
 import re
+import sys
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -69,14 +77,66 @@ def _import(target: str) -> object:
     return obj
 
 
-def resolve(use: str) -> type:
-    """The plugin class that ``use`` names (ValueError says why there is none)."""
+def _under(file: object, paths: Sequence[Path]) -> bool:
+    if not isinstance(file, str):
+        return False
+    real = Path(file).resolve()
+    return any(real.is_relative_to(p.resolve()) for p in paths)
+
+
+def _import_installed(use: str, paths: Sequence[Path]) -> object:
+    """``module:Class`` if its module is an installed plugin (see the module's doc);
+    ValueError, and nothing imported, otherwise."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.value.replace(" ", "") == use:
+            try:
+                return ep.load()
+            except Exception as exc:
+                raise ValueError(
+                    f"loading entry point {ep.name!r} ({use}) failed: {exc!r}"
+                ) from None
+    module_name = use.partition(":")[0]
+    top = module_name.split(".")[0]
+    if top == __name__.split(".")[0]:  # this package (the examples), shipped with rankgate
+        return _import(use)
+    spec = importlib.machinery.PathFinder.find_spec(top, [str(p) for p in paths])
+    if spec is None:
+        where = ", ".join(str(p) for p in paths) or "none set"
+        raise ValueError(
+            f"module {module_name!r} is not an installed plugin: name a built-in "
+            f"({', '.join(BUILTINS)}), a {ENTRY_POINT_GROUP} entry point, or a module under "
+            f"plugins.paths in rankgate.yaml ({where}); it was not imported"
+        )
+    loaded = sys.modules.get(top)
+    if loaded is None:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[top] = module
+        try:
+            assert spec.loader is not None
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            sys.modules.pop(top, None)
+            raise ValueError(f"importing {top!r} failed: {exc!r}") from None
+    else:
+        origin = getattr(loaded, "__file__", None) or next(
+            iter(getattr(loaded, "__path__", [])), None
+        )
+        if not _under(origin, paths):
+            raise ValueError(
+                f"module {top!r} is already imported from {origin}, not from plugins.paths"
+            )
+    return _import(use)
+
+
+def resolve(use: str, paths: Sequence[Path] = ()) -> type:
+    """The plugin class that ``use`` names (ValueError says why there is none);
+    ``paths``: rankgate.yaml's ``plugins.paths``."""
     if not _USE.match(use):
         raise ValueError(f"{use!r}: want a plugin name or 'module:Class'")
     if use in BUILTINS:
         obj = _import(BUILTINS[use])
     elif ":" in use:
-        obj = _import(use)
+        obj = _import_installed(use, paths)
     else:
         found = {ep.value: ep for ep in entry_points(group=ENTRY_POINT_GROUP, name=use)}
         if not found:
@@ -180,10 +240,15 @@ def instantiate(cls: type, options: dict[str, Any], where: str, base_dir: Path |
 
 
 def load(
-    spec: PluginSpec, where: str, base_dir: Path | None = None, *, implicit: bool = False
+    spec: PluginSpec,
+    where: str,
+    base_dir: Path | None = None,
+    *,
+    implicit: bool = False,
+    paths: Sequence[Path] = (),
 ) -> LoadedPlugin:
     try:
-        cls = resolve(spec.use)
+        cls = resolve(spec.use, paths)
     except ValueError as exc:
         raise PluginLoadError([f"{where}.use: {exc}"]) from None
     problems = check_hooks(cls)

@@ -13,6 +13,7 @@ is for tests over real sockets; see tests/e2e/test_plugins_e2e.py.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,16 @@ from plugins.run import LoadedPlugin, RoutePlugins
 from plugins.spec import PluginSpec
 
 
-def load(use: str, base_dir: Path | None = None, **options: Any) -> LoadedPlugin:
-    """The plugin as a route would load it (``PluginLoadError`` on bad options/hooks)."""
-    return _load(PluginSpec(use=use, **options), "plugin", base_dir)
+def load(
+    use: str, base_dir: Path | None = None, paths: Sequence[Path] | None = None, **options: Any
+) -> LoadedPlugin:
+    """The plugin as a route would load it (``PluginLoadError`` on bad options/hooks).
+    ``paths``: what rankgate.yaml's ``plugins.paths`` would name; by default every
+    directory on ``sys.path`` (your test names your own module, so any module on the
+    path counts as installed here, unlike in a routes file)."""
+    if paths is None:
+        paths = [Path(p or ".") for p in sys.path]
+    return _load(PluginSpec(use=use, **options), "plugin", base_dir, paths=paths)
 
 
 def context(

@@ -102,3 +102,15 @@ async def demo() -> AsyncIterator[Demo]:
         yield d
     finally:
         await d.stop()
+
+
+# The fleet key that signs routes versions (proxy/routing/signing.py), for tests that
+# push to Redis or serve with routes_source: redis (in this process, or in a child that
+# inherits the environment).
+ROUTES_KEY = b"test-fleet-routes-key-0123456789"
+
+
+@pytest.fixture
+def routes_key(monkeypatch: pytest.MonkeyPatch) -> bytes:
+    monkeypatch.setenv("RANKGATE_ROUTES_KEY", ROUTES_KEY.decode())
+    return ROUTES_KEY

@@ -3,7 +3,8 @@
 ``push`` validates the file as a reload would (YAML, schema, plugins, every model: its
 file, sha256 pin and contract, with relative paths resolved where the serving processes
 resolve them: the directory of the config's ``routes:`` file), then stores it under one
-key with its sha256 and the next version, and publishes that version. ``status`` lists
+key with its sha256, the next version and its signature (HMAC-SHA256 under the fleet key
+in ``routes_redis.key_env``, proxy/routing/signing.py), and publishes that version. ``status`` lists
 the stored version and every live process with the version it serves.
 """
 
@@ -21,7 +22,7 @@ import redis
 from proxy.cli.options import add_config, config_path
 from proxy.config.settings import Settings, load_settings
 from proxy.config.yamlload import ConfigError
-from proxy.routing import versions
+from proxy.routing import signing, versions
 from proxy.routing.versions import Head, validate
 
 CLIENT_TIMEOUT_S = 5.0
@@ -64,8 +65,13 @@ def cmd_push(args: argparse.Namespace) -> int:
         )
     cfg = settings.routes_redis
     try:
+        key = signing.key_from_env(cfg.key_env)
+    except signing.RoutesKeyError as exc:
+        print(f"rankgate: {exc}; nothing pushed", file=sys.stderr)
+        return 1
+    try:
         client = _client(settings)
-        head, changed = versions.push(client, cfg, raw, force=args.force)
+        head, changed = versions.push(client, cfg, raw, key, force=args.force)
     except redis.RedisError as exc:
         print(f"rankgate: Redis at {settings.redis.url}: {exc}", file=sys.stderr)
         return 1
@@ -90,16 +96,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         client = _client(settings)
         if args.wait is not None:
             return _wait(client, settings, args.wait, as_json=args.json)
-        stored = versions.fetch(client, settings.routes_redis)
+        stored = versions.fetch(client, settings.routes_redis, max_bytes=0)
         fleet = versions.fleet(client, settings.routes_redis)
     except redis.RedisError as exc:
         print(f"rankgate: Redis at {settings.redis.url}: {exc}", file=sys.stderr)
         return 1
     head = None if stored is None else stored.head
     if args.json:
-        print(orjson.dumps(_json(stored, fleet), option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps(_json(stored, fleet, settings), option=orjson.OPT_INDENT_2).decode())
     else:
-        print(_render(stored, fleet))
+        print(_render(stored, fleet, settings))
     return 0 if converged(head, fleet) else 1
 
 
@@ -116,7 +122,7 @@ def _wait(client: redis.Redis, settings: Settings, limit_s: float, as_json: bool
     cfg = settings.routes_redis
     deadline = time.monotonic() + limit_s
     while True:
-        stored = versions.fetch(client, cfg)
+        stored = versions.fetch(client, cfg, max_bytes=0)
         fleet = versions.fleet(client, cfg)
         head = None if stored is None else stored.head
         done = converged(head, fleet)
@@ -125,14 +131,31 @@ def _wait(client: redis.Redis, settings: Settings, limit_s: float, as_json: bool
         )
         if done or refused or time.monotonic() >= deadline:
             if as_json:
-                print(orjson.dumps(_json(stored, fleet), option=orjson.OPT_INDENT_2).decode())
+                out = _json(stored, fleet, settings)
+                print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
             else:
-                print(_render(stored, fleet))
+                print(_render(stored, fleet, settings))
             return 0 if done else 1
         time.sleep(0.1)
 
 
-def _json(stored: versions.StoredRoutes | None, fleet: list[dict[str, Any]]) -> dict[str, Any]:
+def signature_state(stored: versions.StoredRoutes, settings: Settings) -> str:
+    """What the fleet will make of the stored version's signature, as far as this
+    command can tell (with the key in its environment)."""
+    cfg = settings.routes_redis
+    try:
+        key = signing.key_from_env(cfg.key_env)
+    except signing.RoutesKeyError:
+        if not stored.signature:
+            return "UNSIGNED: every process refuses it"
+        return f"signature not checked ({cfg.key_env} not set here)"
+    problem = stored.signature_problem(key, cfg.key)
+    return "signature ok" if problem is None else f"REFUSED: {problem.split(':')[0]}"
+
+
+def _json(
+    stored: versions.StoredRoutes | None, fleet: list[dict[str, Any]], settings: Settings
+) -> dict[str, Any]:
     return {
         "stored": None
         if stored is None
@@ -141,6 +164,7 @@ def _json(stored: versions.StoredRoutes | None, fleet: list[dict[str, Any]]) -> 
             "sha256": stored.head.sha256,
             "pushed_at": stored.pushed_at,
             "pushed_by": stored.pushed_by,
+            "signature": signature_state(stored, settings),
         },
         "processes": fleet,
         "converged": converged(None if stored is None else stored.head, fleet),
@@ -163,7 +187,14 @@ def _state(entry: dict[str, Any], head: Head | None) -> str:
     return "behind"
 
 
-def _render(stored: versions.StoredRoutes | None, fleet: list[dict[str, Any]]) -> str:
+def _printable(text: str) -> str:
+    """Stored text as one safe line (anyone who can write Redis can write it)."""
+    return "".join(c if c.isprintable() else "?" for c in text)[:120]
+
+
+def _render(
+    stored: versions.StoredRoutes | None, fleet: list[dict[str, Any]], settings: Settings
+) -> str:
     lines = []
     head = None if stored is None else stored.head
     if stored is None:
@@ -172,7 +203,7 @@ def _render(stored: versions.StoredRoutes | None, fleet: list[dict[str, Any]]) -
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stored.pushed_at))
         lines.append(
             f"stored   version {stored.head.version}  sha256 {stored.head.sha256[:12]}  "
-            f"pushed {when} by {stored.pushed_by}"
+            f"pushed {when} by {_printable(stored.pushed_by)}  {signature_state(stored, settings)}"
         )
     if not fleet:
         lines.append("no live process reports (none running with routes_source: redis?)")

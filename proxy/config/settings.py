@@ -18,8 +18,11 @@ from pydantic import (
 )
 
 from proxy.config import yamlload
+from proxy.config.control import ModelLimits, Plugins, RoutesLimits, RoutesRedis
+from proxy.config.experiments import Events, Exposures
 from proxy.config.keys import check_template
-from proxy.config.yamlload import Strict
+from proxy.config.yamlload import ENV_NAME as _ENV
+from proxy.config.yamlload import Strict, check_redis_url
 
 
 class Listen(Strict):
@@ -83,9 +86,7 @@ class Redis(Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"not a Redis URL: {value!r} (want redis://host:port/db)")
-        return value
+        return check_redis_url(value)
 
     @field_validator("embedded")
     @classmethod
@@ -134,8 +135,10 @@ class Feed(Strict):
 class Admin(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 9090
-    # Bearer token for /admin/* (not /metrics, /healthz, /readyz).
+    # Bearer token for /admin/* (not /metrics, /healthz, /readyz), written here or read at
+    # start from the environment variable token_env (a Kubernetes Secret); not both.
     token: str | None = None
+    token_env: Annotated[str, Field(pattern=_ENV)] | None = None
     # False: Redis down leaves /readyz at 200 with the reason in the body, since the
     # proxy still serves (in origin order); failing readiness would pull every replica
     # out of the load balancer at once.
@@ -155,96 +158,6 @@ class Logging(Strict):
     )
 
 
-_ENV = r"^[A-Za-z_][A-Za-z0-9_]*$"
-
-
-class Exposures(Strict):
-    """One record per feed decision (what was served, to whom, by which arm), written off
-    the request path; see docs/exposures.md."""
-
-    enabled: bool = False
-    sink: Literal["redis", "jsonl"] = "redis"
-    # redis: a Stream, trimmed to about maxlen entries, on the embeddings' Redis unless
-    # redis_url names another (keeping the log's writes off the serving Redis).
-    stream: str = "rankgate:exposures"
-    redis_url: str | None = None
-    maxlen: Annotated[int, Field(ge=1)] = 1_000_000
-    # jsonl: files in this directory (relative to this file), one set per process.
-    path: str = "exposures"
-    max_file_bytes: Annotated[int, Field(ge=4096)] = 64 * 1024 * 1024
-    keep_files: Annotated[int, Field(ge=1)] = 10
-    # The served ids in a record (and their origin positions, and scores).
-    max_items: Annotated[int, Field(ge=1, le=1000)] = 50
-    scores: bool = False
-    # The record's unit: HMAC-SHA256(key, user id) in hex, or (raw) the user id as it came.
-    # The key: derived from the token key (proxy/experiments/tokens.py derive_key), or the
-    # value of the environment variable unit_key_env when set (an app holding it can
-    # compute the same units).
-    unit: Literal["raw", "hmac-sha256"] = "hmac-sha256"
-    unit_key_env: Annotated[str, Field(pattern=_ENV)] | None = None
-    # X-Rankgate-Id tokens are signed (HMAC-SHA256) with this environment variable's value.
-    token_key_env: Annotated[str, Field(pattern=_ENV)] = "RANKGATE_TOKEN_KEY"
-    # The bounded queue between the request path and the sink.
-    queue_size: Annotated[int, Field(ge=1)] = 10_000
-    flush_interval_ms: Annotated[float, Field(gt=0)] = 100.0
-    batch: Annotated[int, Field(ge=1)] = 500
-    timeout_ms: Annotated[float, Field(gt=0)] = 1000.0
-
-    @field_validator("redis_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        return Redis._url(value)
-
-
-class Events(Strict):
-    """``POST`` clicks and conversions back, naming the X-Rankgate-Id they follow."""
-
-    enabled: bool = False
-    path: str = "/_rankgate/events"
-    max_age_s: Annotated[float, Field(gt=0)] = 86_400.0
-    max_per_id: Annotated[int, Field(ge=1)] = 20
-    max_body_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 64 * 1024
-    # The whole body must be in within this (listen.body_timeout_s bounds each pause too).
-    body_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
-    # A conversion's value: a finite number in [min_value, max_value], else 422.
-    min_value: float = -1e9
-    max_value: float = 1e9
-
-    @model_validator(mode="after")
-    def _values(self) -> Events:
-        # The readout skips values beyond 1e15 as malformed (proxy/readout/logreader.py).
-        if not -1e15 <= self.min_value <= self.max_value <= 1e15:
-            raise ValueError("min_value, max_value: want -1e15 <= min_value <= max_value <= 1e15")
-        return self
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not value.startswith("/") or "?" in value:
-            raise ValueError(f"must be a path starting with '/': {value!r}")
-        return value
-
-
-class RoutesRedis(Strict):
-    """Where the fleet's routes live in Redis (routes_source: redis)."""
-
-    key: str = "rankgate:routes"  # hash: yaml, sha256, version, pushed_at, pushed_by
-    channel: str = "rankgate:routes"  # PUBLISH "VERSION SHA256" on each push
-    fleet_key: str = "rankgate:routes:fleet"  # hash: process -> the version it serves
-    # Pub/sub can lose messages (a reconnect, a proxy without pub/sub): poll this often.
-    poll_s: Annotated[float, Field(gt=0, le=300)] = 3.0
-    # A process that stopped reporting for this long is gone from `routes status`.
-    fleet_ttl_s: Annotated[float, Field(gt=0)] = 15.0
-    # false: poll only (twemproxy and Envoy's Redis proxy do not forward SUBSCRIBE).
-    subscribe: bool = True
-
-    @model_validator(mode="after")
-    def _ttl(self) -> RoutesRedis:
-        if self.fleet_ttl_s < 2 * self.poll_s:
-            raise ValueError("fleet_ttl_s: must be at least twice poll_s (one lost beat)")
-        return self
-
-
 class Settings(Strict):
     listen: Listen = Listen()
     origin: Origin
@@ -262,6 +175,9 @@ class Settings(Strict):
     # above then serves only until Redis first answers with a version.
     routes_source: Literal["file", "redis"] = "file"
     routes_redis: RoutesRedis = RoutesRedis()
+    routes_limits: RoutesLimits = RoutesLimits()
+    models: ModelLimits = ModelLimits()
+    plugins: Plugins = Plugins()
     # 0 = one worker process per CPU this process may use; 1 = serve in this process.
     workers: Annotated[int, Field(ge=0)] = 0
     shutdown_timeout_s: Annotated[float, Field(ge=0)] = 15.0
@@ -284,6 +200,8 @@ class Settings(Strict):
             raise ValueError("redis.cluster: needs redis.url (the embedded Valkey is one node)")
         if self.redis.cluster and urlsplit(self.redis.url or "").scheme == "unix":
             raise ValueError("redis.cluster: a cluster is reached over TCP, not a unix socket")
+        if self.admin.token is not None and self.admin.token_env is not None:
+            raise ValueError("admin.token_env: give admin.token or admin.token_env, not both")
         if self.routes_source == "redis" and self.redis.url is None:
             raise ValueError("routes_source: redis needs redis.url (shared by the fleet)")
         return self
@@ -297,6 +215,10 @@ class Settings(Strict):
         """Where the embedded Valkey keeps its data (used when redis.url is absent)."""
         embedded = self.redis.embedded or Embedded()
         return Path(os.path.abspath(self.base_dir / embedded.dir))
+
+    @property
+    def plugin_paths(self) -> tuple[Path, ...]:
+        return tuple(Path(os.path.abspath(self.base_dir / p)) for p in self.plugins.paths)
 
     @property
     def routes_path(self) -> Path:

@@ -11,6 +11,7 @@ import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -21,6 +22,17 @@ class Strict(BaseModel):
     and a loaded config is frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# An environment variable's name (where a key or token is read from).
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def check_redis_url(value: str | None) -> str | None:
+    """A field validator's body: None, or a redis://, rediss:// or unix:// URL."""
+    if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"not a Redis URL: {value!r} (want redis://host:port/db)")
+    return value
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -34,9 +46,10 @@ SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoade
 class ConfigError(Exception):
     """A config file that cannot be used; ``problems`` are ``path: message`` lines."""
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    def __init__(self, source: str, problems: list[str], reason: str = "invalid") -> None:
         self.source = source
         self.problems = problems
+        self.reason = reason  # a metric label: invalid | limit | signature | sha256
         super().__init__(f"{source}: " + "; ".join(problems))
 
     def render(self) -> str:

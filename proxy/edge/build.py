@@ -25,6 +25,7 @@ from proxy.config import yamlload
 from proxy.config.routes import RoutesFile
 from proxy.config.settings import Settings, load_settings
 from proxy.edge.config import compile_edge
+from proxy.routing.limits import RoutesPolicy
 from proxy.routing.snapshot import build_snapshot
 
 EDGE_DIR = Path(__file__).resolve().parent.parent / "edge"  # the Worker's source
@@ -157,7 +158,9 @@ def build(
     settings = load_settings(config_path)
     routes_path = settings.routes_path
     # Exactly what `rankgate serve` would load: a file it refuses is refused here.
-    build_snapshot(routes_path, settings.embeddings.dim, 1, None)
+    build_snapshot(
+        routes_path, settings.embeddings.dim, 1, None, RoutesPolicy.from_settings(settings)
+    )
     raw = routes_path.read_bytes()
     routes = yamlload.load(RoutesFile, routes_path)
     source = {

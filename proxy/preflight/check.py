@@ -62,6 +62,7 @@ def check_config(path: Path, report: Report) -> Settings | None:
 def check_routes(settings: Settings, report: Report) -> Snapshot | None:
     from proxy.config.routes import RoutesFile
     from proxy.config.yamlload import load
+    from proxy.routing.limits import RoutesPolicy
     from proxy.routing.snapshot import build_snapshot
 
     path = settings.routes_path
@@ -70,7 +71,8 @@ def check_routes(settings: Settings, report: Report) -> Snapshot | None:
         return
     try:
         # The same build a start or a reload does: parse, validate, hash, load, warm.
-        snapshot = build_snapshot(path, settings.embeddings.dim, 1, None)
+        policy = RoutesPolicy.from_settings(settings)
+        snapshot = build_snapshot(path, settings.embeddings.dim, 1, None, policy)
     except ConfigError as exc:
         for problem in exc.problems:
             what = "model" if problem.startswith("models.") else "routes"
@@ -169,17 +171,30 @@ def check_vectors(settings: Settings, client: object, report: Report) -> None:
 
 def check_stored_routes(settings: Settings, client: object, report: Report) -> None:
     """routes_source: redis: the version the fleet follows, checked as a reload would."""
-    from proxy.routing import versions
+    from proxy.routing import signing, versions
     from proxy.routing.versions import validate
 
     cfg = settings.routes_redis
-    stored = versions.fetch(client, cfg)  # type: ignore[arg-type]
+    try:
+        key = signing.key_from_env(cfg.key_env)
+    except signing.RoutesKeyError as exc:
+        report.line("FAIL", "routes", f"routes_source: redis: {exc}")
+        return
+    max_bytes = settings.routes_limits.max_bytes
+    stored = versions.fetch(client, cfg, max_bytes)  # type: ignore[arg-type]
     if stored is None:
         report.line("warn", "routes", f"redis key {cfg.key}: no version pushed yet")
         return
     label = f"redis key {cfg.key} version {stored.head.version}"
-    if not stored.intact:
-        report.line("FAIL", "routes", f"{label}: the bytes do not hash to the stored sha256")
+    problem = (
+        f"{stored.size} bytes, over routes_limits.max_bytes ({max_bytes})"
+        if stored.size > max_bytes
+        else None
+        if stored.intact
+        else "the bytes do not hash to the stored sha256"
+    ) or stored.signature_problem(key, cfg.key)
+    if problem is not None:  # checked before the YAML is parsed, as a process does
+        report.line("FAIL", "routes", f"{label}: {problem}")
         return
     try:
         summary = validate(settings, Path(label), stored.raw)

@@ -14,7 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.config import yamlload
-from proxy.routing.snapshot import Snapshot, build_snapshot, empty_snapshot, ensure_releaser
+from proxy.routing.limits import (
+    DEFAULT_POLICY,
+    Deadline,
+    ReloadTimeout,
+    RoutesPolicy,
+    run_bounded,
+)
+from proxy.routing.snapshot import (
+    Snapshot,
+    build_snapshot,
+    empty_snapshot,
+    ensure_releaser,
+)
 
 log = logging.getLogger("rankgate.snapshot")
 
@@ -29,6 +41,9 @@ class ReloadOutcome:
     error: str | None
     seconds: float
     at: float
+    # Why a refused version was refused (a metric label): invalid | limit | signature |
+    # sha256 | timeout | error.
+    reason: str | None = None
 
 
 # (the attempt's outcome, or None for the initial load; the snapshot now active, or None
@@ -39,9 +54,10 @@ ReloadListener = Callable[["ReloadOutcome | None", "Snapshot | None"], None]
 class SnapshotStore:
     """Holds the current snapshot and swaps in new ones; reloads are serialized."""
 
-    def __init__(self, path: Path, dim: int) -> None:
+    def __init__(self, path: Path, dim: int, policy: RoutesPolicy = DEFAULT_POLICY) -> None:
         self.path = path
         self.dim = dim
+        self.policy = policy
         self.current: Snapshot = empty_snapshot(path)
         self.last_error: str | None = None
         self.last_error_at: float | None = None
@@ -53,15 +69,16 @@ class SnapshotStore:
         self.watch_mode = "off"
         self.listeners: list[ReloadListener] = []
         # routes_source: redis (proxy/routing/sources.py) replaces how a snapshot is built
-        # (blocking, in a thread: (version, previous) -> Snapshot, or ConfigError) and
-        # adds what /admin/routes shows about the fleet.
-        self.builder: Callable[[int, Snapshot | None], Snapshot] = self._build_file
+        # (blocking, in a thread: (version, previous, deadline) -> Snapshot, or
+        # ConfigError) and adds what /admin/routes shows about the fleet.
+        self.builder: Callable[[int, Snapshot | None, Deadline], Snapshot] = self._build_file
         self.describe_source: Callable[[], Awaitable[dict[str, object]]] | None = None
         self._lock = asyncio.Lock()
+        self._reason: str | None = None
         ensure_releaser()
 
-    def _build_file(self, version: int, previous: Snapshot | None) -> Snapshot:
-        return build_snapshot(self.path, self.dim, version, previous)
+    def _build_file(self, version: int, previous: Snapshot | None, deadline: Deadline) -> Snapshot:
+        return build_snapshot(self.path, self.dim, version, previous, self.policy, deadline)
 
     @property
     def ready(self) -> bool:
@@ -69,7 +86,20 @@ class SnapshotStore:
 
     def load_initial(self) -> Snapshot:
         """First load at start-up; an error here is fatal (raised to the CLI)."""
-        self.current = self.builder(1, None)
+        return self._installed(self.builder(1, None, Deadline(self.policy.reload_timeout_s)))
+
+    async def load_initial_bounded(self) -> Snapshot:
+        """load_initial on a daemon thread, within routes_limits.reload_timeout_s."""
+        try:
+            built = await run_bounded(
+                lambda d: self.builder(1, None, d), self.policy.reload_timeout_s, "rankgate-load"
+            )
+        except ReloadTimeout as exc:
+            raise yamlload.ConfigError(str(self.path), [f"first load {exc}"]) from None
+        return self._installed(built)
+
+    def _installed(self, snapshot: Snapshot) -> Snapshot:
+        self.current = snapshot
         self.last_reload_at = time.time()
         self._notify(None, self.current)
         return self.current
@@ -95,16 +125,28 @@ class SnapshotStore:
             return outcome
 
     async def _build(self, trigger: str) -> tuple[Snapshot | None, str | None]:
+        snapshot, error, self._reason = await self._attempt_build(trigger)
+        return snapshot, error
+
+    async def _attempt_build(self, trigger: str) -> tuple[Snapshot | None, str | None, str | None]:
         """The next snapshot, or why the files were refused (off the event loop)."""
         previous = self.current
         try:
-            snapshot = await asyncio.to_thread(self.builder, previous.version + 1, previous)
+            # A daemon thread under a deadline: a reload past it is abandoned (the next
+            # one is not kept waiting) and never holds the process at exit.
+            snapshot = await run_bounded(
+                lambda d: self.builder(previous.version + 1, previous, d),
+                self.policy.reload_timeout_s,
+                f"rankgate-reload-{previous.version + 1}",
+            )
         except yamlload.ConfigError as exc:
-            return None, exc.render()
+            return None, exc.render(), exc.reason
+        except ReloadTimeout as exc:
+            return None, f"{self.path}: reload {exc}", "timeout"
         except Exception as exc:  # never let a reload take the proxy down
             log.exception("routes reload failed (%s)", trigger)
-            return None, f"{self.path}: unexpected error: {exc!r}"
-        return snapshot, None
+            return None, f"{self.path}: unexpected error: {exc!r}", "error"
+        return snapshot, None, None
 
     def _settle(
         self,
@@ -154,6 +196,7 @@ class SnapshotStore:
             error=error,
             seconds=time.perf_counter() - started,
             at=now,
+            reason=self._reason if error is not None else None,
         )
         self.last_outcome = outcome
         return outcome

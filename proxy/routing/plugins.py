@@ -26,8 +26,14 @@ def _implicit_items(route: Route, where: str) -> LoadedPlugin:
     return load(spec, f"{where}.items", implicit=True)
 
 
-def compile_plugins(route: Route, where: str, base_dir: Path | None = None) -> RoutePlugins:
-    """Raises PluginLoadError (lines with YAML paths under ``where``)."""
+def compile_plugins(
+    route: Route,
+    where: str,
+    base_dir: Path | None = None,
+    plugin_paths: tuple[Path, ...] = (),
+) -> RoutePlugins:
+    """Raises PluginLoadError (lines with YAML paths under ``where``). ``plugin_paths``:
+    the directories rankgate.yaml names (``plugins.paths``) for ``use: module:Class``."""
     user: list[LoadedPlugin] = []
     rules: list[LoadedPlugin] = []
     items: LoadedPlugin | None = None
@@ -35,7 +41,7 @@ def compile_plugins(route: Route, where: str, base_dir: Path | None = None) -> R
     for j, spec in enumerate(route.plugins):
         at = f"{where}.plugins[{j}]"
         try:
-            plugin = load(spec, at, base_dir)
+            plugin = load(spec, at, base_dir, paths=plugin_paths)
         except PluginLoadError as exc:
             problems.extend(exc.problems)
             continue

@@ -22,12 +22,13 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from models.contract import sha256_file
 from proxy.config import yamlload
+from proxy.routing import limits
 from proxy.routing.current import SnapshotStore
 from proxy.routing.snapshot import Fingerprint
 
@@ -83,14 +84,14 @@ def _existing_dir(path: str) -> str:
     return os.path.realpath(parent or os.sep)
 
 
-def _model_refs(raw: bytes) -> dict[str, str]:
-    """name -> path as written in routes.yaml; tolerant: a broken file names nothing."""
+def _model_refs(raw: bytes, max_models: int) -> dict[str, str]:
+    """name -> path as written in routes.yaml; a broken (or too long) file names nothing."""
     try:
         doc: Any = yaml.load(raw, Loader=yamlload.SAFE_LOADER)
     except yaml.YAMLError:
         return {}
     models = doc.get("models") if isinstance(doc, dict) else None
-    if not isinstance(models, dict):
+    if not isinstance(models, dict) or len(models) > max_models:
         return {}
     return {
         str(name): ref["path"]
@@ -127,20 +128,24 @@ class DiskReader:
     """Reads what a reload would read, as a Fingerprint comparable with a Snapshot's.
     Blocking (hashes files): call it off the event loop."""
 
-    def __init__(self, routes_path: str) -> None:
+    def __init__(
+        self, routes_path: str, policy: limits.RoutesPolicy = limits.DEFAULT_POLICY
+    ) -> None:
         self.routes_path = routes_path
+        self.policy = policy
         self._models: dict[str, tuple[_Stat, str]] = {}  # path -> (stat, sha256)
         self._parsed: tuple[str, dict[str, str]] = ("", {})  # routes sha -> model refs
 
     def read(self, rehash_models: bool) -> DiskState:
         try:
-            with open(self.routes_path, "rb") as fh:
-                raw = fh.read()
+            # Bounded like a reload's own read: the reload then says what is wrong.
+            raw = limits.read_routes_file(Path(self.routes_path), self.policy)
             routes_sha = hashlib.sha256(raw).hexdigest()
-        except OSError:
-            raw, routes_sha = b"", _MISSING
+        except yamlload.ConfigError as exc:
+            st = _stat(self.routes_path)
+            raw, routes_sha = b"", _MISSING if st is None else f"refused:{st}:{exc}"
         if self._parsed[0] != routes_sha:
-            self._parsed = (routes_sha, _model_refs(raw))
+            self._parsed = (routes_sha, _model_refs(raw, self.policy.max_models))
         base = os.path.dirname(self.routes_path)
         paths = {name: os.path.join(base, ref) for name, ref in self._parsed[1].items()}
 
@@ -154,10 +159,7 @@ class DiskReader:
             elif cached is not None and cached[0] == st and not rehash_models:
                 digest = cached[1]
             else:
-                try:
-                    digest = sha256_file(path)
-                except OSError:
-                    digest = _MISSING
+                digest = limits.model_digest(Path(path), self.policy.max_model_bytes, str(st))
             if st is not None and digest != _MISSING:
                 seen[path] = (st, digest)
             models.add((name, digest))
@@ -190,7 +192,7 @@ class RoutesWatcher:
         self.poll_interval_s = poll_interval_s
         # Set once changes are being seen (file events in place, or polling running).
         self.live = asyncio.Event()
-        self._reader = DiskReader(str(store.path))
+        self._reader = DiskReader(str(store.path), store.policy)
         self._seen: Fingerprint | None = None
         self._state: DiskState | None = None
         self._stop = asyncio.Event()

@@ -46,15 +46,23 @@ class ModelSession:
         return scores
 
 
-def load_model(name: str, path: Path, dim: int, expected_sha256: str | None = None) -> ModelSession:
-    """Read, verify, open, check and warm a model. Blocking: call it off the event loop."""
+def load_model(
+    name: str,
+    path: Path,
+    dim: int,
+    expected_sha256: str | None = None,
+    data: bytes | None = None,
+) -> ModelSession:
+    """Read (unless ``data`` holds the file's bytes, read within the snapshot's limits),
+    verify, open, check and warm a model. Blocking: call it off the event loop."""
     started = time.perf_counter()
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ModelContractError(f"file not found: {path}") from None
-    except OSError as exc:
-        raise ModelContractError(f"cannot read {path}: {exc.strerror}") from None
+    if data is None:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ModelContractError(f"file not found: {path}") from None
+        except OSError as exc:
+            raise ModelContractError(f"cannot read {path}: {exc.strerror}") from None
     digest = sha256_bytes(data)
     if expected_sha256 is not None and digest != expected_sha256.lower():
         raise ModelContractError(

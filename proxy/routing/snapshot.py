@@ -16,12 +16,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 
-from models.contract import ModelContractError, sha256_bytes, sha256_file
+from models.contract import ModelContractError, sha256_bytes
 from plugins.registry import PluginLoadError
 from plugins.run import RoutePlugins
 from proxy.config import yamlload
 from proxy.config.routes import Match, Route, RoutesFile
 from proxy.routing.arms import ArmChooser
+from proxy.routing.limits import (
+    DEFAULT_POLICY,
+    NO_DEADLINE,
+    Deadline,
+    RoutesPolicy,
+    model_file_problem,
+    read_model_file,
+    read_routes_file,
+)
 from proxy.routing.plugins import compile_plugins
 from proxy.routing.sessions import ModelSession, load_model
 
@@ -83,10 +92,14 @@ class CompiledRoute:
 
     @classmethod
     def compile(
-        cls, route: Route, where: str = "route", base_dir: Path | None = None
+        cls,
+        route: Route,
+        where: str = "route",
+        base_dir: Path | None = None,
+        plugin_paths: tuple[Path, ...] = (),
     ) -> CompiledRoute:
         """Raises PluginLoadError (lines with YAML paths under ``where``) for bad plugins."""
-        plugins = compile_plugins(route, where, base_dir)
+        plugins = compile_plugins(route, where, base_dir, plugin_paths)
         arms = ArmChooser.for_route(route)
         user_vary = [v for p in plugins.user for v in p.vary]
         # Only what can choose the body: a Vary on Cookie for a route that never reads
@@ -176,13 +189,17 @@ def empty_snapshot(source: Path) -> Snapshot:
     return Snapshot(0, time.time(), source, "", (), MappingProxyType({}))
 
 
-def build_snapshot(path: Path, dim: int, version: int, previous: Snapshot | None) -> Snapshot:
+def build_snapshot(
+    path: Path,
+    dim: int,
+    version: int,
+    previous: Snapshot | None,
+    policy: RoutesPolicy = DEFAULT_POLICY,
+    deadline: Deadline = NO_DEADLINE,
+) -> Snapshot:
     """Parse, validate, load and warm everything. Blocking; raises yamlload.ConfigError."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise yamlload.ConfigError(str(path), ["file not found"]) from None
-    return build_snapshot_bytes(raw, path, path.parent, dim, version, previous)
+    raw = read_routes_file(path, policy)
+    return build_snapshot_bytes(raw, path, path.parent, dim, version, previous, policy, deadline)
 
 
 def build_snapshot_bytes(
@@ -192,30 +209,65 @@ def build_snapshot_bytes(
     dim: int,
     version: int,
     previous: Snapshot | None,
+    policy: RoutesPolicy = DEFAULT_POLICY,
+    deadline: Deadline = NO_DEADLINE,
 ) -> Snapshot:
     """build_snapshot for routes that are not a file (routes_source: redis): ``label``
-    names them in errors and /admin/routes, relative paths resolve against ``base_dir``."""
-    path = base_dir / "routes.yaml"  # only its parent is used: where relative paths start
+    names them in errors and /admin/routes, relative paths resolve against ``base_dir``.
+    Sizes and counts are checked before anything else (rankgate.yaml's limits)."""
     source = str(label)
-    spec = yamlload.validate(RoutesFile, yamlload.parse_yaml(raw, source), source)
+    policy.check_size(len(raw), source)
+    doc = yamlload.parse_yaml(raw, source)
+    policy.check_counts(doc, source)
+    spec = yamlload.validate(RoutesFile, doc, source)
 
     # Plugins first (cheap): their problems are reported with the models' ones.
     problems: list[str] = []
     routes: list[CompiledRoute] = []
     for i, route in enumerate(spec.routes):
         try:
-            routes.append(CompiledRoute.compile(route, f"routes[{i}]", path.parent))
+            routes.append(
+                CompiledRoute.compile(route, f"routes[{i}]", base_dir, policy.plugin_paths)
+            )
         except PluginLoadError as exc:
             problems.extend(exc.problems)
+    models = _load_models(spec, base_dir, dim, previous, policy, deadline, problems)
+    if problems:
+        raise yamlload.ConfigError(source, problems)
+    return Snapshot(
+        version=version,
+        loaded_at=time.time(),
+        source=label,
+        source_sha256=sha256_bytes(raw),
+        routes=tuple(routes),
+        models=MappingProxyType(models),
+    )
 
+
+def _load_models(
+    spec: RoutesFile,
+    base_dir: Path,
+    dim: int,
+    previous: Snapshot | None,
+    policy: RoutesPolicy,
+    deadline: Deadline,
+    problems: list[str],
+) -> dict[str, ModelSession]:
+    """Every model: a regular file within models.max_bytes, hashed (and loaded unless
+    a warm session has the same bytes) under the reload's deadline."""
     old = dict(previous.models) if previous else {}
     models: dict[str, ModelSession] = {}
+    limit = policy.max_model_bytes
     for name, ref in spec.models.items():
-        model_path = (path.parent / ref.path).resolve()
+        model_path = (base_dir / ref.path).resolve()
+        problem = model_file_problem(model_path, limit)
+        if problem is not None:
+            problems.append(f"models.{name}.path: {problem}")
+            continue
         try:
-            digest = sha256_file(model_path)
-        except OSError:
-            problems.append(f"models.{name}.path: file not found: {model_path}")
+            _, digest = read_model_file(model_path, limit, deadline, keep=False)
+        except (OSError, ValueError) as exc:
+            problems.append(f"models.{name}.path: {_why(exc, model_path)}")
             continue
         if ref.sha256 is not None and digest != ref.sha256:
             problems.append(
@@ -231,16 +283,19 @@ def build_snapshot_bytes(
             models[name] = reuse if same else replace(reuse, name=name, path=model_path)
             continue
         try:
-            models[name] = load_model(name, model_path, dim, ref.sha256)
+            data, _ = read_model_file(model_path, limit, deadline)
+            models[name] = load_model(name, model_path, dim, ref.sha256, data)
+        except (OSError, ValueError) as exc:
+            problems.append(f"models.{name}.path: {_why(exc, model_path)}")
         except ModelContractError as exc:
             problems.append(f"models.{name}: {exc}")
-    if problems:
-        raise yamlload.ConfigError(source, problems)
-    return Snapshot(
-        version=version,
-        loaded_at=time.time(),
-        source=label,
-        source_sha256=sha256_bytes(raw),
-        routes=tuple(routes),
-        models=MappingProxyType(models),
-    )
+        deadline.check("loading models")
+    return models
+
+
+def _why(exc: Exception, path: Path) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return f"file not found: {path}"
+    if isinstance(exc, OSError):
+        return f"cannot read {path}: {exc.strerror}"
+    return str(exc)

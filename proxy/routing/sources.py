@@ -1,14 +1,14 @@
 """``routes_source: redis``: every process of a fleet serves the routes pushed to Redis
 (``rankgate routes push``), through the same validation and atomic swap as a file reload.
 
-A ConfigMap update reaches pods after the kubelet's sync, a minute or more and not at
-the same moment; a push reaches every subscribed process in milliseconds. Pub/sub can
-lose a message (a reconnect, a proxy that does not forward SUBSCRIBE), so each process
-also re-reads the stored version when its subscription (re)starts and every ``poll_s``.
+A push reaches every subscribed process in milliseconds (a ConfigMap, after the
+kubelet's sync). Pub/sub can lose a message, so each process also re-reads the stored
+version when its subscription (re)starts and every ``poll_s``.
 
-A version a process refuses (a model file it lacks, bytes that do not match their
-sha256, a file that does not validate) leaves it on the version it serves, says so in
-its log, in ``/admin/routes`` and in the fleet hash, and is tried again only when a new
+Checked in this order, each before the next reads anything: size (asked of Redis before
+the bytes are fetched), sha256, signature (``signing.py``; no key: no start), then YAML.
+A version refused (for any reason) leaves the process on the version it serves, says so
+in its log, ``/admin/routes`` and the fleet hash, and is tried again only when a new
 version is pushed (or every REFUSED_RETRY_S: a model volume may catch up).
 
 Until Redis first answers with a version (Redis down at start, or nothing pushed yet)
@@ -37,8 +37,9 @@ from redis.exceptions import RedisError
 
 from proxy.config.settings import Settings
 from proxy.config.yamlload import ConfigError
-from proxy.routing import versions
+from proxy.routing import signing, versions
 from proxy.routing.current import ReloadOutcome, SnapshotStore
+from proxy.routing.limits import Deadline, RoutesPolicy
 from proxy.routing.reload import RoutesWatcher
 from proxy.routing.snapshot import Snapshot, build_snapshot, build_snapshot_bytes, empty_snapshot
 from proxy.routing.versions import Head
@@ -58,8 +59,16 @@ def routes_follower(
 ) -> RoutesWatcher | RedisRoutesSource | None:
     """What keeps ``store`` current: the routes file's watcher, or Redis."""
     if settings.routes_source == "redis":
-        return RedisRoutesSource(settings, store)
+        return RedisRoutesSource(settings, store, fleet_key(settings))
     return RoutesWatcher(store) if settings.routes_watch else None
+
+
+def fleet_key(settings: Settings) -> bytes:
+    """The key routes versions are verified with; no key: a ConfigError (no start)."""
+    try:
+        return signing.key_from_env(settings.routes_redis.key_env)
+    except signing.RoutesKeyError as exc:
+        raise ConfigError("routes_redis", [str(exc)]) from None
 
 
 @dataclass(frozen=True)
@@ -82,9 +91,11 @@ class RedisRoutesSource:
     and reports this process in the fleet hash. ``start()``/``stop()`` like the file
     watcher."""
 
-    def __init__(self, settings: Settings, store: SnapshotStore) -> None:
+    def __init__(self, settings: Settings, store: SnapshotStore, key: bytes) -> None:
         assert settings.redis.url is not None  # the config refuses routes_source: redis without
         self.settings = settings
+        self.key = key
+        self.policy = RoutesPolicy.from_settings(settings)
         self.cfg = settings.routes_redis
         self.url = settings.redis.url
         self.store = store
@@ -117,10 +128,10 @@ class RedisRoutesSource:
         """``call(client, *args)`` in a thread: never a blocking Redis call on the loop."""
         return await asyncio.to_thread(lambda: call(self._client(), *args))
 
-    def _build(self, version: int, previous: Snapshot | None) -> Snapshot:
+    def _build(self, version: int, previous: Snapshot | None, deadline: Deadline) -> Snapshot:
         self._attempt = None
         try:
-            stored = versions.fetch(self._client(), self.cfg)
+            stored = versions.fetch(self._client(), self.cfg, self.policy.max_routes_bytes)
         except (RedisError, OSError) as exc:
             if previous is None:  # start-up: serve the file meanwhile
                 log.error("routes_source redis: %s did not answer (%s)", self.url, exc)
@@ -135,12 +146,25 @@ class RedisRoutesSource:
             )
         self._attempt = Served("redis", stored.head)
         label = f"redis key {self.cfg.key} version {stored.head.version}"
+        self.policy.check_size(stored.size, label)
         if not stored.intact:
             raise ConfigError(
-                label, [f"sha256: the stored routes do not hash to {stored.head.sha256}: refused"]
+                label,
+                [f"sha256: the stored routes do not hash to {stored.head.sha256}: refused"],
+                reason="sha256",
             )
+        problem = stored.signature_problem(self.key, self.cfg.key)
+        if problem is not None:  # checked before a byte of the YAML is parsed
+            raise ConfigError(label, [f"sig: {problem}"], reason="signature")
         return build_snapshot_bytes(
-            stored.raw, label, self.base_dir, self.store.dim, version, previous
+            stored.raw,
+            label,
+            self.base_dir,
+            self.store.dim,
+            version,
+            previous,
+            self.policy,
+            deadline,
         )
 
     def _fallback(self, version: int) -> Snapshot:
@@ -148,7 +172,7 @@ class RedisRoutesSource:
         if path.exists():
             log.warning("routes_source redis: no version from Redis yet; serving %s", path)
             self._attempt = Served("file")
-            return build_snapshot(path, self.store.dim, version, None)
+            return build_snapshot(path, self.store.dim, version, None, self.policy)
         log.error(
             "routes_source redis: no version from Redis yet and no %s: no routes, every "
             "request passes through until a version is pushed",
@@ -304,14 +328,7 @@ class RedisRoutesSource:
         }
         try:
             stored = await self._redis(versions.head, self.cfg)
-            out["stored"] = (
-                None
-                if stored is None
-                else {
-                    "version": stored.version,
-                    "sha256": stored.sha256,
-                }
-            )
+            out["stored"] = None if stored is None else vars(stored)
             out["fleet"] = await self._redis(versions.fleet, self.cfg)
         except (RedisError, OSError) as exc:
             out["fleet_error"] = f"Redis unreachable: {exc}"

@@ -219,6 +219,7 @@ def describe_outcome(outcome: ReloadOutcome) -> Json:
         "trigger": outcome.trigger,
         "version": outcome.version,
         "error": outcome.error,
+        "reason": outcome.reason,  # why refused: a rankgate_routes_refused_total label
         "seconds": round(outcome.seconds, 4),
         "at": outcome.at,
     }

@@ -29,6 +29,7 @@ user ids):
   rankgate_connections_closed_total{reason}   closed by a limit: max-connections (503),
       header-timeout (408), send-timeout, bad-request (the parser's 400)
   rankgate_reloads_total{result}              ok | unchanged | error (not the first load)
+  rankgate_routes_refused_total{reason}       invalid|limit|signature|sha256|timeout|error
   rankgate_model_info{model,sha256}           1 for every model of the active snapshot
   rankgate_cold_start_seconds                 process start to ready
 
@@ -130,6 +131,7 @@ class Metrics:
         # (route, stage) -> counts per bucket (len(BUCKETS) + 1 with +Inf), then the sum.
         self.stages: dict[tuple[str, str], list[float]] = {}
         self.reloads: dict[str, int] = dict.fromkeys(RELOAD_RESULTS, 0)
+        self.refused: dict[tuple[str], int] = {}
         self.model_info: frozenset[tuple[str, str]] = frozenset()
         self.cold_start_s: float | None = None
         self.cache_counts: CacheCounts | None = None
@@ -178,6 +180,8 @@ class Metrics:
         """A reload listener: ``outcome`` is None for the first load (not counted)."""
         if outcome is not None:
             self.reloads[outcome.result] = self.reloads.get(outcome.result, 0) + 1
+            if outcome.reason is not None:
+                self.refused[(outcome.reason,)] = self.refused.get((outcome.reason,), 0) + 1
         if snapshot is not None:
             self.model_info = frozenset((n, m.sha256) for n, m in snapshot.models.items())
 
@@ -216,6 +220,8 @@ class Metrics:
             ["result"],
             {(result,): count for result, count in self.reloads.items()},
         )
+        doc = "Routes versions refused, by reason (the active version kept serving)."
+        yield _counters("rankgate_routes_refused", doc, ["reason"], self.refused)
         info = GaugeMetricFamily(
             "rankgate_model_info",
             "Models of the active snapshot (1) with the sha256 of the file served.",

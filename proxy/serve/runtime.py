@@ -31,6 +31,7 @@ from proxy.http.forward import Forwarder
 from proxy.http.limits import ConnectionStats
 from proxy.outcome.record import Observer
 from proxy.routing.current import SnapshotStore
+from proxy.routing.limits import RoutesPolicy
 from proxy.routing.reload import RoutesWatcher
 from proxy.routing.sources import RedisRoutesSource, routes_follower
 from proxy.store.connect import connect_store
@@ -94,11 +95,13 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         forwarder = Forwarder(settings.origin, settings.listen)
         stack.push_async_callback(forwarder.close)
         await forwarder.start()
-        store = SnapshotStore(settings.routes_path, settings.embeddings.dim)
+        store = SnapshotStore(
+            settings.routes_path, settings.embeddings.dim, RoutesPolicy.from_settings(settings)
+        )
         # Made before the first load: a Redis source builds the snapshots (started by
         # the server once it listens).
         follower = routes_follower(settings, store)
-        await asyncio.to_thread(store.load_initial)
+        await store.load_initial_bounded()
         queue, recorder, events = None, None, None
         if settings.exposures.enabled:
             signer, unit_key = _keys(settings)

@@ -24,6 +24,7 @@ import gc
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -79,6 +80,18 @@ async def listening(
         await runner.cleanup()
 
 
+def admin_token(settings: Settings) -> str | None:
+    """admin.token, or the value of the environment variable admin.token_env (which
+    must then be set: a start without the token it was told to require is refused)."""
+    name = settings.admin.token_env
+    if name is None:
+        return settings.admin.token
+    value = os.environ.get(name, "")
+    if not value:
+        raise ConfigError("admin.token_env", [f"{name} is not set (the admin token)"])
+    return value
+
+
 class ProxyServer:
     """One serving process. ``start()`` returns once both listeners accept.
 
@@ -119,7 +132,7 @@ class ProxyServer:
         await self.start_serving()
 
     async def start_admin(self) -> None:
-        admin = LocalAdmin(self.state, self.metrics, self.settings.admin.token, self.assignments)
+        admin = LocalAdmin(self.state, self.metrics, admin_token(self.settings), self.assignments)
         runner = web.AppRunner(
             build_admin_app(admin),
             access_log=None,
@@ -221,6 +234,7 @@ async def serve(
         log.info("%s: draining requests in flight", sig.name, extra={"event": "draining"})
         server.state.draining = True  # /readyz says 503 from now on
         stop.set()
+        exit_by_deadline(settings.shutdown_timeout_s + EXIT_MARGIN_S)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_stop, sig)
@@ -245,6 +259,24 @@ async def serve(
         time.perf_counter() - started,
         extra={"event": "stopped", "role": role},
     )
+
+
+# Past the drain (shutdown_timeout_s) this long for pools to close; then the process
+# exits whatever a thread is doing (an interpreter exit joins non-daemon threads, and a
+# thread stuck in a read would hold it forever).
+EXIT_MARGIN_S = 5.0
+
+
+def exit_by_deadline(seconds: float) -> None:
+    """A daemon thread that ends the process ``seconds`` from now if it is still here."""
+
+    def watchdog() -> None:
+        time.sleep(seconds)
+        log.error("still running %.1fs after SIGTERM: exiting now", seconds)
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=watchdog, name="rankgate-exit", daemon=True).start()
 
 
 def _log_ready(server: ProxyServer, role: str) -> None:

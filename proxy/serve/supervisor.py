@@ -30,11 +30,12 @@ from aiohttp import web
 
 from proxy.config.settings import Settings
 from proxy.config.yamlload import ConfigError
+from proxy.routing.sources import fleet_key
 from proxy.serve.admin import build_admin_app
 from proxy.serve.fleet import FleetAdmin, Worker
 from proxy.serve.logs import user_hash_key
 from proxy.serve.runtime import embedded_valkey
-from proxy.serve.server import listening
+from proxy.serve.server import admin_token, listening
 from proxy.serve.worker import REDIS_URL_ENV, WORKER_ENV
 
 log = logging.getLogger("rankgate.supervisor")
@@ -95,7 +96,9 @@ class Supervisor:
         self.admin_port = 0
         self.started_at = time.time()
         self.ever_ready = False
-        self.fleet = FleetAdmin(self, settings.admin.token)
+        self.fleet = FleetAdmin(self, admin_token(settings))
+        if settings.routes_source == "redis":
+            fleet_key(settings)  # no key: refused here, not by every worker in a loop
         self._stop = asyncio.Event()
         self._changed = asyncio.Event()
         self._redis_url: str | None = settings.redis.url

@@ -36,7 +36,11 @@ def test_the_config_block_is_what_the_commands_need() -> None:
     assert all(c.startswith("rankgate ") and "--config rankgate.yaml" in c for c in commands)
 
 
-async def test_fleet_commands_as_written(tmp_path: Path, cluster: ValkeyCluster) -> None:
+async def test_fleet_commands_as_written(
+    tmp_path: Path, cluster: ValkeyCluster, routes_key: bytes
+) -> None:
+    # The fleet key in the environment of the shell and of the serving process (the
+    # README's setup step: the same Secret in every pod and for `routes push`).
     runner, origin = await start_app(feed_origin(20))
     config = block("fleet-config", "yaml").replace(
         "redis://redis-cluster-0.redis-cluster:6379", cluster.url
@@ -68,7 +72,11 @@ async def test_fleet_commands_as_written(tmp_path: Path, cluster: ValkeyCluster)
         item_ids=[f"i{k}" for k in range(20)],
         item_vectors=rng.standard_normal((20, 32)).astype(np.float32),
     )
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "RANKGATE_ROUTES_KEY": routes_key.decode(),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     outputs = []
     try:
         async with running_proxy(tmp_path / "rankgate.yaml") as proxy:

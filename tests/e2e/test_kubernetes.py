@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from proxy.config.settings import Settings, load_settings
+from proxy.config.yamlload import ConfigError
 from proxy.routing.snapshot import build_snapshot
 from proxy.serve.admin import LocalAdmin, build_admin_app
 
@@ -117,6 +118,62 @@ def test_ports_match_the_config(settings: Settings) -> None:
     assert settings.listen.host == "0.0.0.0" and settings.admin.host == "0.0.0.0"
     service = load("service.yaml")["spec"]
     assert [p["targetPort"] for p in service["ports"]] == ["http"]  # admin not exposed
+
+
+def secret_env(name: str) -> dict[str, Any]:
+    """The container's environment variable ``name``, which must come from a Secret."""
+    (var,) = [e for e in container()["env"] if e["name"] == name]
+    return dict(var["valueFrom"]["secretKeyRef"])
+
+
+def test_admin_is_never_open_beyond_the_pod(settings: Settings) -> None:
+    """Bound past the pod's loopback, /admin/* takes a token from a Secret (required:
+    no Secret, no start); only health and metrics stay open for probes and scrapes."""
+    admin = settings.admin
+    if admin.host in ("127.0.0.1", "::1", "localhost"):
+        return
+    assert admin.token is None, "a token written in a ConfigMap is no secret"
+    assert admin.token_env is not None, "admin on the pod's IP without a token"
+    ref = secret_env(admin.token_env)
+    assert ref["optional"] is False and ref["key"] and ref["name"]
+    assert secret_env(settings.routes_redis.key_env)["name"] == ref["name"]
+    assert not (DEPLOY / "secret.yaml").exists()  # never a committed token
+
+
+async def test_the_configmaps_admin_refuses_without_the_token(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The admin app as the ConfigMap configures it, over a real socket: /admin/* is
+    401 without the Secret's token, health and metrics answer for the kubelet."""
+    from aiohttp import web
+
+    from proxy.serve.metrics import Metrics
+    from proxy.serve.runtime import ServingState
+    from proxy.serve.server import admin_token
+    from tests.support.common import fetch
+
+    assert settings.admin.token_env is not None
+    monkeypatch.setenv(settings.admin.token_env, "t" * 32)
+    runner = web.AppRunner(
+        build_admin_app(LocalAdmin(ServingState(), Metrics(), admin_token(settings)))
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        for path in ("/admin/routes", "/admin/reload"):
+            status, _, _ = await fetch(f"http://127.0.0.1:{port}{path}", method="POST")
+            assert status == 401, path
+        status, _, _ = await fetch(f"http://127.0.0.1:{port}/healthz")
+        assert status == 200
+        status, _, _ = await fetch(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200
+    finally:
+        await runner.cleanup()
+    monkeypatch.delenv(settings.admin.token_env)
+    with pytest.raises(ConfigError, match="RANKGATE_ADMIN_TOKEN is not set"):
+        admin_token(settings)
 
 
 def admin_paths(settings: Settings) -> set[str]:

@@ -38,7 +38,8 @@ N = 12
 ITEM_VECS = {f"i{k}": RNG.standard_normal(DIM).astype("<f4") for k in range(N)}
 USER_VECS = {f"u{k}": RNG.standard_normal(DIM).astype("<f4") for k in range(3)}
 SECRET = "e2e-secret-" * 4
-HERE = "tests.e2e.test_plugins_e2e"
+HERE = __name__  # tests.e2e.test_plugins_e2e, under plugins.paths (the repository)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Raiser:
@@ -176,7 +177,8 @@ async def env(tmp_path: Path, redis_url: str, redis_db: redis.Redis) -> AsyncIte
     dot_model(tmp_path / "dot.onnx")
     state: dict[str, Any] = {"items": feed_items()}
     runner, origin = await start_app(origin_app(state))
-    cfg = write_config(tmp_path, origin, redis_url, ROUTES)
+    # The repository (this module) and the test's directory (modules written there).
+    cfg = write_config(tmp_path, origin, redis_url, ROUTES, f"plugins: {{paths: ['{ROOT}', .]}}\n")
     # These tests are about plugins, not Redis latency: a shared CI box may stall a
     # first connection past support's 50 ms, which would read as a plugin bug.
     cfg.write_text(cfg.read_text().replace("timeout_ms: 50", "timeout_ms: 1000"))

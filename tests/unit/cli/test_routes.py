@@ -13,9 +13,12 @@ import redis
 from proxy.cli.main import main
 from proxy.config.settings import RoutesRedis
 from proxy.routing import versions
+from tests.conftest import ROUTES_KEY
 from tests.support.clusters import ValkeyCluster
 from tests.support.common import running_proxy, wait_until
 from tests.unit.routing.test_sources import DOT, MISSING, NEG, config, order
+
+pytestmark = pytest.mark.usefixtures("routes_key")
 
 CFG = RoutesRedis()
 
@@ -74,7 +77,7 @@ def test_status_lists_processes_and_says_who_is_behind(
     out = capsys.readouterr().out
     assert "no routes pushed yet" in out and "no live process" in out
 
-    head, _ = versions.push(redis_db, CFG, DOT)
+    head, _ = versions.push(redis_db, CFG, DOT, ROUTES_KEY)
     versions.report(redis_db, CFG, "pod-a:1", {"version": 1, "sha256": head.sha256})
     versions.report(redis_db, CFG, "pod-b:1", {"version": None, "source": "file"})
     refusal = {"version": 1, "error": "x: models.m.path: file not found"}
@@ -161,3 +164,33 @@ def test_needs_a_redis_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     (tmp_path / "rankgate.yaml").write_text("origin: {url: 'http://127.0.0.1:9'}\n")
     assert main(["routes", "status", "--config", str(tmp_path / "rankgate.yaml")]) == 2
     assert "redis.url: required" in capsys.readouterr().err
+
+
+def test_push_needs_the_fleet_key_and_status_checks_signatures(
+    tmp_path: Path,
+    redis_url: str,
+    redis_db: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cfg = str(setup_dir(tmp_path, redis_url))
+    assert cli("push", str(tmp_path / "dot.yaml"), "--config", cfg) == 0
+    capsys.readouterr()
+    assert cli("status", "--config", cfg) == 0
+    assert "signature ok" in capsys.readouterr().out
+    assert cli("status", "--config", cfg, "--json") == 0
+    assert orjson.loads(capsys.readouterr().out)["stored"]["signature"] == "signature ok"
+
+    monkeypatch.setenv("RANKGATE_ROUTES_KEY", "another-fleets-key-0123456789")
+    assert cli("status", "--config", cfg) == 0
+    assert "REFUSED: signature does not verify" in capsys.readouterr().out
+    monkeypatch.delenv("RANKGATE_ROUTES_KEY")
+    assert cli("status", "--config", cfg) == 0
+    assert "signature not checked (RANKGATE_ROUTES_KEY not set here)" in capsys.readouterr().out
+    assert cli("push", str(tmp_path / "neg.yaml"), "--config", cfg) == 1
+    err = capsys.readouterr().err
+    assert "RANKGATE_ROUTES_KEY is not set" in err and "nothing pushed" in err
+    assert versions.head(redis_db, CFG).version == 1  # type: ignore[union-attr]
+    redis_db.hdel(CFG.key, "sig")
+    assert cli("status", "--config", cfg) == 0
+    assert "UNSIGNED: every process refuses it" in capsys.readouterr().out

@@ -371,7 +371,7 @@ def test_plugin_without_options_refuses_options(plugin_module: str) -> None:
         ("annotate", {"round": 1.5}, "plugin.round: Input should be a valid integer"),
         ("annotate", {"digits": 2}, "plugin.digits: unknown option"),
         ("nope", {}, "plugin.use: unknown plugin 'nope'"),
-        ("no_such_module_xyz:Thing", {}, "cannot import 'no_such_module_xyz'"),
+        ("no_such_module_xyz:Thing", {}, "module 'no_such_module_xyz' is not an installed plugin"),
         ("plugins.examples:Nothing", {}, "has no 'Nothing'"),
         ("plugins.examples:np", {}, "is not a class"),
         ("bad name!", {}, "want a plugin name or 'module:Class'"),

@@ -16,8 +16,11 @@ import redis
 from aiohttp import web
 
 from proxy.cli.main import main
+from tests.conftest import ROUTES_KEY
 from tests.support.clusters import ValkeyCluster
 from tests.support.common import DIM, dot_model, start_app, vec, write_config
+
+pytestmark = pytest.mark.usefixtures("routes_key")
 
 
 def routes_for(model: Path, pin: bool = True) -> str:
@@ -201,16 +204,25 @@ async def test_a_cluster_and_its_pushed_routes(
             assert code == 0, out
             assert "a cluster of 3 primaries" in out
             assert "no version pushed yet" in out
-            versions.push(client, RoutesRedis(), routes_for(model).encode())
+            versions.push(client, RoutesRedis(), routes_for(model).encode(), ROUTES_KEY)
             code, out = await check(cfg, capsys)
             assert code == 0, out
             assert "redis key rankgate:routes version 1: 1 route(s) (feed)" in out
             versions.push(
-                client, RoutesRedis(), routes_for(model).replace("dot.onnx", "gone.onnx").encode()
+                client,
+                RoutesRedis(),
+                routes_for(model).replace("dot.onnx", "gone.onnx").encode(),
+                ROUTES_KEY,
             )
             code, out = await check(cfg, capsys)
             assert code == 1
             failed = "FAIL  routes   redis key rankgate:routes version 2: models.dot.path"
             assert f"{failed}: file not found" in out
+            # Written by hand (no signature): refused before its YAML is read, as a
+            # serving process refuses it.
+            client.hdel(RoutesRedis().key, "sig")
+            code, out = await check(cfg, capsys)
+            assert code == 1
+            assert "redis key rankgate:routes version 2: unsigned: refused" in out
     finally:
         await runner.cleanup()

@@ -17,6 +17,7 @@ import redis
 from proxy.config.settings import RoutesRedis
 from proxy.routing import versions
 from proxy.serve.server import ProxyServer
+from tests.conftest import ROUTES_KEY
 from tests.support.clusters import free_port
 from tests.support.common import (
     dot_model,
@@ -28,6 +29,8 @@ from tests.support.common import (
     ten_item_origin,
     wait_until,
 )
+
+pytestmark = pytest.mark.usefixtures("routes_key")
 
 ROUTES = """\
 models:
@@ -105,14 +108,14 @@ async def test_file_until_a_push_then_each_push(
         assert (info["source"], info["version"], info["stored"]) == ("file", None, None)
         assert [e["process"] for e in info["fleet"]] == [info["process"]]
 
-        head, _ = versions.push(redis_db, CFG, NEG)
+        head, _ = versions.push(redis_db, CFG, NEG, ROUTES_KEY)
         await wait_until(serves(proxy, DOWN), limit_s=5)
         info = (await admin_routes(proxy))["redis"]
         assert (info["source"], info["version"], info["sha256"]) == ("redis", 1, head.sha256)
         assert info["stored"] == {"version": 1, "sha256": head.sha256}
         assert info["fleet"][0]["version"] == 1 and info["subscribed"]
 
-        versions.push(redis_db, CFG, DOT)
+        versions.push(redis_db, CFG, DOT, ROUTES_KEY)
         await wait_until(serves(proxy, UP), limit_s=5)
         assert (await admin_routes(proxy))["redis"]["version"] == 2
     # A process that stops leaves the fleet at once.
@@ -122,7 +125,7 @@ async def test_file_until_a_push_then_each_push(
 async def test_starts_on_the_stored_version(
     tmp_path: Path, origin: str, redis_url: str, redis_db: redis.Redis
 ) -> None:
-    versions.push(redis_db, CFG, NEG)
+    versions.push(redis_db, CFG, NEG, ROUTES_KEY)
     async with running_proxy(config(tmp_path, origin, redis_url, None)) as proxy:
         assert await order(proxy) == DOWN  # the first request already: no file needed
         assert proxy.runtime.store.current.version == 1
@@ -135,30 +138,28 @@ async def test_no_routes_anywhere_passes_through(
         resp, _ = await proxy_get(proxy, "/feed")
         assert "X-Rerank" not in resp.headers  # no route: the origin's answer as it is
         assert await order(proxy) == DOWN
-        versions.push(redis_db, CFG, DOT)
+        versions.push(redis_db, CFG, DOT, ROUTES_KEY)
         await wait_until(serves(proxy, UP), limit_s=5)
 
 
 async def test_refused_versions_leave_the_process_where_it_was(
     tmp_path: Path, origin: str, redis_url: str, redis_db: redis.Redis
 ) -> None:
-    versions.push(redis_db, CFG, DOT)
+    versions.push(redis_db, CFG, DOT, ROUTES_KEY)
     async with running_proxy(config(tmp_path, origin, redis_url, None)) as proxy:
         store = proxy.runtime.store
         # A model file this process lacks (the push skipped the CLI's validation).
-        versions.push(redis_db, CFG, MISSING)
+        versions.push(redis_db, CFG, MISSING, ROUTES_KEY)
         await wait_until(lambda: store.last_error is not None, limit_s=5)
         assert await order(proxy) == UP
         info = (await admin_routes(proxy))["redis"]
         assert info["version"] == 1 and info["refused"]["version"] == 2
         assert "models.ghost.path: file not found" in info["refused"]["error"]
         assert "redis key rankgate:routes version 2" in info["refused"]["error"]
-        await wait_until(
-            lambda: versions.fleet(redis_db, CFG)[0]["refused"] is not None, limit_s=5
-        )
+        await wait_until(lambda: versions.fleet(redis_db, CFG)[0]["refused"] is not None, limit_s=5)
 
         # Bytes that do not hash to the stored sha256.
-        good, _ = versions.push(redis_db, CFG, NEG)
+        good, _ = versions.push(redis_db, CFG, NEG, ROUTES_KEY)
         await wait_until(serves(proxy, DOWN), limit_s=5)
         assert (await admin_routes(proxy))["redis"]["refused"] is None
         redis_db.hset(CFG.key, mapping={"yaml": DOT, "version": 9})  # sha256 left as NEG's
@@ -186,7 +187,7 @@ async def test_cut_subscription_is_re_read_on_reconnect(
         source = proxy.runtime.follower
         assert source is not None and getattr(source, "subscribed", False)
         assert redis_db.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
-        versions.push(redis_db, CFG, NEG)  # while the subscription is down
+        versions.push(redis_db, CFG, NEG, ROUTES_KEY)  # while the subscription is down
         await wait_until(serves(proxy, DOWN), limit_s=5)
         await wait_until(lambda: source.subscribed, limit_s=5)  # type: ignore[attr-defined]
 
@@ -201,7 +202,7 @@ async def test_a_lost_message_is_caught_by_the_poll(
     )
     async with running_proxy(path) as proxy:
         assert redis_db.pubsub_numsub(CFG.channel) == [(CFG.channel.encode(), 0)]
-        versions.push(redis_db, CFG, NEG)
+        versions.push(redis_db, CFG, NEG, ROUTES_KEY)
         await wait_until(serves(proxy, DOWN), limit_s=5)
         info = (await admin_routes(proxy))["redis"]
         assert info["version"] == 1 and info["subscribed"] is False
@@ -234,7 +235,7 @@ async def test_each_worker_follows_and_reports(
     proc = await ProxyProcess.start(config(tmp_path, origin, redis_url, DOT), "--workers", "2")
     try:
         await wait_until(lambda: len(versions.fleet(redis_db, CFG)) == 2, limit_s=20)
-        head, _ = versions.push(redis_db, CFG, NEG)
+        head, _ = versions.push(redis_db, CFG, NEG, ROUTES_KEY)
         await wait_until(
             lambda: [e["version"] for e in versions.fleet(redis_db, CFG)] == [1, 1],
             limit_s=10,

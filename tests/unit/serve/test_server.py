@@ -7,6 +7,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -165,3 +166,18 @@ def test_gc_tuning_freezes_the_startup_heap() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True"]
+
+
+def test_exit_by_deadline_ends_a_process_a_thread_would_hold() -> None:
+    """After SIGTERM's grace the process exits even when a non-daemon thread (one an
+    interpreter exit would join forever) is stuck."""
+    script = (
+        "import threading, time\n"
+        "from proxy.serve.server import exit_by_deadline\n"
+        "threading.Thread(target=time.sleep, args=(600,)).start()\n"
+        "exit_by_deadline(0.5)\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30)
+    assert done.returncode == 1 and time.monotonic() - started < 10
+    assert b"after SIGTERM: exiting now" in done.stderr
