@@ -42,7 +42,7 @@ from proxy.outcome.errors import (
     Skip,
     from_plugin,
 )
-from proxy.outcome.record import RequestRecord
+from proxy.outcome.record import RequestRecord, mark
 from proxy.routing.snapshot import CompiledRoute, Snapshot
 from proxy.store.embeddings import EmbeddingStore
 
@@ -199,17 +199,19 @@ def check_request(st: FeedRequest, failure: RankgateError | None) -> None:
 
 def start_user_lookup(st: FeedRequest) -> None:
     assert st.ctx.user_id is not None
-    st.user_task = asyncio.create_task(_user_vector(st.svc.embeddings, st.ctx.user_id, st.timings))
+    st.user_task = asyncio.create_task(_user_vector(st.svc.embeddings, st.ctx.user_id, st.record))
 
 
 async def _user_vector(
-    embeddings: EmbeddingStore, user_id: str, timings: dict[str, float]
+    embeddings: EmbeddingStore, user_id: str, record: RequestRecord
 ) -> np.ndarray | None:
+    timings = record.timings
     started = time.perf_counter()
     try:
         return await embeddings.user(user_id)
     finally:
         timings["redis"] = timings.get("redis", 0.0) + time.perf_counter() - started
+        mark(record, "redis user", started)
 
 
 # -- the origin ------------------------------------------------------------------------
@@ -218,11 +220,15 @@ async def _user_vector(
 async def call_origin(st: FeedRequest) -> None:
     """Send the request upstream; returns once the origin's headers are in."""
     started = time.perf_counter()
+    trace = st.record.trace
     try:
         drop = CONDITIONAL if st.user_task is not None else ()
-        st.upstream = await st.svc.forwarder.open(st.request, drop)
+        traceparent = None if trace is None else trace.traceparent
+        st.upstream = await st.svc.forwarder.open(st.request, drop, traceparent)
     finally:
         st.timings["origin"] = time.perf_counter() - started
+        if trace is not None:
+            mark(st.record, "origin", started)
 
 
 def gate(st: FeedRequest) -> None:
@@ -249,6 +255,7 @@ async def read_body(st: FeedRequest) -> None:
     assert upstream is not None
     limit = st.svc.max_body_bytes
     body = bytearray()
+    started = time.perf_counter()
     try:
         async for chunk in upstream.content.iter_chunked(CHUNK):
             body += chunk
@@ -262,6 +269,7 @@ async def read_body(st: FeedRequest) -> None:
     upstream.release()
     st.body, st.body_complete = bytes(body), True
     st.timings["origin"] = time.perf_counter() - st.record.started
+    mark(st.record, "origin body", started)
 
 
 # -- after the body ------------------------------------------------------------------

@@ -30,6 +30,7 @@ from proxy.outcome.record import Observer
 from proxy.routing.current import SnapshotStore
 from proxy.routing.reload import RoutesWatcher
 from proxy.routing.sources import RedisRoutesSource, routes_follower
+from proxy.serve.tracing import Tracer, open_tracer
 from proxy.store.connect import connect_store
 from proxy.store.embeddings import EmbeddingStore
 from proxy.store.valkey import EmbeddedValkey
@@ -65,6 +66,7 @@ class Runtime:
     connections: ConnectionStats = field(default_factory=ConnectionStats)
     shadow_stats: ShadowStats = field(default_factory=ShadowStats)
     in_flight: int = 0
+    tracing: Tracer | None = None  # tracing.enabled: W3C trace context in, OTLP spans out
 
 
 @contextlib.asynccontextmanager
@@ -105,13 +107,17 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             recorder = ExposureLog(settings.exposures, queue, signer, unit_key)
             if settings.events.enabled:
                 events = EventsEndpoint(settings.events, signer, queue)
+        tracer = open_tracer(settings.tracing)
+        if tracer is not None:
+            # Last in, first out: queued spans are flushed once the listener is down.
+            stack.push_async_callback(asyncio.to_thread, tracer.close)
         f = settings.feed
         shadow_stats = ShadowStats()
         shadows = ShadowRunner(shadow_stats, f.thread_min_items)
         feed = FeedServices(
             forwarder, embeddings, f.max_body_bytes, f.thread_min_items, recorder, shadows
         )
-        yield Runtime(
+        runtime = Runtime(
             settings,
             redis_url,
             embeddings,
@@ -122,7 +128,11 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             events,
             follower,
             shadow_stats=shadow_stats,
+            tracing=tracer,
         )
+        if tracer is not None:
+            runtime.observers.append(tracer.export)
+        yield runtime
 
 
 def _keys(settings: Settings) -> tuple[TokenSigner, bytes | None]:
