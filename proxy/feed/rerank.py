@@ -231,7 +231,11 @@ def _arranged(
     if not plugins.rules:
         return served_order(len(arr.items), pos, scores), fixed
     st.ctx.user_embedding = st.user
-    source = plugins.apply(st.ctx, arr, pos, scores, vec, st.deadline)
+    watch = None
+    if st.explains is not None:  # explaining: each rule's before and after, kept
+        watch = []
+        st.explains.append(watch)
+    source = plugins.apply(st.ctx, arr, pos, scores, vec, st.deadline, watch)
     return source, st.ctx.fixed | fixed
 
 

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from plugins.context import FeedContext, RequestView
 from plugins.run import PluginFailure
-from proxy.feed import rerank
+from proxy.feed import explanation, rerank
 from proxy.feed.respond import applied, buffered_skipped, is_json, stream_skipped
 from proxy.feed.state import FeedRequest, FeedServices, new_request_id
 from proxy.http import codec
@@ -64,6 +64,9 @@ async def handle(
     record: RequestRecord,
 ) -> web.StreamResponse:
     st = FeedRequest(svc, request, route, snapshot, record, _context(svc, request, route, record))
+    token = svc.explain_token
+    if token is not None and explanation.wanted(request.headers, token):
+        st.explains = []  # an operator's request: its explanation goes in a header
     recorder = svc.recorder
     if recorder is not None:
         recorder.start(st)
@@ -118,8 +121,25 @@ async def answer(st: FeedRequest) -> web.StreamResponse:
             st.skip,
             st.body,
             token,
+            _explained(st, st.skip),
         )
-    return await after_body(st)
+    response = await after_body(st)
+    if st.explains is not None:
+        response.headers.update(_explained(st, st.skip or _skipped(st.record)) or {})
+    return response
+
+
+def _skipped(record: RequestRecord) -> RankgateError | None:
+    return None if record.reason is None else RankgateError(record.reason)
+
+
+def _explained(st: FeedRequest, error: RankgateError | None) -> dict[str, str] | None:
+    """The explanation header (and no-store: a debug answer is nobody's to keep)."""
+    if st.explains is None:
+        return None
+    took = st.timings.get("rerank", 0.0)
+    value = explanation.header_value(explanation.describe(st, error, took))
+    return {explanation.EXPLANATION_HEADER: value, "Cache-Control": "private, no-store"}
 
 
 def _record_control(st: FeedRequest) -> bool:

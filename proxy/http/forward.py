@@ -20,7 +20,7 @@ from yarl import URL
 
 from proxy.config.settings import Listen, Origin
 from proxy.http import informational
-from proxy.http.headers import add_forwarded, end_to_end
+from proxy.http.headers import EXPLAIN_HEADER, add_forwarded, end_to_end
 from proxy.http.pool import PoolConnector, PoolTimeout
 from proxy.http.target import upstream_target
 from proxy.http.upload import Upload, expects_continue
@@ -93,7 +93,7 @@ class Forwarder:
         """The client's end-to-end headers (its W3C trace context included, untouched)
         with the forwarding ones; ``traceparent``, on a traced request, names our span
         as the origin's parent instead of the client's."""
-        headers = end_to_end(request.headers, drop=("Host", *drop))
+        headers = end_to_end(request.headers, drop=("Host", EXPLAIN_HEADER, *drop))
         if traceparent is not None:
             headers["traceparent"] = traceparent
         peer = request.remote

@@ -114,8 +114,15 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         f = settings.feed
         shadow_stats = ShadowStats()
         shadows = ShadowRunner(shadow_stats, f.thread_min_items)
+        token = settings.admin.token
         feed = FeedServices(
-            forwarder, embeddings, f.max_body_bytes, f.thread_min_items, recorder, shadows
+            forwarder,
+            embeddings,
+            f.max_body_bytes,
+            f.thread_min_items,
+            recorder,
+            shadows,
+            explain_token=token.encode() if token else None,
         )
         runtime = Runtime(
             settings,
