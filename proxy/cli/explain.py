@@ -14,7 +14,7 @@ import contextlib
 import json
 import sys
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
@@ -52,6 +52,31 @@ async def run(settings: Settings, target: str, user: str, headers: dict[str, str
         f = settings.feed
         svc = FeedServices(forwarder, embeddings, f.max_body_bytes, f.thread_min_items)
         return await explain(svc, store.current, target, user, headers, cookies)
+
+
+async def ask_admin(settings: Settings, target: str, user: str, headers: dict[str, str],
+                    cookies: dict[str, str]) -> Report:  # fmt: skip
+    """The same, asked of the rankgate that serves this config (its admin port)."""
+    admin = settings.admin
+    host = "127.0.0.1" if admin.host in ("0.0.0.0", "::", "") else admin.host
+    query = [("user", user), ("path", target)]
+    query += [("header", f"{k}: {v}") for k, v in headers.items()]
+    query += [("cookie", f"{k}={v}") for k, v in cookies.items()]
+    auth = {"Authorization": f"Bearer {admin.token}"} if admin.token else {}
+    url = f"http://{host}:{admin.port}/admin/explain?{urlencode(query)}"
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.get(url, headers=auth) as resp,
+    ):
+        body = await resp.json(content_type=None)
+        if resp.status != 200:
+            raise AdminError(f"{url.split('?')[0]}: {resp.status} {body.get('error', body)}")
+        return dict(body)
+
+
+class AdminError(Exception):
+    pass
 
 
 def target_of(url: str) -> str:
@@ -116,10 +141,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     settings = load_settings(config_path(args.config, "explain"))
     headers = _pairs(args.header, ":", "--header")
     cookies = _pairs(args.cookie, "=", "--cookie")
+    work = ask_admin if args.admin else run
     try:
-        report = asyncio.run(run(settings, target_of(args.url), args.user, headers, cookies))
+        report = asyncio.run(work(settings, target_of(args.url), args.user, headers, cookies))
     except (aiohttp.ClientError, TimeoutError) as exc:
-        print(f"rankgate explain: the origin did not answer: {exc}", file=sys.stderr)
+        who = "the admin port" if args.admin else "the origin"
+        print(f"rankgate explain: {who} did not answer: {exc}", file=sys.stderr)
+        return 1
+    except AdminError as exc:
+        print(f"rankgate explain: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 0 if report.get("route") is not None else 1
@@ -133,6 +163,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "url", metavar="URL", help="the feed's URL or path, e.g. /api/feed?limit=20"
     )
     parser.add_argument("--json", action="store_true", help="print the explanation as JSON")
+    parser.add_argument(
+        "--admin", action="store_true",
+        help="ask the rankgate serving this config, through its admin port (admin.host, "
+        "admin.port, admin.token), instead of running the stages here",
+    )  # fmt: skip
     parser.add_argument(
         "--header", action="append", default=[], metavar="'NAME: VALUE'",
         help="a request header (e.g. one that chooses an experiment arm); repeatable",

@@ -27,6 +27,8 @@ def demo_config(demo: Demo, tmp: Path) -> Path:
     assert demo.settings is not None
     data = demo.settings.model_dump(mode="json", exclude={"base_dir"})
     data["routes"] = str(DEFAULT_CONFIG.parent / "routes.yaml")
+    assert demo.proxy is not None
+    data["admin"]["port"] = demo.proxy.admin_port  # the port it got (the settings say 0)
     cfg = tmp / "rankgate.yaml"
     cfg.write_text(yaml.safe_dump(data))
     return cfg
@@ -59,11 +61,16 @@ async def test_explain_on_the_demo_matches_what_the_proxy_serves(
     user = demo.personas[0].user_id
     rerank, items = await served(demo, user)
     assert rerank.startswith("applied")
-    text, as_json = await asyncio.gather(
-        asyncio.to_thread(explain, cfg, user), asyncio.to_thread(explain, cfg, user, "--json")
+    text, as_json, admin = await asyncio.gather(
+        asyncio.to_thread(explain, cfg, user),
+        asyncio.to_thread(explain, cfg, user, "--json"),
+        asyncio.to_thread(explain, cfg, user, "--admin"),  # the demo's own rankgate
     )
     assert text.returncode == 0, text.stderr
     assert as_json.returncode == 0, as_json.stderr
+    assert admin.returncode == 0, admin.stderr
+    ids = [line.split()[2] for line in text.stdout.splitlines()[3:]]
+    assert [line.split()[2] for line in admin.stdout.splitlines()[3:]] == ids
 
     # The table: a header, then one row per served item, in the order served.
     lines = text.stdout.splitlines()
