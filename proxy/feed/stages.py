@@ -138,7 +138,11 @@ def _explained(st: FeedRequest, error: RankgateError | None) -> dict[str, str] |
     if st.explains is None:
         return None
     took = st.timings.get("rerank", 0.0)
-    value = explanation.header_value(explanation.describe(st, error, took))
+    try:
+        value = explanation.header_value(explanation.describe(st, error, took))
+    except Exception:  # a debugging aid must never cost the response itself
+        log.exception("explaining a request on route %s failed", st.route.name)
+        return None
     return {explanation.EXPLANATION_HEADER: value, "Cache-Control": "private, no-store"}
 
 
