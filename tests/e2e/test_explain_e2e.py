@@ -41,7 +41,16 @@ WEIGHT = 3.0
 ROUTES = f"""\
 models:
   dot: {{path: dot.onnx}}
+  neg: {{path: neg.onnx}}
 routes:
+  - name: duel
+    match: {{path: /api/duel}}
+    model: dot
+    budget_ms: 500
+    user: [header:X-User-Id]
+    experiments:
+      - {{name: duel, when: {{percent: 100, salt: s}}, interleave: [dot, neg]}}
+    plugins: [{{use: pin, field: sponsored}}]
   - name: rules
     match: {{path: /api/rules}}
     model: dot
@@ -67,6 +76,7 @@ def origin_app(seen: list[dict[str, str]]) -> web.Application:
 
     app = web.Application()
     app.router.add_get("/api/rules", feed)
+    app.router.add_get("/api/duel", feed)
     return app
 
 
@@ -77,6 +87,7 @@ Env = tuple[ProxyServer, Path, list[dict[str, str]]]
 async def env(tmp_path: Path, redis_url: str, redis_db: redis.Redis) -> AsyncIterator[Env]:
     store_vectors(redis_db, USER_VECS, ITEM_VECS)
     dot_model(tmp_path / "dot.onnx")
+    dot_model(tmp_path / "neg.onnx", sign=-1.0)
     seen: list[dict[str, str]] = []
     runner, origin = await start_app(origin_app(seen))
     cfg = write_config(tmp_path, origin, redis_url, ROUTES)
@@ -184,11 +195,26 @@ async def test_header_on_a_skipped_request_says_why(env: Env) -> None:
     assert orjson.loads(resp.headers["X-Rankgate-Explanation"])["reason"] == "no-user"
 
 
+async def test_an_interleaved_arm_shows_each_slots_team(env: Env) -> None:
+    proxy, _, _ = env
+    hdrs = {"X-Rankgate-Explain": TOKEN}
+    resp, body = await proxy_get(proxy, "/api/duel", user="u1", headers=hdrs)
+    assert resp.headers["X-Rerank"].startswith("applied; model=dot")
+    report = orjson.loads(resp.headers["X-Rankgate-Explanation"])
+    assert report["arm"] == "duel" and report["interleaved_with"] == "neg"
+    (arr,) = report["arrays"]
+    assert [it["id"] for it in arr["items"]] == [it["id"] for it in served(body)]
+    teams = {it["id"]: it["team"] for it in arr["items"]}
+    assert teams["i2"] is None and "pin: pinned at 2" in arr["items"][2]["effects"]
+    assert {t for i, t in teams.items() if i != "i2"} == {"A", "B"}
+
+
 async def test_no_token_configured_never_explains(
     tmp_path: Path, redis_url: str, redis_db: redis.Redis
 ) -> None:
     store_vectors(redis_db, USER_VECS, ITEM_VECS)
     dot_model(tmp_path / "dot.onnx")
+    dot_model(tmp_path / "neg.onnx", sign=-1.0)
     seen: list[dict[str, str]] = []
     runner, origin = await start_app(origin_app(seen))
     cfg = write_config(tmp_path, origin, redis_url, ROUTES)
