@@ -16,6 +16,7 @@ from plugins.context import FeedContext, RequestView
 from proxy.feed import rerank, stages
 from proxy.feed.explanation import Report, describe
 from proxy.feed.state import FeedRequest, FeedServices
+from proxy.http.headers import add_forwarded
 from proxy.outcome.errors import BodyError, RankgateError, Reason, Skip
 from proxy.outcome.record import RequestRecord
 from proxy.routing.snapshot import CompiledRoute, Snapshot
@@ -74,7 +75,13 @@ async def explain(
 
 
 async def _fetch(st: FeedRequest, method: str, target: str, hdrs: CIMultiDict[str]) -> None:
+    """The origin's answer, asked with the forwarding headers the proxy adds (no client
+    address: there is no client)."""
     forwarder = st.svc.forwarder
+    add_forwarded(hdrs, None, "http", None)
+    host = forwarder.origin.host_header
+    if host and host != "preserve":
+        hdrs["Host"] = host
     url = URL(forwarder.origin.url + target, encoded=True)
     st.upstream = await forwarder.session.request(method, url, headers=hdrs, allow_redirects=False)
 
