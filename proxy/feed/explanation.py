@@ -26,7 +26,7 @@ import numpy as np
 from multidict import CIMultiDictProxy
 
 from plugins.arrange import arrangement
-from plugins.run import Watch
+from plugins.run import RuleState, Watch
 from proxy.feed.rerank import split
 from proxy.feed.state import FeedRequest
 from proxy.http.headers import EXPLAIN_HEADER
@@ -45,6 +45,8 @@ def wanted(headers: CIMultiDictProxy[str], token: bytes) -> bool:
 
 
 def describe(st: FeedRequest, error: RankgateError | None, took_s: float) -> Report:
+    """The request's explanation: route, user, arm, model, outcome and reason, and per
+    item array the served items in order (or the origin's, when not re-ranked)."""
     record = st.record
     rules = [p.name for p in st.route.plugins.rules]
     report: Report = {
@@ -127,8 +129,8 @@ def _item(
 
 def _effects(
     name: str,
-    before: Any,
-    after: Any,
+    before: RuleState,
+    after: RuleState,
     pos: np.ndarray,
     unscored: np.ndarray,
     effects: dict[int, list[str]],
@@ -154,7 +156,7 @@ def _effects(
                 effects[i].append(f"{name}: moved {slot_b[i]} -> {slot_a[i]}")
 
 
-def _slots(pos: np.ndarray, state: Any, unscored: np.ndarray) -> dict[int, int]:
+def _slots(pos: np.ndarray, state: RuleState, unscored: np.ndarray) -> dict[int, int]:
     source = arrangement(pos, state.scores, state.fixed | unscored, state.dropped, state.order)
     return {int(i): slot for slot, i in enumerate(source.tolist())}
 
