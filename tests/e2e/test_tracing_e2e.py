@@ -5,6 +5,7 @@ decoded with opentelemetry-proto), and the origin's parent is rankgate's origin-
 from __future__ import annotations
 
 import asyncio
+import functools
 import subprocess
 import sys
 import textwrap
@@ -251,6 +252,8 @@ async def test_new_traces_at_full_ratio_and_a_skip_reason(
 SERVE_ONCE = textwrap.dedent(
     """\
     import asyncio, sys
+    if sys.argv[2:] == ["block"]:  # any import of opentelemetry raises ImportError
+        sys.modules["opentelemetry"] = None
     import aiohttp
     from proxy.config.settings import load_settings
     from proxy.serve.server import ProxyServer
@@ -297,3 +300,20 @@ async def test_nothing_of_tracing_is_imported_when_off(
         assert "proxy.serve.otlp" in loaded and "opentelemetry.exporter" in loaded
     else:
         assert loaded == "none"
+
+
+async def test_serving_with_tracing_off_needs_no_opentelemetry(
+    origin: tuple[Path, str, list[dict[str, str]]], redis_url: str
+) -> None:
+    """With every import of opentelemetry made to fail, a re-ranked request is served
+    (tracing off); with tracing on, the start says what is missing."""
+    tmp, url, _ = origin
+    cfg = write_config(tmp, url, redis_url, ROUTES)
+    argv = [sys.executable, "-c", SERVE_ONCE, str(cfg), "block"]
+    run = functools.partial(subprocess.run, capture_output=True, text=True, timeout=60)
+    proc = await asyncio.to_thread(run, argv)
+    assert proc.returncode == 0, proc.stderr
+    cfg.write_text(cfg.read_text() + "tracing: {enabled: true}\n")
+    proc = await asyncio.to_thread(run, argv)
+    assert proc.returncode != 0
+    assert "tracing: enabled: needs OpenTelemetry: pip install 'rankgate[otel]'" in proc.stderr
