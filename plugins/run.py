@@ -68,6 +68,25 @@ def _failed(plugin: LoadedPlugin, exc: BaseException) -> PluginFailure:
     return PluginFailure(plugin.name, exc)
 
 
+@dataclass(frozen=True, slots=True)
+class RuleState:
+    """What a rule can change, copied: for explaining a request (``rankgate explain``)."""
+
+    scores: np.ndarray
+    fixed: np.ndarray
+    dropped: np.ndarray
+    order: np.ndarray | None
+
+    @classmethod
+    def of(cls, ctx: FeedContext) -> RuleState:
+        order = None if ctx.order is None else np.array(ctx.order)
+        return cls(np.array(ctx.scores), ctx.fixed.copy(), ctx.dropped.copy(), order)
+
+
+# Per rules plugin, in the order they ran: its name and the state before and after it.
+Watch = list[tuple[str, RuleState, RuleState]]
+
+
 def _add_time(ctx: FeedContext, plugin: LoadedPlugin, started: float) -> None:
     key = plugin.timing_key
     ctx.timings[key] = ctx.timings.get(key, 0.0) + time.perf_counter() - started
@@ -176,20 +195,22 @@ class RoutePlugins:
         scores: np.ndarray,
         vectors: np.ndarray,
         deadline: float | None,
+        watch: Watch | None = None,
     ) -> np.ndarray:
         """Every rules plugin on one scored array; returns, for each slot of the array as
-        it is served, the index of the item there (dropped items are in no slot)."""
+        it is served, the index of the item there (dropped items are in no slot).
+        ``watch`` (only when explaining a request) receives each rule's before and after."""
         n = len(arr.items)
         unscored = np.ones(n, dtype=bool)
         unscored[positions] = False
         ctx.items, ctx.ids, ctx.positions = arr.items, arr.ids, positions
         ctx.embeddings, ctx.scores = vectors, np.array(scores, dtype=np.float32).reshape(-1)
         ctx.fixed, ctx.dropped, ctx.order = unscored.copy(), np.zeros(n, dtype=bool), None
-        self.rerank(ctx, deadline)
+        self.rerank(ctx, deadline, watch)
         # Unscored items cannot be ranked whatever a rule did to ``fixed``.
         return arrangement(positions, ctx.scores, ctx.fixed | unscored, ctx.dropped, ctx.order)
 
-    def rerank(self, ctx: FeedContext, deadline: float | None) -> None:
+    def rerank(self, ctx: FeedContext, deadline: float | None, watch: Watch | None = None) -> None:
         """Every rules plugin in order on the array set in ``ctx``; each is checked for
         what it left behind, and for the budget (``loop.time()`` based; None: no
         budget, for tests), before the next one runs."""
@@ -198,6 +219,7 @@ class RoutePlugins:
         for plugin in self.rules:
             assert plugin.rerank is not None
             order = ctx.order
+            before = None if watch is None else RuleState.of(ctx)
             started = time.perf_counter()
             try:
                 plugin.rerank(ctx)
@@ -206,6 +228,8 @@ class RoutePlugins:
                 raise _failed(plugin, exc) from exc
             finally:
                 _add_time(ctx, plugin, started)
+            if watch is not None and before is not None:
+                watch.append((plugin.name, before, RuleState.of(ctx)))
             if loop is not None and deadline is not None and loop.time() > deadline:
                 raise PluginFailure(plugin.name, None)
 

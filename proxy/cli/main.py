@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from proxy import __version__
-from proxy.cli import check, edge, embeddings, experiments, init, model, routes, serve
+from proxy.cli import check, edge, embeddings, experiments, explain, init, model, routes, serve
 from proxy.cli.options import NoConfig
 from proxy.config.yamlload import ConfigError
 
-COMMANDS = (serve, init, check, embeddings, model, routes, experiments, edge)
+COMMANDS = (serve, init, check, embeddings, model, routes, experiments, edge, explain)
 COMMAND_GROUP = "rankgate.commands"
 
 

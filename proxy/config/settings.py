@@ -158,6 +158,31 @@ class Logging(Strict):
     )
 
 
+class Tracing(Strict):
+    """OpenTelemetry traces over OTLP/HTTP (the ``otel`` extra); see
+    docs/guides/tracing-and-explain.md. Off: nothing of OpenTelemetry is imported."""
+
+    enabled: bool = False
+    # The collector's OTLP/HTTP base URL; spans go to ENDPOINT/v1/traces (protobuf).
+    endpoint: str = "http://127.0.0.1:4318"
+    # Share of new traces kept; a request that carries a traceparent follows its
+    # sampled flag instead (parent-based), so a trace is kept or dropped whole.
+    sample_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
+    service_name: Annotated[str, Field(min_length=1)] = "rankgate"
+    # How often the batch processor sends what it has (OTEL_BSP_SCHEDULE_DELAY), and how
+    # long one export may take (a collector that is down costs a dropped batch, not a stall).
+    batch_delay_ms: Annotated[float, Field(gt=0)] = 5000.0
+    timeout_s: Annotated[float, Field(gt=0)] = 5.0
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not a URL: {value!r} (want http://host:4318)")
+        return value.rstrip("/")
+
+
 class Settings(Strict):
     listen: Listen = Listen()
     origin: Origin
@@ -168,6 +193,7 @@ class Settings(Strict):
     logging: Logging = Logging()
     exposures: Exposures = Exposures()
     events: Events = Events()
+    tracing: Tracing = Tracing()
     routes: str = "routes.yaml"
     # Reload routes.yaml (and the models it names) when their content changes on disk.
     routes_watch: bool = True

@@ -36,6 +36,7 @@ from proxy.outcome.errors import (
     Skip,
     from_plugin,
 )
+from proxy.outcome.record import mark
 from proxy.routing.sessions import ModelSession
 
 log = logging.getLogger("rankgate.feed")
@@ -132,6 +133,7 @@ async def item_vectors(st: FeedRequest) -> None:
     finally:
         timings = st.timings
         timings["redis"] = timings.get("redis", 0.0) + time.perf_counter() - started
+        mark(st.record, "redis items", started)
     if have.size == 0:
         raise ItemsError(Reason.NO_ITEM_VECTORS)
     st.positions = have if with_ids is None else np.asarray(with_ids, dtype=np.intp)[have]
@@ -157,6 +159,8 @@ async def finish_prefetch(st: FeedRequest, pending: Prefetch) -> None:
         finally:
             key = plugin.timing_key
             timings[key] = timings.get(key, 0.0) + time.perf_counter() - waited
+            if st.record.trace is not None:
+                mark(st.record, "plugin prefetch", waited, {"rankgate.plugin": plugin.name})
 
 
 async def score(st: FeedRequest) -> None:
@@ -169,6 +173,8 @@ async def score(st: FeedRequest) -> None:
             st.scores_b = await _run(st, st.model_b)
     finally:
         st.timings["inference"] = time.perf_counter() - started
+        if st.record.trace is not None:
+            mark(st.record, "model", started, {"rankgate.model": st.model.name})
 
 
 async def _run(st: FeedRequest, model: ModelSession) -> np.ndarray:
@@ -195,6 +201,7 @@ def arrange(st: FeedRequest) -> None:
     interleaved arm, the team-draft of both models' orders (proxy/feed/interleave.py)."""
     plugins = st.route.plugins
     parts = split(st.arrays, st.positions, st.scores, st.vectors)
+    started = time.perf_counter()
     try:
         if st.scores_b is not None:
             _interleave(st, parts)
@@ -207,6 +214,10 @@ def arrange(st: FeedRequest) -> None:
             plugins.put(arr, [items[i] for i in source.tolist()])
     except PluginFailure as exc:
         raise from_plugin(exc) from None
+    finally:
+        if plugins.rules and st.record.trace is not None:
+            names = ",".join(p.name for p in plugins.rules)
+            mark(st.record, "plugins", started, {"rankgate.plugins": names})
 
 
 def _arranged(
@@ -220,7 +231,11 @@ def _arranged(
     if not plugins.rules:
         return served_order(len(arr.items), pos, scores), fixed
     st.ctx.user_embedding = st.user
-    source = plugins.apply(st.ctx, arr, pos, scores, vec, st.deadline)
+    watch = None
+    if st.explains is not None:  # explaining: each rule's before and after, kept
+        watch = []
+        st.explains.append(watch)
+    source = plugins.apply(st.ctx, arr, pos, scores, vec, st.deadline, watch)
     return source, st.ctx.fixed | fixed
 
 
@@ -242,12 +257,14 @@ def _interleave(
 
 
 def encode(st: FeedRequest) -> None:
+    started = time.perf_counter()
     out = orjson.dumps(st.ctx.doc)
     # A "+" is rare in JSON text and found by memchr; "e+" alone is a slow scan when
     # the text is full of "e"s (11 us for the bench's 12 KB feed).
     if b"+" in out and b"e+" in out and _BIG_INT.search(st.raw):
         raise BodyError(Reason.UNSAFE_NUMBER)
     st.out = codec.encode(out, st.encoding)
+    mark(st.record, "encode", started)
 
 
 def split(

@@ -113,10 +113,14 @@ async def stream_skipped(
     why: RankgateError,
     first: bytes = b"",
     token: str | None = None,
+    extra: dict[str, str] | None = None,
 ) -> web.StreamResponse:
-    """The origin's response streamed on (``first``: body bytes already read)."""
+    """The origin's response streamed on (``first``: body bytes already read; ``extra``:
+    headers of ours, e.g. an explanation)."""
     headers = end_to_end(upstream.headers)
     _skip_headers(headers, record, vary, why, token)
+    if extra:
+        headers.update(extra)
     record.status = upstream.status
     return await forwarder.stream_back(request, upstream, headers, first)
 

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from plugins.context import FeedContext, RequestView
 from plugins.run import PluginFailure
-from proxy.feed import rerank
+from proxy.feed import explanation, rerank
 from proxy.feed.respond import applied, buffered_skipped, is_json, stream_skipped
 from proxy.feed.state import FeedRequest, FeedServices, new_request_id
 from proxy.http import codec
@@ -42,7 +42,7 @@ from proxy.outcome.errors import (
     Skip,
     from_plugin,
 )
-from proxy.outcome.record import RequestRecord
+from proxy.outcome.record import RequestRecord, mark
 from proxy.routing.snapshot import CompiledRoute, Snapshot
 from proxy.store.embeddings import EmbeddingStore
 
@@ -64,6 +64,9 @@ async def handle(
     record: RequestRecord,
 ) -> web.StreamResponse:
     st = FeedRequest(svc, request, route, snapshot, record, _context(svc, request, route, record))
+    token = svc.explain_token
+    if token is not None and explanation.wanted(request.headers, token):
+        st.explains = []  # an operator's request: its explanation goes in a header
     recorder = svc.recorder
     if recorder is not None:
         recorder.start(st)
@@ -118,8 +121,29 @@ async def answer(st: FeedRequest) -> web.StreamResponse:
             st.skip,
             st.body,
             token,
+            _explained(st, st.skip),
         )
-    return await after_body(st)
+    response = await after_body(st)
+    if st.explains is not None:
+        response.headers.update(_explained(st, st.skip or _skipped(st.record)) or {})
+    return response
+
+
+def _skipped(record: RequestRecord) -> RankgateError | None:
+    return None if record.reason is None else RankgateError(record.reason)
+
+
+def _explained(st: FeedRequest, error: RankgateError | None) -> dict[str, str] | None:
+    """The explanation header (and no-store: a debug answer is nobody's to keep)."""
+    if st.explains is None:
+        return None
+    took = st.timings.get("rerank", 0.0)
+    try:
+        value = explanation.header_value(explanation.describe(st, error, took))
+    except Exception:  # a debugging aid must never cost the response itself
+        log.exception("explaining a request on route %s failed", st.route.name)
+        return None
+    return {explanation.EXPLANATION_HEADER: value, "Cache-Control": "private, no-store"}
 
 
 def _record_control(st: FeedRequest) -> bool:
@@ -199,17 +223,19 @@ def check_request(st: FeedRequest, failure: RankgateError | None) -> None:
 
 def start_user_lookup(st: FeedRequest) -> None:
     assert st.ctx.user_id is not None
-    st.user_task = asyncio.create_task(_user_vector(st.svc.embeddings, st.ctx.user_id, st.timings))
+    st.user_task = asyncio.create_task(_user_vector(st.svc.embeddings, st.ctx.user_id, st.record))
 
 
 async def _user_vector(
-    embeddings: EmbeddingStore, user_id: str, timings: dict[str, float]
+    embeddings: EmbeddingStore, user_id: str, record: RequestRecord
 ) -> np.ndarray | None:
+    timings = record.timings
     started = time.perf_counter()
     try:
         return await embeddings.user(user_id)
     finally:
         timings["redis"] = timings.get("redis", 0.0) + time.perf_counter() - started
+        mark(record, "redis user", started)
 
 
 # -- the origin ------------------------------------------------------------------------
@@ -218,11 +244,15 @@ async def _user_vector(
 async def call_origin(st: FeedRequest) -> None:
     """Send the request upstream; returns once the origin's headers are in."""
     started = time.perf_counter()
+    trace = st.record.trace
     try:
         drop = CONDITIONAL if st.user_task is not None else ()
-        st.upstream = await st.svc.forwarder.open(st.request, drop)
+        traceparent = None if trace is None else trace.traceparent
+        st.upstream = await st.svc.forwarder.open(st.request, drop, traceparent)
     finally:
         st.timings["origin"] = time.perf_counter() - started
+        if trace is not None:
+            mark(st.record, "origin", started)
 
 
 def gate(st: FeedRequest) -> None:
@@ -249,6 +279,7 @@ async def read_body(st: FeedRequest) -> None:
     assert upstream is not None
     limit = st.svc.max_body_bytes
     body = bytearray()
+    started = time.perf_counter()
     try:
         async for chunk in upstream.content.iter_chunked(CHUNK):
             body += chunk
@@ -262,6 +293,7 @@ async def read_body(st: FeedRequest) -> None:
     upstream.release()
     st.body, st.body_complete = bytes(body), True
     st.timings["origin"] = time.perf_counter() - st.record.started
+    mark(st.record, "origin body", started)
 
 
 # -- after the body ------------------------------------------------------------------

@@ -18,6 +18,7 @@ import numpy as np
 from aiohttp import web
 
 from plugins.context import FeedContext, ItemArray
+from plugins.run import Watch
 from proxy.config.routes import Shadow
 from proxy.http.forward import Forwarder
 from proxy.outcome.errors import RankgateError
@@ -61,6 +62,9 @@ class FeedServices:
     thread_min_items: int
     recorder: Recorder | None = None
     shadows: Shadows | None = None
+    # admin.token, as bytes: a request carrying it in X-Rankgate-Explain gets its
+    # explanation in a response header (proxy/feed/explain.py); None: never.
+    explain_token: bytes | None = None
 
 
 _NO_FLOATS = np.empty(0, dtype=np.float32)
@@ -108,6 +112,8 @@ class FeedRequest:
     # After the response, a shadow model's top items ({"model", "items"}), for the record.
     shadow: dict[str, object] | None = None
     out: bytes = b""  # the re-ranked body, encoded as the origin's was
+    # Only when explaining this request: each arranged array's rules, before and after.
+    explains: list[Watch] | None = None
 
     @property
     def timings(self) -> dict[str, float]:

@@ -20,7 +20,7 @@ from yarl import URL
 
 from proxy.config.settings import Listen, Origin
 from proxy.http import informational
-from proxy.http.headers import add_forwarded, end_to_end
+from proxy.http.headers import EXPLAIN_HEADER, add_forwarded, end_to_end
 from proxy.http.pool import PoolConnector, PoolTimeout
 from proxy.http.target import upstream_target
 from proxy.http.upload import Upload, expects_continue
@@ -88,9 +88,14 @@ class Forwarder:
         return self._session
 
     def upstream_headers(
-        self, request: web.BaseRequest, drop: Iterable[str] = ()
+        self, request: web.BaseRequest, drop: Iterable[str] = (), traceparent: str | None = None
     ) -> CIMultiDict[str]:
-        headers = end_to_end(request.headers, drop=("Host", *drop))
+        """The client's end-to-end headers (its W3C trace context included, untouched)
+        with the forwarding ones; ``traceparent``, on a traced request, names our span
+        as the origin's parent instead of the client's."""
+        headers = end_to_end(request.headers, drop=("Host", EXPLAIN_HEADER, *drop))
+        if traceparent is not None:
+            headers["traceparent"] = traceparent
         peer = request.remote
         add_forwarded(headers, peer, request.scheme, request.host)
         if self.origin.host_header == "preserve":
@@ -100,7 +105,10 @@ class Forwarder:
         return headers
 
     async def open(
-        self, request: web.BaseRequest, drop_headers: Iterable[str] = ()
+        self,
+        request: web.BaseRequest,
+        drop_headers: Iterable[str] = (),
+        traceparent: str | None = None,
     ) -> aiohttp.ClientResponse:
         """Send the request upstream (body streamed) and return once headers arrive.
 
@@ -134,7 +142,7 @@ class Forwarder:
             return await self.session.request(
                 request.method,
                 url,
-                headers=self.upstream_headers(request, drop_headers),
+                headers=self.upstream_headers(request, drop_headers, traceparent),
                 data=data,
                 allow_redirects=False,
                 compress=None,

@@ -21,6 +21,9 @@ HOP_BY_HOP = frozenset(
 )
 
 VIA = "1.1 rankgate"
+# An operator's request for the explanation of a feed response (its value: admin.token);
+# ours alone, never forwarded (proxy/feed/explanation.py).
+EXPLAIN_HEADER = "X-Rankgate-Explain"
 
 
 def connection_listed(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:

@@ -56,7 +56,31 @@ def check_config(path: Path, report: Report) -> Settings | None:
         f"{path}: listen {s.listen.host}:{s.listen.port}, admin {s.admin.host}:{s.admin.port}, "
         f"origin {s.origin.url}, workers {s.workers or 'auto'}",
     )
+    if s.tracing.enabled:
+        check_tracing(s, report)
     return settings
+
+
+def check_tracing(settings: Settings, report: Report) -> None:
+    """Whether the optional OpenTelemetry exporter is installed (the start needs it)."""
+    import importlib.util
+
+    t = settings.tracing
+    try:
+        found = importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is not None
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        report.line(
+            "FAIL", "tracing", "tracing.enabled: needs OpenTelemetry: pip install 'rankgate[otel]'"
+        )
+        return
+    report.line(
+        "ok",
+        "tracing",
+        f"OTLP/HTTP to {t.endpoint}/v1/traces, sample_ratio {t.sample_ratio:g} (parent-based), "
+        f"service {t.service_name}",
+    )
 
 
 def check_routes(settings: Settings, report: Report) -> Snapshot | None:

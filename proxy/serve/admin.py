@@ -12,11 +12,16 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
+from urllib.parse import parse_qsl
 
+import aiohttp
 import orjson
 from aiohttp import web
+from multidict import MultiDict
 
+from plugins.context import MAX_USER_ID
 from proxy.experiments.assignments import Assignments
+from proxy.feed.explain import explain
 from proxy.outcome.errors import RankgateError
 from proxy.routing.current import ReloadOutcome
 from proxy.serve.metrics import CONTENT_TYPE, Metrics
@@ -113,6 +118,10 @@ class LocalAdmin:
             ("POST", "/admin/reload"): self.reload,
             ("GET", "/admin/experiments"): self.experiments,
         }
+        # Those that read the query string.
+        self.query_handlers: dict[tuple[str, str], Callable[[str], Awaitable[Answer]]] = {
+            ("GET", "/admin/explain"): self.explain,
+        }
 
     async def healthz(self) -> Json:
         """Liveness: the process serves. Stays 200 while draining (do not kill a drain)."""
@@ -161,13 +170,14 @@ class LocalAdmin:
     async def admin(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
         bare = path.split("?", 1)[0]
         handler = self.handlers.get((method, bare))
-        if handler is None:
-            if any(p == bare for _, p in self.handlers):
+        reader = self.query_handlers.get((method, bare))
+        if handler is None and reader is None:
+            if any(p == bare for _, p in (*self.handlers, *self.query_handlers)):
                 return 405, {"error": f"method {method} not allowed on {bare}"}
             return 404, {"error": f"no admin endpoint {bare}"}
         if self.state.runtime is None:
             return 503, {"error": "not ready: routes and models are loading"}
-        return await handler()
+        return await handler() if handler is not None else await reader(path)  # type: ignore[misc]
 
     async def routes(self) -> Answer:
         """The active snapshot, and whether the files on disk are what it serves."""
@@ -193,6 +203,31 @@ class LocalAdmin:
         assert self.state.runtime is not None
         view = self.assignments.describe(self.state.runtime.store.current)
         return 200, {**view, "pid": os.getpid()}
+
+    async def explain(self, path: str) -> Answer:
+        """``?user=ID&path=/feed?query`` (and ``header=Name: value``, ``cookie=name=value``,
+        repeatable): the page asked from the origin as that user, and why it is served in
+        its order (proxy/feed/explanation.py)."""
+        assert self.state.runtime is not None
+        query = MultiDict(parse_qsl(path.partition("?")[2]))
+        user, target = query.get("user", ""), query.get("path", "")
+        if not user or len(user) > MAX_USER_ID or not target.startswith("/") or len(target) > 8192:
+            return 400, {"error": "want ?user=ID&path=/path/of/the/feed (user up to 256 chars)"}
+        headers = dict(h.partition(":")[::2] for h in query.getall("header", ()))
+        cookies = dict(c.partition("=")[::2] for c in query.getall("cookie", ()))
+        runtime = self.state.runtime
+        try:
+            report = await explain(
+                runtime.feed,
+                runtime.store.current,
+                target,
+                user,
+                {k.strip(): v.strip() for k, v in headers.items()},
+                cookies,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return 502, {"error": f"the origin did not answer: {type(exc).__name__}: {exc}"}
+        return 200, report
 
     async def reload(self) -> Answer:
         """Reload now: 200 with result ok or unchanged, 422 (old version serving) on error."""

@@ -12,7 +12,7 @@ from proxy.feed import stages
 from proxy.http.limits import GuardedServer, raise_fd_limit
 from proxy.outcome.ending import Ended
 from proxy.outcome.errors import OriginError, Outcome
-from proxy.outcome.record import RequestRecord
+from proxy.outcome.record import RequestRecord, mark
 from proxy.serve.runtime import Runtime
 
 log = logging.getLogger("rankgate.app")
@@ -36,14 +36,14 @@ class PublicApp:
         if rt.events is not None and request.path == rt.events.path:
             return await rt.events.handle(request)  # ours: never forwarded
         record = RequestRecord(request.method, request.path)
+        if rt.tracing is not None:
+            rt.tracing.start(request.headers, record)
         snapshot = rt.store.current  # this request's view, whatever reloads happen
         route = snapshot.match(request.method, request.path)
         rt.in_flight += 1
         try:
             if route is None:
-                upstream = await rt.forwarder.open(request)
-                record.status = upstream.status
-                return await rt.forwarder.stream_back(request, upstream)
+                return await self.pass_through(request, record)
             return await stages.handle(rt.feed, request, route, snapshot, record)
         except OriginError as exc:
             log.warning("%s %s: %s", request.method, request.path, exc.detail)
@@ -56,6 +56,22 @@ class PublicApp:
             rt.in_flight -= 1
             record.timings.setdefault("total", time.perf_counter() - record.started)
             self.observe(record)
+
+    async def pass_through(
+        self, request: web.BaseRequest, record: RequestRecord
+    ) -> web.StreamResponse:
+        forwarder, trace = self.runtime.forwarder, record.trace
+        if trace is None:
+            upstream = await forwarder.open(request)
+            record.status = upstream.status
+            return await forwarder.stream_back(request, upstream)
+        started = time.perf_counter()
+        try:
+            upstream = await forwarder.open(request, traceparent=trace.traceparent)
+            record.status = upstream.status
+            return await forwarder.stream_back(request, upstream)
+        finally:
+            mark(record, "origin", started)
 
 
 def build_server(runtime: Runtime) -> web.Server:

@@ -34,6 +34,7 @@ from proxy.routing.current import SnapshotStore
 from proxy.routing.limits import RoutesPolicy
 from proxy.routing.reload import RoutesWatcher
 from proxy.routing.sources import RedisRoutesSource, routes_follower
+from proxy.serve.tracing import Tracer, open_tracer
 from proxy.store.connect import connect_store
 from proxy.store.embeddings import EmbeddingStore
 from proxy.store.valkey import EmbeddedValkey
@@ -69,6 +70,7 @@ class Runtime:
     connections: ConnectionStats = field(default_factory=ConnectionStats)
     shadow_stats: ShadowStats = field(default_factory=ShadowStats)
     in_flight: int = 0
+    tracing: Tracer | None = None  # tracing.enabled: W3C trace context in, OTLP spans out
 
 
 @contextlib.asynccontextmanager
@@ -102,24 +104,25 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         # the server once it listens).
         follower = routes_follower(settings, store)
         await store.load_initial_bounded()
-        queue, recorder, events = None, None, None
-        if settings.exposures.enabled:
-            signer, unit_key = _keys(settings)
-            queue = await stack.enter_async_context(
-                running_sink(settings.exposures, redis_url, settings.exposures_dir)
-            )
-            recorder = ExposureLog(settings.exposures, queue, signer, unit_key)
-            if settings.events.enabled:
-                counts = token_counts(settings, redis_url)
-                stack.push_async_callback(counts.close)
-                events = EventsEndpoint(settings.events, signer, queue, settings.listen, counts)
+        queue, recorder, events = await _experiment_loop(stack, settings, redis_url)
+        tracer = open_tracer(settings.tracing)
+        if tracer is not None:
+            # Last in, first out: queued spans are flushed once the listener is down.
+            stack.push_async_callback(asyncio.to_thread, tracer.close)
         f = settings.feed
         shadow_stats = ShadowStats()
         shadows = ShadowRunner(shadow_stats, f.thread_min_items)
+        token = settings.admin.token
         feed = FeedServices(
-            forwarder, embeddings, f.max_body_bytes, f.thread_min_items, recorder, shadows
+            forwarder,
+            embeddings,
+            f.max_body_bytes,
+            f.thread_min_items,
+            recorder,
+            shadows,
+            explain_token=token.encode() if token else None,
         )
-        yield Runtime(
+        runtime = Runtime(
             settings,
             redis_url,
             embeddings,
@@ -130,7 +133,30 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             events,
             follower,
             shadow_stats=shadow_stats,
+            tracing=tracer,
         )
+        if tracer is not None:
+            runtime.observers.append(tracer.export)
+        yield runtime
+
+
+async def _experiment_loop(
+    stack: contextlib.AsyncExitStack, settings: Settings, redis_url: str
+) -> tuple[RecordQueue | None, ExposureLog | None, EventsEndpoint | None]:
+    """The exposure log's queue and recorder, and the events endpoint, where enabled."""
+    if not settings.exposures.enabled:
+        return None, None, None
+    signer, unit_key = _keys(settings)
+    queue = await stack.enter_async_context(
+        running_sink(settings.exposures, redis_url, settings.exposures_dir)
+    )
+    recorder = ExposureLog(settings.exposures, queue, signer, unit_key)
+    events = None
+    if settings.events.enabled:
+        counts = token_counts(settings, redis_url)
+        stack.push_async_callback(counts.close)
+        events = EventsEndpoint(settings.events, signer, queue, settings.listen, counts)
+    return queue, recorder, events
 
 
 def token_counts(settings: Settings, redis_url: str) -> TokenCounts:

@@ -7,9 +7,9 @@ Every command runs in ``bash -c`` in one working directory, as written. Its outp
 between): ``…`` stands for any text, and numbers (timings, sizes, pids) may differ,
 but not the ports of ``127.0.0.1:PORT`` addresses.
 
-A ``rankgate serve`` command keeps running, as in a terminal: the next commands run
-beside it (as in a second terminal) once its printed lines have appeared; at the end it
-gets a Ctrl-C (SIGINT to its process group).
+A ``rankgate serve`` (or ``rankgate demo``) command keeps running, as in a terminal: the
+next commands run beside it (as in a second terminal) once its printed lines have
+appeared; at the end it gets a Ctrl-C (SIGINT to its process group).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 NUMBER = r"\d+(?:\.\d+)?"
 ADDRESS = r"127\.0\.0\.1:\d+"
-BACKGROUND = ("rankgate serve",)
+BACKGROUND = ("rankgate serve", "rankgate demo")
 
 
 @dataclass

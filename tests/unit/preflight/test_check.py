@@ -226,3 +226,22 @@ async def test_a_cluster_and_its_pushed_routes(
             assert "redis key rankgate:routes version 2: unsigned: refused" in out
     finally:
         await runner.cleanup()
+
+
+async def test_tracing_is_checked_when_enabled(
+    good: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edit(
+        good,
+        "routes: routes.yaml",
+        "routes: routes.yaml\ntracing: {enabled: true, sample_ratio: 0.5}",
+    )
+    code, out = await check(good, capsys, "--offline")
+    assert code == 0, out
+    assert status_of(out, "tracing") == ["ok"]
+    assert "OTLP/HTTP to http://127.0.0.1:4318/v1/traces, sample_ratio 0.5" in out
+    # Without the otel extra (None in sys.modules: Python's own way to make an import fail).
+    monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.http", None)
+    code, out = await check(good, capsys, "--offline")
+    assert code == 1 and status_of(out, "tracing") == ["FAIL"], out
+    assert "pip install 'rankgate[otel]'" in out
