@@ -102,17 +102,18 @@ class Session:
 
 # Every (page, session) with commands to run. A page's runnable block that is neither
 # here, nor `not-run: REASON`, nor `run-by: TEST` fails tests/docs/test_pages.py.
+WITH_DEMO = Session(DEMO_PORTS, (checkout, demo_running))
 SESSIONS: dict[tuple[str, str], Session] = {
     ("README.md", "main"): Session(DEMO_PORTS, (checkout,)),
     ("README.md", "own-origin"): Session(ORIGIN_PORTS, (posts_origin,), valkey_stopped),
     ("docs/getting-started.md", "main"): Session(DEMO_PORTS, (checkout,)),
     ("docs/guides/own-origin.md", "main"): Session(ORIGIN_PORTS, (posts_origin,), valkey_stopped),
-    ("docs/guides/experiments.md", "main"): Session(DEMO_PORTS, (checkout, demo_running)),
+    ("docs/guides/experiments.md", "main"): WITH_DEMO,
     ("docs/guides/models.md", "main"): Session((), (checkout,)),
     ("docs/reference/configuration.md", "main"): Session((), (checkout,)),
-    ("docs/reference/cli.md", "main"): Session((), (checkout,)),
-    ("docs/reference/headers-and-reasons.md", "main"): Session(DEMO_PORTS, (checkout, demo_running)),
-    ("docs/reference/metrics-and-logs.md", "main"): Session(DEMO_PORTS, (checkout, demo_running)),
+    ("docs/reference/cli.md", "main"): Session(),
+    ("docs/reference/headers-and-reasons.md", "main"): WITH_DEMO,
+    ("docs/reference/metrics-and-logs.md", "main"): WITH_DEMO,
     ("models/README.md", "main"): Session((), (checkout,)),
 }
 

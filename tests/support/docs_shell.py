@@ -1,4 +1,4 @@
-"""The shell commands of the docs pages, found and run exactly as written.
+r"""The shell commands of the docs pages, found and run exactly as written.
 
 Pages are README.md, docs/**/*.md, plugins/README.md and models/README.md. A fenced
 block's info string is its language, then words that say how it is run:
@@ -154,7 +154,7 @@ def steps(text_or_blocks: str | list[Block]) -> list[Step]:
 
 
 def sh_commands(text: str) -> list[str]:
-    """An sh block's commands: one a line, ``\`` at the end continues it; blank lines
+    r"""An sh block's commands: one a line, ``\`` at the end continues it; blank lines
     and whole-line comments are not commands."""
     commands: list[str] = []
     pending = ""

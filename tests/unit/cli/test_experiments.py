@@ -274,7 +274,8 @@ def readme_section() -> str:
 
 def test_readme_readout_runs_as_written(tmp_path: Path) -> None:
     section = readme_section()
-    commands = re.findall(r"```sh run-by: tests/unit/cli/test_experiments.py\n(.*?)```", section, re.S)
+    runnable = r"```sh run-by: tests/unit/cli/test_experiments.py\n(.*?)```"
+    commands = re.findall(runnable, section, re.S)
     outputs = re.findall(r"```text\n(.*?)```", section, re.S)
     assert len(commands) == 1 and len(outputs) >= 1
     (tmp_path / "config").mkdir()
@@ -293,7 +294,8 @@ def test_readme_readout_runs_as_written(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == outputs[0], (
-        "docs/reference/cli.md's example report differs from what the command prints; paste this:\n" + done.stdout
+        "docs/reference/cli.md's example report differs from what the command prints; "
+        "paste this:\n" + done.stdout
     )
     body = orjson.loads((tmp_path / "report.json").read_bytes())
     (route,) = body["routes"]
