@@ -33,7 +33,9 @@ DEMO_PORTS = (8000, 8080, 9090, 16379)
 ORIGIN_PORTS = (9000, 8080, 9090, 16500)
 # What a checkout holds that a page's commands use; config/ is copied (commands may
 # write beside a config: .rankgate/), the rest linked.
-LINKED = (".venv", "Makefile", "pyproject.toml", "models", "demo", "proxy", "plugins", "edge")
+LINKED = (
+    ".venv", "Makefile", "pyproject.toml", "models", "demo", "proxy", "plugins", "edge", "tests"
+)
 
 # What "your origin" serves in the pages: {"data": {"posts": [{"pid": ...}, ...]}}.
 POSTS = [{"pid": k, "title": f"Post {k}"} for k in range(1, 21)]
@@ -109,6 +111,7 @@ SESSIONS: dict[tuple[str, str], Session] = {
     ("docs/getting-started.md", "main"): Session(DEMO_PORTS, (checkout,)),
     ("docs/guides/own-origin.md", "main"): Session(ORIGIN_PORTS, (posts_origin,), valkey_stopped),
     ("docs/guides/experiments.md", "main"): WITH_DEMO,
+    ("docs/development.md", "main"): Session((), (checkout,)),
     ("docs/guides/models.md", "main"): Session((), (checkout,)),
     ("docs/reference/configuration.md", "main"): Session((), (checkout,)),
     ("docs/reference/cli.md", "main"): Session(),

@@ -114,6 +114,17 @@ def test_the_paths_a_page_names_exist(page: str) -> None:
     assert named and missing == [], missing
 
 
+def test_the_layout_tree_names_every_package_of_proxy() -> None:
+    text = (ROOT / "docs" / "development.md").read_text()
+    tree = re.search(r"## Layout\n\n```text\n(.*?)```", text, re.S)
+    assert tree, "docs/development.md lost its layout tree"
+    listed = re.findall(r"^  (\w+)/ ", tree.group(1), re.M)
+    packages = sorted(p.parent.name for p in (ROOT / "proxy").glob("*/__init__.py"))
+    assert sorted(listed) == packages
+    tops = re.findall(r"^(\w+)/ ", tree.group(1), re.M)
+    assert all((ROOT / top).is_dir() for top in tops), tops
+
+
 def test_the_readme_fits_on_a_page_and_keeps_the_two_commands() -> None:
     text = (ROOT / "README.md").read_text()
     assert len(text.splitlines()) <= 250
