@@ -1,6 +1,6 @@
 """Every page's commands run as written, and none can be added without a test.
 
-The pages are README.md, docs/**/*.md, plugins/README.md and models/README.md; how a
+The pages are README.md, docs/**/*.md and each folder's README.md; how a
 block says whether and how it runs is in tests/support/docs_shell.py, what each session
 needs in tests/docs/sessions.py. Also: every relative link resolves, the paths the
 architecture and development pages name exist, the README fits on a page and keeps the

@@ -1,7 +1,7 @@
 r"""The shell commands of the docs pages, found and run exactly as written.
 
-Pages are README.md, docs/**/*.md, plugins/README.md and models/README.md. A fenced
-block's info string is its language, then words that say how it is run:
+Pages are README.md, docs/**/*.md and the README.md of each folder (plugins/, models/,
+edge/). A fenced block's info string is its language, then words that say how it is run:
 
 - ```` ```console ````: ``$ command`` lines, each followed by what it prints. Every
   command runs in ``bash -c`` in the session's working directory, as written; its output
@@ -80,7 +80,8 @@ class Block:
 
 def pages(root: Path = ROOT) -> list[Path]:
     """Every page whose commands a user may run."""
-    found = [root / "README.md", root / "plugins" / "README.md", root / "models" / "README.md"]
+    found = [root / "README.md"]
+    found += sorted(page for page in root.glob("*/README.md") if page.parent.name != "docs")
     found += sorted((root / "docs").rglob("*.md"))
     return [page for page in found if page.is_file()]
 
