@@ -31,11 +31,10 @@ ROOT = docs_shell.ROOT
 BIN = Path(sys.executable).parent  # the venv's: rankgate, python
 DEMO_PORTS = (8000, 8080, 9090, 16379)
 ORIGIN_PORTS = (9000, 8080, 9090, 16500)
-# What a checkout holds that a page's commands use; config/ is copied (commands may
-# write beside a config: .rankgate/), the rest linked.
-LINKED = (
-    ".venv", "Makefile", "pyproject.toml", "models", "demo", "proxy", "plugins", "edge", "tests"
-)
+# A checkout's files are linked into a session's directory, but for what commands write
+# into (config/ is copied: a config's embedded Valkey keeps its data beside it) or what
+# is the checkout's own (.git, build output, venvs).
+OWN = {".git", "config", "build", ".rankgate", ".pytest_cache", "rankgate.egg-info"}
 
 # What "your origin" serves in the pages: {"data": {"posts": [{"pid": ...}, ...]}}.
 POSTS = [{"pid": k, "title": f"Post {k}"} for k in range(1, 21)]
@@ -69,9 +68,18 @@ def posts_origin(workdir: Path) -> Iterator[None]:
 
 @contextmanager
 def checkout(workdir: Path) -> Iterator[None]:
-    for name in LINKED:
-        (workdir / name).symlink_to(ROOT / name)
+    """A set-up checkout: its files, and a ``.venv`` that is the venv running the tests
+    (``.venv``, or ``.venv-latest`` under ``make test-latest``), which `make` finds set up."""
+    for entry in ROOT.iterdir():
+        if entry.name not in OWN and not entry.name.startswith(".venv"):
+            (workdir / entry.name).symlink_to(entry)
     shutil.copytree(ROOT / "config", workdir / "config")
+    venv = workdir / ".venv"
+    venv.mkdir()
+    for entry in Path(sys.prefix).iterdir():
+        if not entry.name.startswith(".installed"):
+            (venv / entry.name).symlink_to(entry)
+    (venv / ".installed-dev").touch()  # `make setup` done (the Makefile's stamp)
     yield
 
 
