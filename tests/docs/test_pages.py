@@ -43,15 +43,13 @@ def test_every_fence_names_its_language() -> None:
 def test_every_runnable_block_is_run_or_says_why() -> None:
     unclaimed = []
     for page in PAGES:
-        page_blocks = docs_shell.blocks(page)
-        run_here = {id(b) for found in docs_shell.sessions(page_blocks).values() for b in found}
         name = page.relative_to(ROOT).as_posix()
-        registered = {session for (p, session) in SESSIONS if p == name}
-        in_sessions = {
-            id(b)
+        page_blocks = docs_shell.blocks(page)
+        registered = {
+            id(block)
             for session, found in docs_shell.sessions(page_blocks).items()
-            if session in registered
-            for b in found
+            if (name, session) in SESSIONS
+            for block in found
         }
         for block in page_blocks:
             if not block.runnable:
@@ -62,8 +60,7 @@ def test_every_runnable_block_is_run_or_says_why() -> None:
             elif runner is not None:
                 assert runner.startswith("tests/") and (ROOT / runner).is_file(), block.where
                 assert name in (ROOT / runner).read_text(), f"{runner} does not read {name}"
-            elif id(block) not in in_sessions:
-                assert id(block) in run_here
+            elif id(block) not in registered:
                 unclaimed.append(block.where)
     assert unclaimed == [], (
         f"commands no test runs: {unclaimed}; register the session in tests/docs/sessions.py "
