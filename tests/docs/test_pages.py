@@ -159,3 +159,12 @@ def test_the_commands_run_as_written(page: str, session: str, tmp_path: Path) ->
         timeout=SESSIONS[(page, session)].limit_s + 60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_metric_is_on_the_metrics_page() -> None:
+    code = "\n".join(p.read_text() for p in (ROOT / "proxy" / "serve").glob("*.py"))
+    names = set(re.findall(r"\brankgate_[a-z0-9_]*[a-z0-9]\b", code))
+    names = {n for n in names if not any(m != n and m.startswith(n + "_") for m in names)}
+    page = (ROOT / "docs" / "reference" / "metrics-and-logs.md").read_text()
+    assert len(names) > 10
+    assert sorted(n for n in names if n not in page) == []
