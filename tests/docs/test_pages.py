@@ -168,3 +168,25 @@ def test_every_metric_is_on_the_metrics_page() -> None:
     page = (ROOT / "docs" / "reference" / "metrics-and-logs.md").read_text()
     assert len(names) > 10
     assert sorted(n for n in names if n not in page) == []
+
+
+def test_every_command_is_on_the_cli_page() -> None:
+    import argparse
+
+    from proxy.cli.main import build_parser
+
+    def commands(parser: argparse.ArgumentParser, prefix: str) -> list[str]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    below = commands(sub, f"{prefix} {name}")
+                    found += below or [f"{prefix} {name}"]  # the commands one runs
+        return found
+
+    page = (ROOT / "docs" / "reference" / "cli.md").read_text()
+    every = commands(build_parser(), "rankgate")
+    assert len(every) > 10
+    # A command by its full name, or a subcommand by its own in its command's row.
+    missing = [c for c in every if f"`{c}`" not in page and f"`{c.rsplit(' ', 1)[1]}`" not in page]
+    assert missing == []
