@@ -26,6 +26,7 @@ BLOCKS = [block for page in PAGES for block in docs_shell.blocks(page)]
 # A date in a comment or docstring, or "measured" beside a figure: "(wrk, 2026-11-29)",
 # "Measured here: ~155 us".
 DATED = re.compile(r"\b20\d\d-\d\d-\d\d\b|(?i:\bmeasured\b).*\d+ ?(?:us|µs|ms|x)\b")
+CODE_DIRS = ("proxy", "plugins", "demo", "models")
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
 
 
@@ -134,10 +135,11 @@ def test_the_readme_fits_on_a_page_and_keeps_the_two_commands() -> None:
     assert "edge-setup" in (ROOT / "Makefile").read_text()
 
 
-def test_no_dated_measurement_in_the_code() -> None:
+def test_no_dated_measurement_in_the_readme_or_the_code() -> None:
     # Figures with a date belong in docs/performance.md, with their command.
     dated = []
-    for path in sorted((ROOT / "proxy").rglob("*.py")):
+    code = [ROOT / "README.md"] + [p for d in CODE_DIRS for p in sorted((ROOT / d).rglob("*.py"))]
+    for path in code:
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if DATED.search(line):
                 dated.append(f"{path.relative_to(ROOT)}:{number}")
