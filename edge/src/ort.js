@@ -5,7 +5,7 @@
 // handed a small placeholder as `wasmBinary`: when its loader instantiates that
 // placeholder, the wrapper below instantiates the imported module instead. One thread,
 // no proxy worker. The wrapper depends on ORT's loader: onnxruntime-web is pinned in
-// package.json (see shared notes in the README's edge section).
+// package.json (see docs/guides/edge.md).
 
 import * as ort from "onnxruntime-web/wasm";
 import wasmModule from "./ort-wasm-simd-threaded.wasm";

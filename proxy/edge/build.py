@@ -119,7 +119,7 @@ def wrangler_toml(
     flags = ", ".join(_toml(f) for f in manifest["compatibility_flags"])
     return f"""\
 # {header}
-# Deploy from this directory with wrangler (needs a Cloudflare account): README, "At the edge".
+# Deploy from this directory with wrangler (needs a Cloudflare account): docs/guides/edge.md.
 name = {_toml(name)}
 main = {_toml(manifest["main"])}
 compatibility_date = {_toml(manifest["compatibility_date"])}

@@ -111,9 +111,8 @@ class Flusher:
 
 class RedisStreamWriter:
     """``XADD key MAXLEN ~ N * r <json>`` per record, a batch in one write on one
-    connection. The commands are packed here (a constant prefix and the record): through
-    redis-py's pipeline the same batch cost ~14 us of CPU per record, a tenth of a
-    re-rank's whole budget on this VM."""
+    connection. The commands are packed here (a constant prefix and the record): redis-py's
+    pipeline costs several times as much CPU per record (docs/performance.md)."""
 
     def __init__(self, url: str, stream: str, maxlen: int, timeout_ms: float) -> None:
         timeout = timeout_ms / 1000.0

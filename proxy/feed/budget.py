@@ -22,7 +22,7 @@ async def within(future: asyncio.Future[T], deadline: float, plugin: str | None 
     it as never retrieved."""
     if not future.done():
         # A waiter woken by whichever comes first: asyncio.wait() does the same with
-        # sets and a counter, 2-7 us more per wait (measured on uvloop).
+        # sets and a counter, a few us more per wait (docs/performance.md).
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         timer = loop.call_at(deadline, _wake, waiter)

@@ -5,8 +5,9 @@ a ``Reason``; the feed path catches that one base class and serves the origin's 
 with ``X-Rerank: skipped; reason=REASON`` (and ``; plugin=NAME`` when a plugin caused
 it). Errors of the libraries underneath (aiohttp, redis-py, orjson, onnxruntime, a
 plugin's code) are translated into this tree where they occur, so nothing above those
-calls sees a third-party exception. The README's reason table is generated from
-``Reason`` (tests/unit/outcome/test_errors.py checks it), as are the metrics' label values.
+calls sees a third-party exception. The reason tables of
+docs/reference/headers-and-reasons.md are generated from ``Reason``
+(tests/unit/outcome/test_errors.py checks it), as are the metrics' label values.
 
     RankgateError                 reason, plugin, detail
     ├── Skip                      a decision: no-user, unknown-user, control, method, budget
@@ -259,15 +260,15 @@ def _table(reasons: list[Reason]) -> str:
 
 
 def reason_table() -> str:
-    """The README's table of reasons not to re-rank, as Markdown."""
+    """docs/reference/headers-and-reasons.md's table of reasons not to re-rank, as Markdown."""
     return _table([r for r in Reason if r.outcome in (Outcome.SKIPPED, Outcome.CONTROL)])
 
 
 def origin_table() -> str:
-    """The README's table of origin failures, as Markdown."""
+    """docs/reference/headers-and-reasons.md's table of origin failures, as Markdown."""
     return _table([r for r in Reason if r.outcome is Outcome.ORIGIN_ERROR])
 
 
 def ending_table() -> str:
-    """The README's table of client aborts and rankgate's own answers, as Markdown."""
+    """docs/reference/headers-and-reasons.md's table of client aborts and our own answers."""
     return _table([r for r in Reason if r.outcome in (Outcome.CLIENT_ABORT, Outcome.LOCAL)])

@@ -33,7 +33,7 @@ def render_config(
     today = datetime.date.today().isoformat()
     head = f"""\
 # rankgate.yaml, written by `rankgate init` on {today}. Read at start: a change needs
-# a restart. Every key left out has a default (README, "Configuration"); relative paths
+# a restart. Every key left out has a default (docs/reference/configuration.md); relative paths
 # resolve against this file's directory.
 """
     return head + _block(

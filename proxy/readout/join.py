@@ -6,7 +6,7 @@ exposure it follows). Counts that need no join are tallied at once; for the join
 exposure keeps only its arm and served ids, and the events are matched in
 :meth:`Readout.result`.
 
-Definitions (the README's "The readout" section says the same for users):
+Definitions (docs/reference/cli.md, `rankgate experiments report`, says the same for users):
 
 - An arm's exposures count every feed decision on it, applied or not (intent to treat: a
   skip is part of what the arm does).

@@ -78,8 +78,8 @@ def build_server(runtime: Runtime) -> web.Server:
     """The public listener: aiohttp's low-level server, every request to one handler.
 
     Every path is ours to forward, so the router, middlewares and app signals of a
-    web.Application would only cost time: 20-40% of a trivial handler's throughput
-    (wrk, 2-vCPU VM, 2026-11-29). No client_max_size: bodies stream to the origin.
+    web.Application would only cost time (a large share of a trivial handler's
+    throughput: docs/performance.md). No client_max_size: bodies stream to the origin.
     GuardedServer bounds what clients can hold (proxy/http/limits.py).
     """
     s = runtime.settings

@@ -43,8 +43,8 @@ from proxy.serve.warmup import warm_up
 log = logging.getLogger("rankgate.server")
 
 # A feed parse makes ~1 000 objects, and full collections over everything loaded at
-# start-up (onnxruntime, numpy, modules) made the p99 (20-25 ms at concurrency 16 against
-# ~7 ms; README, Performance). gc.freeze() takes the start-up heap out of collections; a
+# start-up (onnxruntime, numpy, modules) made the p99 (docs/performance.md, "Measurements
+# behind the code"). gc.freeze() takes the start-up heap out of collections; a
 # larger gen-0 threshold makes young collections rarer. RANKGATE_GC_TUNING=0 turns it off.
 GC_GEN0_THRESHOLD = 20_000
 

@@ -5,8 +5,8 @@ origin (left in the client's pool, no request sent: the origin sees an idle
 connection, not a request it did not ask for), opens a Redis connection (one PING on
 the hot-path link, which keeps it), and runs every model once on a feed-sized batch on
 the event loop's thread, where small batches run (the load's own warm run is on a
-loader thread). Measured with ``bench/run.py --only startup``: the first request cost
-~5x a warm one without this.
+loader thread). Without it the first request costs several times a warm one
+(``bench/run.py --only startup``; docs/performance.md).
 
 A feed route with a ``sample:`` path (the page ``rankgate init`` and ``rankgate check``
 fetch) has that page fetched once more and its items' vectors loaded into the item

@@ -98,8 +98,8 @@ class EmbeddingStore:
         return bool(np.isfinite(np.frombuffer(raw, dtype=F32)).all())
 
     def _valid_many(self, raws: list[Any]) -> tuple[list[bool], np.ndarray]:
-        """_valid for a whole reply in one numpy pass (one vector at a time cost ~2.8 us
-        each here, 280 us for a 100-item miss), and the valid vectors, in order, as one
+        """_valid for a whole reply in one numpy pass (one vector at a time costs ten
+        times as much: docs/performance.md), and the valid vectors, in order, as one
         [n, dim] matrix."""
         nbytes = self.nbytes
         ok = [isinstance(raw, bytes) and len(raw) == nbytes for raw in raws]

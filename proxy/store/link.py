@@ -1,10 +1,10 @@
 """The hot-path Redis link: redis-py connections (its URL parsing, auth, TLS, hiredis
 parser and socket timeouts) driven directly from a small free list.
 
-Measured here: ``Redis.get()`` costs ~155 us of CPU per command (pool lock, retry
-wrapper, observability hooks) against ~58 us for ``send_packed_command`` +
-``read_response`` on a held connection; at one or two commands per feed request that
-difference is a large share of the proxy's own time.
+``Redis.get()`` pays for a pool lock, a retry wrapper and observability hooks on every
+command; ``send_packed_command`` + ``read_response`` on a held connection costs a
+fraction of that, and at one or two commands per feed request the difference is a large
+share of the proxy's own time (figures: docs/performance.md).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ GUIDE = (ROOT / "docs" / "guides" / "fleet.md").read_text()
 
 
 def block(marker: str) -> str:
-    found = re.search(rf"<!-- {marker} -->\n```sh\n(.*?)```", GUIDE, re.S)
+    found = re.search(rf"<!-- {marker} -->\n```sh[^\n]*\n(.*?)```", GUIDE, re.S)
     assert found, f"fleet.md lost its {marker} block"
     return found.group(1)
 

@@ -131,7 +131,7 @@ def test_invalid_routes_are_refused_as_serve_refuses_them(tmp_path: Path) -> Non
 
 
 def test_what_the_edge_cannot_honour_refuses_the_build(tmp_path: Path) -> None:
-    """The README's example: each problem on its own line, by YAML path."""
+    """docs/guides/edge.md's example: each problem on its own line, by YAML path."""
     dot_model(tmp_path / "m.onnx")
     routes = """\
 models: {m: {path: m.onnx}}
@@ -147,7 +147,7 @@ routes:
     cfg = write(tmp_path, routes)
     done = rankgate("edge", "build", "--config", str(cfg), "--out", str(tmp_path / "out"))
     assert done.returncode == 2, done.stderr
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "guides" / "edge.md").read_text()
     example = re.search(
         r"\$ rankgate edge build --config config/rankgate.yaml.*?\n(.*?)```", readme, re.S
     )

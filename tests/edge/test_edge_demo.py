@@ -1,6 +1,6 @@
 """Done when: `rankgate edge build` on the demo's config gives a Worker that, in workerd,
 serves the demo feed re-ranked in the same order as `rankgate serve` (here the running
-demo's proxy) for the demo users, with the same arms. And the README's edge commands run
+demo's proxy) for the demo users, with the same arms. And docs/guides/edge.md's commands run
 exactly as written."""
 
 from __future__ import annotations
@@ -167,14 +167,17 @@ async def test_every_demo_user_same_order_and_arm(demo: Demo, worker: EdgeProces
     } <= arms
 
 
-# -- the README's commands, as written ---------------------------------------------------
+# -- docs/guides/edge.md's commands, as written ----------------------------------------
 
-README = (ROOT / "README.md").read_text()
+PAGE = "docs/guides/edge.md"
+README = (ROOT / PAGE).read_text()
 
 
 def readme_block(marker: str) -> list[str]:
-    found = re.search(rf"<!-- {marker} -->\n```sh\n(.*?)```", README, re.S)
-    assert found, f"README.md lost its {marker} block"
+    found = re.search(
+        rf"<!-- {marker} -->\n```sh run-by: tests/edge/test_edge_demo.py\n(.*?)```", README, re.S
+    )
+    assert found, f"{PAGE} lost its {marker} block"
     return [line for line in found.group(1).splitlines() if line and not line.startswith("#")]
 
 
@@ -192,9 +195,9 @@ README_PORTS = (8000, 8787)  # the demo's origin and `node edge/dev.mjs`, as wri
 
 
 def test_readme_edge_commands_run_as_written(readme_checkout: Path) -> None:
-    """Run as written, where the README's fixed ports are ours (tests/support/prereq.py)."""
+    """Run as written, where the page's fixed ports are ours (tests/support/prereq.py)."""
     skip_without_node()
-    need_tool("curl", "the README's commands use curl")
+    need_tool("curl", "docs/guides/edge.md's commands use curl")
     inner = [sys.executable, "-m", "tests.edge.test_edge_demo", str(readme_checkout)]
     done = subprocess.run(
         isolated(inner, README_PORTS), cwd=ROOT, capture_output=True, text=True, timeout=240
@@ -203,7 +206,7 @@ def test_readme_edge_commands_run_as_written(readme_checkout: Path) -> None:
 
 
 async def run_readme(readme_checkout: Path) -> None:
-    """The demo's origin on 8000, then the README's edge blocks, each line as written."""
+    """The demo's origin on 8000, then the page's edge blocks, each line as written."""
     demo = Demo(DemoOptions(origin_port=8000, port=0, admin_port=0))  # the demo's origin
     await demo.start()
     edge: EdgeProcess | None = None

@@ -24,7 +24,10 @@ def skip_without_node() -> None:
     which installs them (tests/support/prereq.py)."""
     missing = node_ready()
     if missing is not None:
-        unmet(f"edge Worker tests need node: {missing} (make test runs npm ci when npm exists)")
+        unmet(
+            f"edge Worker tests need node: {missing} "
+            "(make test runs npm ci, through make edge-setup, where npm exists)"
+        )
 
 
 def rankgate(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

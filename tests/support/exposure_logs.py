@@ -21,7 +21,7 @@ from proxy.routing.arms import bucket
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "docs" / "exposures.schema.json").read_text())
-T0 = 1_795_000_000_000  # 2026-11-18 in ms: a fixed clock makes the readme's output stable
+T0 = 1_795_000_000_000  # 2026-11-18 in ms: a fixed clock keeps the docs' example report stable
 
 Record = dict[str, Any]
 
@@ -257,7 +257,7 @@ def percent_traffic(
 
 
 def readme_log(directory: Path, seed: int = 2) -> list[Path]:
-    """The log behind the README's example report: a day of the home-feed route of
+    """The log behind the example report of docs/reference/cli.md: a day of the home-feed route of
     config/routes.yaml (default ranker_v1, beta-cookie, spring-test at 10% by bucket),
     plus an interleaved arm v1-vs-v2 and a shadow model on some default requests; two
     files, as two processes of the JSONL sink would write them."""

@@ -52,7 +52,7 @@ def ports_free(ports: Iterable[int]) -> bool:
 
 
 def isolated(argv: list[str], ports: tuple[int, ...]) -> list[str]:
-    """``argv`` to run where the fixed ``ports`` a README names are free: in a network
+    """``argv`` to run where the fixed ``ports`` a docs page names are free: in a network
     namespace of its own (the machine's servers on those ports are not in the way, and
     nothing it starts is reachable from outside), else on the machine's loopback when
     they are free there."""

@@ -1,5 +1,5 @@
 """`rankgate experiments report` end to end: JSONL files and a real Redis Stream (Valkey)
-give the same report, --since, --route, malformed lines, errors, and the README's
+give the same report, --since, --route, malformed lines, errors, and the CLI reference's
 "The readout" section run exactly as written."""
 
 from __future__ import annotations
@@ -262,20 +262,21 @@ def test_parse_duration() -> None:
     assert parse_duration("2w") == 1_209_600_000
 
 
-# --- the README ------------------------------------------------------------------------
+# --- the CLI reference: docs/reference/cli.md --------------------------------------------
 
-README = (ROOT / "README.md").read_text()
+PAGE = (ROOT / "docs" / "reference" / "cli.md").read_text()
 
 
 def readme_section() -> str:
-    found = re.search(r"\n### The readout\n(.*?)(?=\n## |\n### )", README, re.S)
-    assert found, "README.md lost its 'The readout' section"
+    found = re.search(r"\n## `rankgate experiments report`\n(.*?)(?=\n## |\Z)", PAGE, re.S)
+    assert found, "docs/reference/cli.md lost its `rankgate experiments report` section"
     return found.group(1)
 
 
 def test_readme_readout_runs_as_written(tmp_path: Path) -> None:
     section = readme_section()
-    commands = re.findall(r"```sh\n(.*?)```", section, re.S)
+    runnable = r"```sh run-by: tests/unit/cli/test_experiments.py\n(.*?)```"
+    commands = re.findall(runnable, section, re.S)
     outputs = re.findall(r"```text\n(.*?)```", section, re.S)
     assert len(commands) == 1 and len(outputs) >= 1
     (tmp_path / "config").mkdir()
@@ -294,7 +295,8 @@ def test_readme_readout_runs_as_written(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == outputs[0], (
-        "README's example report differs from what the command prints; paste this:\n" + done.stdout
+        "docs/reference/cli.md's example report differs from what the command prints; "
+        "paste this:\n" + done.stdout
     )
     body = orjson.loads((tmp_path / "report.json").read_bytes())
     (route,) = body["routes"]

@@ -211,17 +211,18 @@ def test_every_command_without_a_config_names_the_flag(
     assert "no config: pass --config FILE" in done.stderr
 
 
-def test_readme_config_block_validates_and_states_the_defaults() -> None:
-    """The rankgate.yaml block of README.md is a valid file whose limits are the defaults."""
+def test_reference_config_block_validates_and_states_the_defaults() -> None:
+    """docs/reference/configuration.md's rankgate.yaml is a valid file whose limits are the
+    defaults."""
     import re
 
     import yaml
 
     from proxy.config.settings import Settings
 
-    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
-    block = re.search(r"\*\*`rankgate.yaml`\*\*.*?```yaml\n(.*?)```", readme, re.S)
-    assert block, "README.md lost its rankgate.yaml block"
+    page = Path(__file__).resolve().parents[3] / "docs" / "reference" / "configuration.md"
+    block = re.search(r"```yaml file=config/rankgate.yaml\n(.*?)```", page.read_text(), re.S)
+    assert block, "docs/reference/configuration.md lost its rankgate.yaml block"
     data = yaml.safe_load(block.group(1))
     settings = Settings.model_validate(data)
     defaults = Settings.model_validate({"origin": {"url": data["origin"]["url"]}})

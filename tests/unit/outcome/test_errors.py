@@ -1,5 +1,6 @@
-"""The one list of reasons and the error tree: the README agrees with it, each error
-class carries only its own reasons, third-party errors translate to the right reason."""
+"""The one list of reasons and the error tree: docs/reference/headers-and-reasons.md agrees
+with it, each error class carries only its own reasons, third-party errors translate to the
+right reason."""
 
 from __future__ import annotations
 
@@ -30,16 +31,17 @@ from proxy.outcome.errors import (
 )
 from proxy.serve.metrics import _bounded
 
-README = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+PAGE = Path(__file__).resolve().parents[3] / "docs" / "reference" / "headers-and-reasons.md"
+REASONS = PAGE.read_text()
 
 
 def block(name: str) -> str:
-    found = re.search(rf"<!-- {name}:start -->\n(.*?)\n<!-- {name}:end -->", README, re.S)
-    assert found, f"README lost its {name} table"
+    found = re.search(rf"<!-- {name}:start -->\n(.*?)\n<!-- {name}:end -->", REASONS, re.S)
+    assert found, f"{PAGE.name} lost its {name} table"
     return found.group(1)
 
 
-def test_readme_tables_are_the_reasons() -> None:
+def test_the_reference_tables_are_the_reasons() -> None:
     assert block("reasons") == reason_table()
     assert block("origin-reasons") == origin_table()
     assert block("ending-reasons") == ending_table()

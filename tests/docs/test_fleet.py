@@ -1,6 +1,6 @@
-"""README "Past one machine" runs as written: its config block and its shell commands
-(load embeddings into a cluster, push routes, fleet status) against a real three-node
-cluster and a serving rankgate that follows Redis."""
+"""docs/guides/fleet.md runs as written: its config block and its shell commands (load
+embeddings into a cluster, push routes, fleet status) against a real three-node cluster
+and a serving rankgate that follows Redis."""
 
 from __future__ import annotations
 
@@ -20,19 +20,20 @@ from tests.support.clusters import ValkeyCluster
 from tests.support.common import feed_origin, proxy_get, running_proxy, start_app
 
 ROOT = Path(__file__).resolve().parents[2]
-README = (ROOT / "README.md").read_text()
+PAGE = "docs/guides/fleet.md"
+README = (ROOT / PAGE).read_text()
 
 
 def block(marker: str, lang: str) -> str:
     found = re.search(rf"<!-- {marker} -->\n```{lang}\n(.*?)```", README, re.S)
-    assert found, f"README lost its {marker} block"
+    assert found, f"{PAGE} lost its {marker} block"
     return found.group(1)
 
 
 def test_the_config_block_is_what_the_commands_need() -> None:
     config = yaml.safe_load(block("fleet-config", "yaml"))
     assert config["redis"]["cluster"] is True and config["routes_source"] == "redis"
-    commands = block("fleet-commands", "sh").splitlines()
+    commands = block("fleet-commands", "sh run-by: tests/docs/test_fleet.py").splitlines()
     assert all(c.startswith("rankgate ") and "--config rankgate.yaml" in c for c in commands)
 
 
@@ -80,7 +81,7 @@ async def test_fleet_commands_as_written(
     outputs = []
     try:
         async with running_proxy(tmp_path / "rankgate.yaml") as proxy:
-            for line in block("fleet-commands", "sh").splitlines():
+            for line in block("fleet-commands", "sh run-by: tests/docs/test_fleet.py").splitlines():
                 proc = await asyncio.create_subprocess_shell(
                     line,
                     cwd=tmp_path,
