@@ -211,6 +211,19 @@ class Events(Strict):
         return value
 
 
+class Readout(Strict):
+    """How ``rankgate experiments report`` decides (docs/guides/experiments.md)."""
+
+    # The chance of ever declaring a false difference, however often the report is read.
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
+    # Units (users) over the compared arms at which a decision is expected: the confidence
+    # sequence is narrowest there (GrowthBook's default).
+    expected_units: Annotated[int, Field(ge=10)] = 5000
+    # The smallest relative lift that matters: an interval inside +-min_effect is "no
+    # difference".
+    min_effect: Annotated[float, Field(gt=0, lt=10)] = 0.02
+
+
 class RoutesRedis(Strict):
     """Where the fleet's routes live in Redis (routes_source: redis)."""
 
@@ -241,6 +254,7 @@ class Settings(Strict):
     logging: Logging = Logging()
     exposures: Exposures = Exposures()
     events: Events = Events()
+    readout: Readout = Readout()
     routes: str = "routes.yaml"
     # Reload routes.yaml (and the models it names) when their content changes on disk.
     routes_watch: bool = True

@@ -31,6 +31,7 @@ from proxy.config.routes import Route
 from proxy.readout.logreader import Event, Exposure
 from proxy.readout.report import Report, route_report
 from proxy.readout.tally import ArmTally, Join, ShadowTally
+from proxy.readout.verdict import DEFAULT_TUNING, Tuning
 
 __all__ = ["Readout"]
 
@@ -72,7 +73,7 @@ class Readout:
             return
         self._exposures += 1
         arm = self._arms.setdefault(record.route, {}).setdefault(record.arm, ArmTally())
-        arm.expose(record)
+        index = arm.expose(record)
         shadow = None
         if record.shadow_model is not None and record.shadow_items is not None:
             shadow = self._shadows.setdefault(record.route, {}).setdefault(
@@ -86,7 +87,7 @@ class Readout:
         shadow_items = record.shadow_items
         if shadow_items is not None:
             shadow_items = tuple([ids.setdefault(i, i) for i in shadow_items])
-        self._joins[record.id] = Join(arm, shadow, items, record.teams, shadow_items)
+        self._joins[record.id] = Join(arm, index, shadow, items, record.teams, shadow_items)
 
     def _join_events(self) -> int:
         orphans = 0
@@ -98,7 +99,11 @@ class Readout:
                 join.settle(events)
         return orphans
 
-    def result(self, routes: Sequence[Route] = ()) -> Report:
+    def arms(self, route: str) -> dict[str, ArmTally]:
+        """A route's arms as read (joined once :meth:`result` ran): for figures over time."""
+        return self._arms.get(route, {})
+
+    def result(self, routes: Sequence[Route] = (), tuning: Tuning = DEFAULT_TUNING) -> Report:
         """The report; ``routes`` (from routes.yaml) give the arm order and the split."""
         orphans = self._join_events()
         self._events.clear()  # joined: a second call must not count the clicks again
@@ -109,7 +114,11 @@ class Readout:
             names.append(self.route)
         out = [
             route_report(
-                name, self._arms.get(name, {}), self._shadows.get(name, {}), configured.get(name)
+                name,
+                self._arms.get(name, {}),
+                self._shadows.get(name, {}),
+                configured.get(name),
+                tuning,
             )
             for name in names
         ]
@@ -121,4 +130,5 @@ class Readout:
             orphan_events=orphans,
             first_ts=self._first,
             last_ts=self._last,
+            tuning=tuning,
         )
