@@ -103,8 +103,11 @@ class Readout:
         """A route's arms as read (joined once :meth:`result` ran): for figures over time."""
         return self._arms.get(route, {})
 
-    def result(self, routes: Sequence[Route] = (), tuning: Tuning = DEFAULT_TUNING) -> Report:
-        """The report; ``routes`` (from routes.yaml) give the arm order and the split."""
+    def result(
+        self, routes: Sequence[Route] = (), tuning: Tuning = DEFAULT_TUNING, points: int = 0
+    ) -> Report:
+        """The report; ``routes`` (from routes.yaml) give the arm order and the split;
+        ``points``: figures at that many cut-offs through the log too (for a chart)."""
         orphans = self._join_events()
         self._events.clear()  # joined: a second call must not count the clicks again
         configured = {r.name: r for r in routes}
@@ -119,6 +122,7 @@ class Readout:
                 self._shadows.get(name, {}),
                 configured.get(name),
                 tuning,
+                (self._first, self._last, points),
             )
             for name in names
         ]

@@ -5,11 +5,11 @@ tallies of proxy/readout/tally.py; definitions of each figure: proxy/readout/joi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.config.routes import DEFAULT_ARM, Route, arm_name
-from proxy.readout.compare import ArmFigures, compare_arms
+from proxy.readout.compare import ArmFigures, compare_arms, series, time_points
 from proxy.readout.srm import SrmResult, expected_split, srm_test
 from proxy.readout.tally import ArmTally, ShadowTally
 from proxy.readout.verdict import DEFAULT_TUNING, Tuning, judge_interleaving
@@ -22,6 +22,7 @@ __all__ = [
     "ShadowReport",
     "arm_order",
     "method_json",
+    "method_line",
     "route_report",
 ]
 
@@ -96,6 +97,8 @@ class RouteReport:
     arms: list[ArmReport]
     interleaving: list[InterleaveReport]
     shadow: list[ShadowReport]
+    # The arms' figures at cut-offs through the log (the last: the end), when asked for.
+    over_time: list[tuple[int, list[ArmFigures]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,21 @@ def method_json(t: Tuning) -> dict[str, Any]:
     }
 
 
+def method_line(t: Tuning) -> str:
+    """How the figures were computed, in one line."""
+    head = "per-unit variance (each user one observation); "
+    if t.sequential:
+        head += (
+            f"always-valid {(1 - t.alpha) * 100:g}% confidence sequences, tuned for "
+            f"{t.expected_units} units (valid however often it is read)"
+        )
+    else:
+        head += (
+            f"fixed horizon planned at {t.planned_units} units (valid when read once, at that size)"
+        )
+    return f"{head}; Holm across arms; no difference = within +-{t.min_effect * 100:g}%"
+
+
 def arm_order(route: Route | None, arms: dict[str, ArmTally]) -> list[str]:
     # The default arm first (the baseline), then the experiments as routes.yaml tries them.
     order = [DEFAULT_ARM]
@@ -176,11 +194,14 @@ def route_report(
     shadows: dict[str, ShadowTally],
     route: Route | None,
     tuning: Tuning = DEFAULT_TUNING,
+    span: tuple[int | None, int | None, int] = (None, None, 0),
 ) -> RouteReport:
     """One route's report; ``route`` (from routes.yaml) gives the arm order and the
-    split, else there is no sample ratio test."""
+    split, else there is no sample ratio test. ``span``: (first ts, last ts, cut-offs)
+    for the figures over time (0 cut-offs: none)."""
     order = arm_order(route, arms)
     figures = compare_arms(arms, order, tuning)
+    over_time = series(arms, order, tuning, time_points(*span)) if span[2] else []
     arm_reports = [_arm_report(f, arms[f.arm]) for f in figures]
     interleaving = [_interleave_report(a, arms[a], tuning) for a in order if arms[a].interleaved]
     shadow_reports = [_shadow_report(model, s) for model, s in sorted(shadows.items())]
@@ -196,6 +217,7 @@ def route_report(
         arms=arm_reports,
         interleaving=interleaving,
         shadow=shadow_reports,
+        over_time=over_time,
     )
 
 

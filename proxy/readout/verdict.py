@@ -139,6 +139,5 @@ def judge_interleaving(
     half = tuning.halfwidth(est.variance, n)
     ci = (pref - half, pref + half)
     # B's verdict: B better when the preference for A is below 0.
-    decision, reason = _decide(-pref, (-ci[1], -ci[0]), p, n, tuning, "B's preference")
-    named = f"{model_b} (B) against {model_a} (A): "
-    return pref, Verdict(decision, named + reason, p, p, ci)
+    decision, reason = _decide(-pref, (-ci[1], -ci[0]), p, n, tuning, f"{model_b}'s preference")
+    return pref, Verdict(decision, reason, p, p, ci)
