@@ -123,7 +123,7 @@ def tuning_of(args: argparse.Namespace, settings: Settings) -> Tuning:
     planned = args.fixed_horizon
     if planned is not None and planned <= 0:
         planned = conf.expected_units
-    return Tuning(conf.alpha, conf.expected_units, conf.min_effect, planned)
+    return Tuning(conf.alpha, conf.expected_units, conf.min_effect, planned, conf.min_units)
 
 
 def _points(args: argparse.Namespace) -> int:

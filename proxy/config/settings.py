@@ -222,6 +222,9 @@ class Readout(Strict):
     # The smallest relative lift that matters: an interval inside +-min_effect is "no
     # difference".
     min_effect: Annotated[float, Field(gt=0, lt=10)] = 0.02
+    # No verdict before each compared arm has this many units: the intervals are
+    # asymptotic, and a handful of users (one heavy clicker, or none) fools them.
+    min_units: Annotated[int, Field(ge=2)] = 100
 
 
 class RoutesRedis(Strict):

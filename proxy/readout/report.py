@@ -160,6 +160,7 @@ def method_json(t: Tuning) -> dict[str, Any]:
         "expected_units": t.expected_units,
         "min_effect": t.min_effect,
         "planned_units": t.planned_units,
+        "min_units": t.min_units,
         "multiple_arms": "holm-bonferroni",
     }
 

@@ -35,6 +35,7 @@ class Tuning:
     expected_units: int = 5000
     min_effect: float = 0.02
     planned_units: int | None = None  # set: a fixed-horizon test, read once at this size
+    min_units: int = 100  # per arm, before any verdict
 
     @property
     def sequential(self) -> bool:
@@ -98,7 +99,7 @@ def judge_arms(
     is no lift yet; and the units of the two arms compared."""
     raw: list[float | None] = []
     for est, n in zip(estimates, units, strict=True):
-        if isinstance(est, str) or est[1] is None:
+        if isinstance(est, str) or est[1] is None or est[1] <= 0:
             raw.append(None)
         else:
             raw.append(tuning.p_value(est[0], est[1], n))
@@ -112,7 +113,7 @@ def judge_arms(
             out.append(Verdict("keep running", est, None, None, None))
             continue
         if p is None or p_adj is None or est[1] is None:
-            reason = "fewer than 2 units in an arm: no variance to test with"
+            reason = "no variance in an arm (all or none of its exposures clicked)"
             out.append(Verdict("keep running", reason, None, None, None))
             continue
         half = tuning.halfwidth(est[1], n, tuning.alpha / step[i])
@@ -131,8 +132,8 @@ def judge_interleaving(
     est = mean_estimate(np.asarray(votes, dtype=np.float64))
     if est is None:
         return None, Verdict("keep running", "no unit clicked a served item yet", None, None, None)
-    if est.variance is None:
-        reason = "fewer than 2 units with a click: no variance to test with"
+    if est.units < tuning.min_units or not est.variance:
+        reason = f"{est.units} units with a click: a verdict needs {tuning.min_units}"
         return est.ratio, Verdict("keep running", reason, None, None, None)
     pref, n = est.ratio, est.units
     p = tuning.p_value(pref, est.variance, n)
