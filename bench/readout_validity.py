@@ -31,10 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import orjson
 
-from proxy.readout.logreader import Event, Exposure
-from tests.support.heavy_users import heavy_log, read_log
+from proxy.readout.logreader import Exposure
+from tests.support.heavy_users import heavy_log, read_log, write_log
 
 WAYS = ("before", "unit, fixed", "unit, always")
 
@@ -51,43 +50,6 @@ def tally(args: argparse.Namespace, lift: float) -> dict[str, tuple[int, int]]:
             counts[way][0] += any(hit(d) for d in declared)
             counts[way][1] += hit(declared[-1])
     return {way: (a, b) for way, (a, b) in counts.items()}
-
-
-def write_log(directory: Path, records: list[Exposure | Event]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "exposures-bench-1-000001.jsonl"
-    with path.open("wb") as fh:
-        for r in records:
-            if isinstance(r, Exposure):
-                rec = {
-                    "v": 1,
-                    "type": "exposure",
-                    "ts": r.ts,
-                    "id": r.id,
-                    "route": r.route,
-                    "unit": r.unit,
-                    "arm": r.arm,
-                    "model": "ranker_v1" if r.arm == "default" else "ranker_v2",
-                    "model_sha256": None,
-                    "outcome": r.outcome,
-                    "reason": None,
-                    "items": list(r.items),
-                    "origin_pos": [0, 1],
-                    "ms": 0.4,
-                }
-            else:
-                rec = {
-                    "v": 1,
-                    "type": "event",
-                    "ts": r.ts,
-                    "id": r.id,
-                    "route": r.route,
-                    "arm": r.arm,
-                    "item": r.item,
-                    "kind": r.kind,
-                }
-            fh.write(orjson.dumps(rec) + b"\n")  # fmt: skip
-    return path
 
 
 def main() -> int:
@@ -119,7 +81,7 @@ def main() -> int:
     print(f"({time.perf_counter() - started:.0f} s)")
     if args.write_log:
         log = heavy_log(0, args.users, args.lift, args.beta, args.tail, args.cap)
-        print(f"wrote {write_log(args.write_log, log)}")
+        print(f"wrote {write_log(args.write_log / 'exposures-bench-1-000001.jsonl', log)}")
     return 0
 
 

@@ -36,19 +36,24 @@ def _ctr_ci(ratio: Ratio, tuning: Tuning) -> tuple[float, float] | None:
 
 
 def _estimate(
-    ratio: Ratio | None, base: Ratio | None, has_base: bool, min_units: int
+    ratio: Ratio | None, base: Ratio | None, has_base: bool
 ) -> tuple[float, float | None] | str:
     if not has_base:
         return "no default arm to compare with"
     if ratio is None or base is None:
         return "no exposures in this arm or the default yet"
-    if min(ratio.units, base.units) < min_units:
-        return (
-            f"{min(ratio.units, base.units)} units in an arm: a verdict needs {min_units} "
-            "(readout.min_units)"
-        )
     lift = relative_lift(ratio, base)
     return "no click on the default arm yet" if lift is None else lift
+
+
+def _testable(
+    est: tuple[float, float | None] | str, ratio: Ratio | None, base: Ratio | None, least: int
+) -> tuple[float, float | None] | str:
+    """The estimate, or why it is too early for a verdict on it."""
+    fewest = min(ratio.units if ratio else 0, base.units if base else 0)
+    if isinstance(est, tuple) and fewest < least:
+        return f"{fewest} units in an arm: a verdict needs {least} (readout.min_units)"
+    return est
 
 
 def compare_arms(
@@ -65,9 +70,13 @@ def compare_arms(
         exposures[name] = int(n.sum())
     base = ratios.get(DEFAULT_ARM)
     others = [a for a in order if a != DEFAULT_ARM]
-    estimates = [_estimate(ratios[a], base, DEFAULT_ARM in arms, tuning.min_units) for a in others]
+    estimates = [_estimate(ratios[a], base, DEFAULT_ARM in arms) for a in others]
+    testable = [
+        _testable(e, ratios[a], base, tuning.min_units)
+        for a, e in zip(others, estimates, strict=True)
+    ]
     units = [(r.units if (r := ratios[a]) else 0) + (base.units if base else 0) for a in others]
-    verdicts = dict(zip(others, judge_arms(estimates, units, tuning), strict=True))
+    verdicts = dict(zip(others, judge_arms(testable, units, tuning), strict=True))
     out = []
     for name in order:
         ratio = ratios[name]

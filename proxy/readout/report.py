@@ -127,6 +127,11 @@ class Report:
         }
 
 
+def _lists(fields: dict[str, Any]) -> dict[str, Any]:
+    """Intervals as JSON arrays (what the printed JSON holds anyway)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+
+
 def _route_json(r: RouteReport) -> dict[str, Any]:
     srm: dict[str, Any] | None = None
     if r.srm is not None:
@@ -147,8 +152,8 @@ def _route_json(r: RouteReport) -> dict[str, Any]:
         "exposures": r.exposures,
         "configured": r.configured,
         "srm": srm,
-        "arms": [vars(a) for a in r.arms],
-        "interleaving": [vars(i) for i in r.interleaving],
+        "arms": [_lists(vars(a)) for a in r.arms],
+        "interleaving": [_lists(vars(i)) for i in r.interleaving],
         "shadow": [vars(s) for s in r.shadow],
     }
 
@@ -253,7 +258,7 @@ def _interleave_report(name: str, arm: ArmTally, tuning: Tuning) -> InterleaveRe
     model_a, _, model_b = model.partition("+")  # an interleaved arm's model is "A+B"
     model_a, model_b = model_a or "A", model_b or "B"
     votes = arm.unit_votes()
-    preference, verdict = judge_interleaving(votes, tuning, model_a, model_b)
+    preference, verdict = judge_interleaving(votes, arm.unit_count, tuning, model_b)
     winner = {"better": model_b, "worse": model_a}.get(verdict.decision)
     return InterleaveReport(
         arm=name,

@@ -108,7 +108,11 @@ class ArmTally:
         n = np.bincount(unit[seen], minlength=self.unit_count)
         x = np.bincount(unit[seen], weights=clicked[seen], minlength=self.unit_count)
         keep = n > 0
-        return n[keep].astype(np.float64), x[keep]
+        n, x = n[keep].astype(np.float64), x[keep]
+        # In a canonical order: float sums over them then do not depend on the order the
+        # records were read in (a stream and the same records in files agree exactly).
+        order = np.lexsort((x, n))
+        return n[order], x[order]
 
     def credit(self, index: int, teams: list[str | None]) -> None:
         """One interleaved exposure's clicks, as the teams that placed the clicked items."""
@@ -128,7 +132,7 @@ class ArmTally:
     def unit_votes(self) -> list[int]:
         """Per unit with an interleaved click: +1 when more of its exposures went to A
         than to B, -1 the other way, 0 even."""
-        return [(a > b) - (b > a) for a, b in self.unit_wins.values()]
+        return sorted((a > b) - (b > a) for a, b in self.unit_wins.values())
 
 
 @dataclass

@@ -124,11 +124,12 @@ def judge_arms(
 
 
 def judge_interleaving(
-    votes: list[int], tuning: Tuning, model_a: str, model_b: str
+    votes: list[int], exposed: int, tuning: Tuning, model_b: str
 ) -> tuple[float | None, Verdict]:
     """(preference, verdict) from one vote per unit with a click on a served item: +1 when
-    the unit's lists gave team A more clicked items, -1 for B, 0 for even. The preference
-    is the mean vote (> 0 favours A); the verdict is B's, the challenger's, against A."""
+    more of the unit's lists went to team A than to B, -1 for B, 0 for even; ``exposed``:
+    the units the arm reached (a planned size counts them). The preference is the mean
+    vote (> 0 favours A); the verdict is B's, the challenger's, against A."""
     est = mean_estimate(np.asarray(votes, dtype=np.float64))
     if est is None:
         return None, Verdict("keep running", "no unit clicked a served item yet", None, None, None)
@@ -140,5 +141,6 @@ def judge_interleaving(
     half = tuning.halfwidth(est.variance, n)
     ci = (pref - half, pref + half)
     # B's verdict: B better when the preference for A is below 0.
-    decision, reason = _decide(-pref, (-ci[1], -ci[0]), p, n, tuning, f"{model_b}'s preference")
+    what = f"{model_b}'s preference"
+    decision, reason = _decide(-pref, (-ci[1], -ci[0]), p, exposed, tuning, what)
     return pref, Verdict(decision, reason, p, p, ci)

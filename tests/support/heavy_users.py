@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
 
 from proxy.readout.compare import ArmFigures, series, time_points
 from proxy.readout.join import Readout
 from proxy.readout.logreader import Event, Exposure
 from proxy.readout.stats import two_proportion_z_test
 from proxy.readout.verdict import Tuning
+from proxy.routing.arms import bucket
 
 ROUTE = "bench-feed"
 WEEK_MS = 7 * 86_400_000
@@ -34,13 +38,16 @@ def heavy_log(
     beta: tuple[float, float] = (2.0, 8.0),
     tail: float = 1.5,
     cap: int = 100,
+    salt: str | None = None,
 ) -> list[Exposure | Event]:
     """One log: half the users on arm ``beta`` (whose every user clicks ``1 + lift`` times
-    as often), half on ``default``; records in time order."""
+    as often), half on ``default`` (by a coin, or by the bucket under ``salt`` as a
+    ``{percent: 50, salt: ...}`` arm assigns them); records in time order."""
     rng = random.Random(seed)
     out: list[Exposure | Event] = []
     for u in range(users):
-        arm = "beta" if rng.random() < 0.5 else "default"
+        coin = rng.random() < 0.5 if salt is None else bucket(salt, f"user-{u}") < 50
+        arm = "beta" if coin else "default"
         propensity = rng.betavariate(*beta)
         if arm == "beta":
             propensity = min(1.0, propensity * (1.0 + lift))
@@ -91,3 +98,21 @@ def _declared(figures: list[ArmFigures]) -> int:
     beta = next(f for f in figures if f.arm == "beta")
     decision = beta.verdict.decision if beta.verdict is not None else None
     return {"better": 1, "worse": -1}.get(decision or "", 0)
+
+
+def write_log(path: Path, records: list[Exposure | Event]) -> Path:
+    """The records as the JSONL sink writes them (docs/exposures.schema.json)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        for r in records:
+            if isinstance(r, Exposure):
+                model = "ranker_v1" if r.arm == "default" else "ranker_v2"
+                rec = {"v": 1, "type": "exposure", "ts": r.ts, "id": r.id, "route": r.route,
+                       "unit": r.unit, "arm": r.arm, "model": model, "model_sha256": None,
+                       "outcome": r.outcome, "reason": None, "items": list(r.items),
+                       "origin_pos": list(range(len(r.items))), "ms": 0.4}
+            else:
+                rec = {"v": 1, "type": "event", "ts": r.ts, "id": r.id, "route": r.route,
+                       "arm": r.arm, "item": r.item, "kind": r.kind}
+            fh.write(orjson.dumps(rec) + b"\n")  # fmt: skip
+    return path
