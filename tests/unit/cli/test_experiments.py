@@ -326,6 +326,7 @@ def test_fixed_horizon_waits_for_its_planned_size(
     code, out, _ = report(
         capsys, "--config", str(cfg), "--from", str(log), "--fixed-horizon", "1500"
     )
+    assert code == 0
     assert "fixed horizon planned at 1500 units (valid when read once, at that size)" in out
 
 
