@@ -107,12 +107,32 @@ def write_log(path: Path, records: list[Exposure | Event]) -> Path:
         for r in records:
             if isinstance(r, Exposure):
                 model = "ranker_v1" if r.arm == "default" else "ranker_v2"
-                rec = {"v": 1, "type": "exposure", "ts": r.ts, "id": r.id, "route": r.route,
-                       "unit": r.unit, "arm": r.arm, "model": model, "model_sha256": None,
-                       "outcome": r.outcome, "reason": None, "items": list(r.items),
-                       "origin_pos": list(range(len(r.items))), "ms": 0.4}
+                rec = {
+                    "v": 1,
+                    "type": "exposure",
+                    "ts": r.ts,
+                    "id": r.id,
+                    "route": r.route,
+                    "unit": r.unit,
+                    "arm": r.arm,
+                    "model": model,
+                    "model_sha256": None,
+                    "outcome": r.outcome,
+                    "reason": None,
+                    "items": list(r.items),
+                    "origin_pos": list(range(len(r.items))),
+                    "ms": 0.4,
+                }
             else:
-                rec = {"v": 1, "type": "event", "ts": r.ts, "id": r.id, "route": r.route,
-                       "arm": r.arm, "item": r.item, "kind": r.kind}
+                rec = {
+                    "v": 1,
+                    "type": "event",
+                    "ts": r.ts,
+                    "id": r.id,
+                    "route": r.route,
+                    "arm": r.arm,
+                    "item": r.item,
+                    "kind": r.kind,
+                }
             fh.write(orjson.dumps(rec) + b"\n")  # fmt: skip
     return path
