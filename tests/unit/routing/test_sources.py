@@ -153,7 +153,9 @@ async def test_refused_versions_leave_the_process_where_it_was(
         assert info["version"] == 1 and info["refused"]["version"] == 2
         assert "models.ghost.path: file not found" in info["refused"]["error"]
         assert "redis key rankgate:routes version 2" in info["refused"]["error"]
-        await wait_until(lambda: versions.fleet(redis_db, CFG)[0]["refused"] is not None, limit_s=5)
+        await wait_until(
+            lambda: versions.fleet(redis_db, CFG)[0]["refused"] is not None, limit_s=5
+        )
 
         # Bytes that do not hash to the stored sha256.
         good, _ = versions.push(redis_db, CFG, NEG)
