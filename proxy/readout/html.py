@@ -35,7 +35,8 @@ h1{font-size:24px;margin:0 0 4px}h2{font-size:20px;margin:28px 0 8px}
 .sub{color:#57606a;margin:0 0 4px}
 .route{background:#fff;border:1px solid #d0d7de;border-radius:10px;padding:4px 20px 20px;
 margin-top:20px}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:16px}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(500px,1fr));gap:16px}
+.legend{font-size:13px;color:#57606a;margin:4px 0 0}
 .card{border:1px solid #d0d7de;border-radius:8px;padding:14px 16px;background:#fff}
 .card h3{margin:0 0 6px;font-size:17px}
 .badge{display:inline-block;color:#fff;border-radius:999px;padding:2px 12px;font-weight:600;
@@ -92,7 +93,9 @@ def _y_range(rows: list[tuple[int, float, float, float]], effect: float) -> tupl
 
 
 def lift_chart(points: list[tuple[int, ArmFigures]], effect: float, colour: str) -> str:
-    """An SVG of one arm's lift over time, its confidence band, 0 and +-effect."""
+    """An SVG of one arm's lift over time, its confidence band (once there is one: a
+    verdict waits for readout.min_units), 0 and +-effect."""
+    lifts = [(t, f.lift) for t, f in points if f.lift is not None]
     rows = [
         (t, f.lift, f.verdict.interval[0], f.verdict.interval[1])
         for t, f in points
@@ -132,15 +135,22 @@ def lift_chart(points: list[tuple[int, ArmFigures]], effect: float, colour: str)
     band = [f"{x(t):.1f},{y(hi):.1f}" for t, _, _, hi in rows]
     band += [f"{x(t):.1f},{y(lo):.1f}" for t, _, lo, _ in reversed(rows)]
     out.append(f'<polygon points="{" ".join(band)}" fill="{colour}" fill-opacity="0.18"/>')
-    line = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v, _, _ in rows)
+    line = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in lifts)
     out.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2.5"/>')
     for t, anchor in ((t0, "start"), ((t0 + t1) // 2, "middle"), (t1, "end")):
         out.append(
             f'<text x="{x(t):.1f}" y="{H - 8}" text-anchor="{anchor}">'
             f"{_when(t, '%m-%d %H:%M')}</text>"
         )
-    out.append("</svg>")
-    return "".join(out)
+    out.append(
+        f'<text x="12" y="{TOP + 4}" transform="rotate(-90 12 {TOP + 4})" '
+        'text-anchor="end">lift</text></svg>'
+    )
+    return "".join(out) + (
+        f'<p class="legend">line: the lift as read at each time; shaded: its interval '
+        f"(from {_when(rows[0][0], '%m-%d %H:%M')}, when both arms had enough "
+        f"units); grey: within +-{effect * 100:g}%</p>"
+    )
 
 
 def _arm_card(r: RouteReport, arm: str, tuning: Tuning, colour: str) -> str:
