@@ -69,10 +69,22 @@ def _pct(x: float) -> str:
     return f"{x * 100:+.1f}%"
 
 
+def _share(x: float) -> str:
+    return f"{x:+.2f}"
+
+
 def _decide(
-    estimate: float, ci: tuple[float, float], p: float, n: int, tuning: Tuning, what: str
+    estimate: float,
+    ci: tuple[float, float],
+    p: float,
+    n: int,
+    tuning: Tuning,
+    what: str,
+    share: bool = False,  # a preference (-1..1), shown as such; else a relative lift
 ) -> tuple[str, str]:
-    shown = f"{what} {_pct(ci[0])} to {_pct(ci[1])}"
+    fmt = _share if share else _pct
+    shown = f"{what} {fmt(ci[0])} to {fmt(ci[1])}"
+    bound = f"+-{tuning.min_effect:g}" if share else f"+-{tuning.min_effect * 100:g}%"
     if tuning.planned_units is not None and n < tuning.planned_units:
         return "keep running", (
             f"{n} of the {tuning.planned_units} planned units: a fixed-horizon test is read "
@@ -83,13 +95,13 @@ def _decide(
         decision = "better" if estimate > 0 else "worse"
         return decision, f"{shown} excludes 0 (p = {p:.2g} < {tuning.alpha:g})"
     if -effect < ci[0] and ci[1] < effect:
-        return "no difference", f"{shown} lies within +-{effect * 100:g}% (the minimum effect)"
+        return "no difference", f"{shown} lies within {bound} (the minimum effect)"
     if not tuning.sequential:
         return "no difference", (
-            f"not significant at the planned size, but {shown} still holds +-{effect * 100:g}%: "
+            f"not significant at the planned size, but {shown} still holds {bound}: "
             "the planned test cannot tell"
         )
-    return "keep running", f"{shown} holds 0 and +-{effect * 100:g}%: more units needed"
+    return "keep running", f"{shown} holds 0 and {bound}: more units needed"
 
 
 def judge_arms(
@@ -142,5 +154,5 @@ def judge_interleaving(
     ci = (pref - half, pref + half)
     # B's verdict: B better when the preference for A is below 0.
     what = f"{model_b}'s preference"
-    decision, reason = _decide(-pref, (-ci[1], -ci[0]), p, exposed, tuning, what)
+    decision, reason = _decide(-pref, (-ci[1], -ci[0]), p, exposed, tuning, what, share=True)
     return pref, Verdict(decision, reason, p, p, ci)
