@@ -78,7 +78,7 @@ def main() -> int:
         for i, when in enumerate(("at any read", "at the last read")):
             cells = "".join(f"{f'{c[i]} of {args.logs}':>16}" for c in counts.values())
             print(f"{label + ', ' + when:<28}" + cells)
-    print(f"({time.perf_counter() - started:.0f} s)")
+    print(f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)  # stdout stays stable
     if args.write_log:
         log = heavy_log(0, args.users, args.lift, args.beta, args.tail, args.cap)
         print(f"wrote {write_log(args.write_log / 'exposures-bench-1-000001.jsonl', log)}")
