@@ -97,9 +97,9 @@ def _decide(
     if -effect < ci[0] and ci[1] < effect:
         return "no difference", f"{shown} lies within {bound} (the minimum effect)"
     if not tuning.sequential:
-        return "no difference", (
-            f"not significant at the planned size, but {shown} still holds {bound}: "
-            "the planned test cannot tell"
+        return "keep running", (
+            f"not significant at the planned size, and {shown} still holds {bound}: the "
+            "planned test cannot tell (`experiments plan` sizes a larger one)"
         )
     return "keep running", f"{shown} holds 0 and {bound}: more units needed"
 

@@ -67,8 +67,10 @@ def test_fixed_horizon_reads_once_at_its_size() -> None:
     assert big.decision == "better"
     assert big.interval == pytest.approx((0.3 - fixed_halfwidth(0.0004, 0.025),
                                           0.3 + fixed_halfwidth(0.0004, 0.025)))  # fmt: skip
-    # At its size and not significant: the planned test is over, whatever it could tell.
-    assert small.decision == "no difference" and "cannot tell" in small.reason
+    # At its size, not significant and not inside the minimum effect: it cannot tell.
+    assert small.decision == "keep running" and "the planned test cannot tell" in small.reason
+    (tight,) = judge_arms([(0.001, 1e-6)], [5000], planned)
+    assert tight.decision == "no difference"
 
 
 def test_interleaving_verdict_is_the_challengers() -> None:
