@@ -61,9 +61,9 @@ def render(p: Plan, args: argparse.Namespace) -> str:
         f"  - each unit's clicks vary as a binomial's at the baseline CTR, times the design "
         f"effect {args.design_effect:g} (users with their own propensity and many exposures "
         "raise it: the per-unit variance of a past report over p(1-p) measures it)",
-        f"  - interleaving: the A/B units over {args.ratio:g}, a ratio measured by "
-        "bench/interleave_power.py on generated traffic (two rankers that mostly agree); "
-        "yours depends on how often your rankers disagree in the top slots",
+        f"  - interleaving: the A/B units over {args.ratio:g}, the ratio of the two sizes "
+        "derived by bench/interleave_power.py --derive on generated traffic (two rankers "
+        "that mostly agree); yours depends on how often your rankers disagree near the top",
         "  - days: new units a day reaching the route; an arm's units do not return as new",
     ]
     return "\n".join(lines)

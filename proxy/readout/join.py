@@ -10,12 +10,15 @@ Definitions (the README's "The readout" section says the same for users):
 
 - An arm's exposures count every feed decision on it, applied or not (intent to treat: a
   skip is part of what the arm does).
-- CTR: exposures with at least one click / exposures; a 95% Wilson interval.
-- Lift: CTR / the default arm's CTR - 1, with a two-proportion z-test p-value.
+- CTR: exposures with at least one click / exposures, a ratio of sums over units (users);
+  its interval, the lift (CTR / the default arm's CTR - 1), its interval and p-value take
+  the unit as the observation, always-valid by default (proxy/readout/sequential.py), and
+  each arm gets a verdict (proxy/readout/verdict.py, proxy/readout/compare.py).
 - MRR: the mean of 1 / (position + 1) over distinct (exposure, clicked item) pairs whose
   item was served.
 - Interleaving: each distinct clicked item credits the team that placed it; an exposure
-  with a click on a served item is won by the team with more credits, else a tie.
+  with a click on a served item is won by the team with more credits, else a tie; each
+  unit votes once, for the team that won more of its exposures.
 - Shadow: per run, Kendall tau and top-10 overlap between the served order and the
   shadow's; per clicked served item, whether the shadow placed it higher.
 

@@ -364,7 +364,8 @@ def test_plan(capsys: pytest.CaptureFixture[str]) -> None:
     # The textbook size: 2 * (1.96 + 0.8416)^2 * (p1 q1 + p2 q2) / (p2 - p1)^2 per arm.
     assert "fixed horizon (--fixed-horizon 94067, read once): 94067 units, 48 days" in out
     assert "always-valid (read any time, the default): " in out
-    assert "A/B units over 7" in out and "interleaving" in out
+    assert "the A/B units over 12, the ratio of the two sizes" in out
+    assert "  fixed horizon: 7839 units, 4 days at 2000 units a day" in out  # 94067 / 12
     with pytest.raises(SystemExit) as caught:
         main(["experiments", "plan", "--baseline-ctr", "12", "--mde", "5%"])
     assert caught.value.code == 2 and "write it as 12%" in capsys.readouterr().err
