@@ -157,13 +157,15 @@ def _arm_card(r: RouteReport, arm: str, tuning: Tuning, colour: str) -> str:
     a = next(x for x in r.arms if x.arm == arm)
     base = r.arms[0] if r.arms and r.arms[0].arm != arm else None
     points = [(t, f) for t, figs in r.over_time for f in figs if f.arm == arm]
-    ci = "-" if a.lift_ci is None else f"{_pct(a.lift_ci[0])} to {_pct(a.lift_ci[1])}"
+    ci = "no interval yet"
+    if a.lift_ci is not None:
+        ci = f"interval {_pct(a.lift_ci[0])} to {_pct(a.lift_ci[1])}"
     versus = f" vs {_pct(base.ctr, False)} on {escape(base.arm)}" if base else ""
     return (
         f'<div class="card" data-arm="{escape(arm)}" data-decision="{escape(a.decision or "")}">'
         f"<h3>{escape(arm)} <small>({escape(a.model)})</small></h3>"
         f'<div>{_badge(a.decision)}<span class="big">{_pct(a.lift)}</span>'
-        f"lift, interval {ci}, {_p(a.p_value)}</div>"
+        f"lift, {ci}, {_p(a.p_value)}</div>"
         f"<div>CTR {_pct(a.ctr, False)}{versus}; {a.units} units, {a.exposures} exposures</div>"
         f'<p class="reason">{escape(a.reason or "")}</p>'
         f"{lift_chart(points, tuning.min_effect, colour)}</div>"
