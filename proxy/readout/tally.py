@@ -87,7 +87,7 @@ class ArmTally:
             unit = self.units.setdefault(record.unit, self.unit_count)
         if unit == self.unit_count:
             self.unit_count += 1
-        self.ts.append(record.ts)
+        self.ts.append(min(record.ts, NEVER))  # a signed 64-bit array: no ts may overflow it
         self.unit_of.append(unit)
         self.click_ts.append(NEVER)
         if record.teams is not None:
@@ -95,7 +95,7 @@ class ArmTally:
         return index
 
     def clicked_at(self, index: int, ts: int) -> None:
-        self.click_ts[index] = min(self.click_ts[index], ts)
+        self.click_ts[index] = min(self.click_ts[index], ts, NEVER)
 
     def unit_counts(self, until: int | None = None) -> tuple[Counts, Counts]:
         """Per unit with an exposure by ``until`` (a ts; None: all): (exposures, those

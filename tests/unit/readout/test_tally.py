@@ -129,6 +129,10 @@ def test_unit_counts_cut_at_a_time() -> None:
     assert (list(n), list(x)) == ([1, 2], [0, 1])
     n, x = arm.unit_counts(until=T0 + 4)
     assert (list(n), list(x)) == ([1], [0])
+    # A time past what 64 bits hold is read, not a crash (the log is not ours to trust).
+    far = Join(arm, exposed(arm, ("a",), "u9", 2**70), None, ("a",), None, None)
+    far.settle([Event(2**80, "r", "home-feed", "default", "a", "click")])
+    assert arm.unit_counts()[0].sum() == 5
 
 
 def test_shadow_agreement_and_clicked_items() -> None:
