@@ -20,7 +20,7 @@ from proxy.readout.sequential import (
     fixed_p,
     mean_estimate,
 )
-from proxy.readout.stats import holm_adjust
+from proxy.readout.stats import holm_adjust, sign_test
 
 __all__ = ["DECISIONS", "DEFAULT_TUNING", "Tuning", "Verdict", "judge_arms", "judge_interleaving"]
 
@@ -141,7 +141,8 @@ def judge_interleaving(
     """(preference, verdict) from one vote per unit with a click on a served item: +1 when
     more of the unit's lists went to team A than to B, -1 for B, 0 for even; ``exposed``:
     the units the arm reached (a planned size counts them). The preference is the mean
-    vote (> 0 favours A); the verdict is B's, the challenger's, against A."""
+    vote (> 0 favours A); the verdict is B's, the challenger's, against A: always-valid on
+    the mean vote, or at a fixed horizon the exact sign test of the votes."""
     est = mean_estimate(np.asarray(votes, dtype=np.float64))
     if est is None:
         return None, Verdict("keep running", "no unit clicked a served item yet", None, None, None)
@@ -149,7 +150,10 @@ def judge_interleaving(
         reason = f"{est.units} units with a click: a verdict needs {tuning.min_units}"
         return est.ratio, Verdict("keep running", reason, None, None, None)
     pref, n = est.ratio, est.units
-    p = tuning.p_value(pref, est.variance, n)
+    if tuning.sequential:
+        p = tuning.p_value(pref, est.variance, n)
+    else:  # read once: the exact sign test of the units' votes (even votes left out)
+        p = sign_test(votes.count(1), votes.count(-1)) or 1.0
     half = tuning.halfwidth(est.variance, n)
     ci = (pref - half, pref + half)
     # B's verdict: B better when the preference for A is below 0.

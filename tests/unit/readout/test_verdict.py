@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.readout.sequential import always_valid_p, cs_halfwidth, fixed_halfwidth
+from proxy.readout.stats import sign_test
 from proxy.readout.verdict import Tuning, judge_arms, judge_interleaving
 
 T = Tuning()  # alpha 0.05, 5000 expected units, min effect 2%, min units 100
@@ -87,3 +88,12 @@ def test_interleaving_verdict_is_the_challengers() -> None:
         "50 units with a click: a verdict needs 100"
     )
     assert judge_interleaving([], 0, T, "b")[1].reason == "no unit clicked a served item yet"
+
+
+def test_interleaving_at_a_fixed_horizon_is_the_sign_test_of_units() -> None:
+    votes = [1] * 45 + [-1] * 70 + [0] * 30
+    _, early = judge_interleaving(votes, 400, Tuning(planned_units=500), "b")
+    assert early.decision == "keep running" and early.reason.startswith("400 of the 500")
+    _, once = judge_interleaving(votes, 500, Tuning(planned_units=500), "b")
+    assert once.p_value == sign_test(45, 70)  # the 30 even votes left out
+    assert once.p_value is not None and once.p_value < 0.05 and once.decision == "better"
