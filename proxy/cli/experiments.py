@@ -169,7 +169,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cmds = parser.add_subparsers(dest="experiments_command", required=True, metavar="ACTION")
     report = cmds.add_parser(
         "report",
-        help="per route and arm: a verdict, CTR, lift, p-value, MRR, sample ratio, interleaving, shadow",
+        help="per route and arm: a verdict, CTR, lift, p, MRR, sample ratio, interleaving, shadow",
     )
     add_config(report)
     report.add_argument("--route", help="only this route")
