@@ -1,4 +1,5 @@
-"""rankgate.yaml's experiment sections: the exposure log and the events endpoint."""
+"""rankgate.yaml's experiment sections: the exposure log, the events endpoint and
+how the readout decides."""
 
 from __future__ import annotations
 
@@ -75,3 +76,19 @@ class Events(Strict):
         if not value.startswith("/") or "?" in value:
             raise ValueError(f"must be a path starting with '/': {value!r}")
         return value
+
+
+class Readout(Strict):
+    """How ``rankgate experiments report`` decides (docs/guides/experiments.md)."""
+
+    # The chance of ever declaring a false difference, however often the report is read.
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05
+    # Units (users) over the compared arms at which a decision is expected: the confidence
+    # sequence is narrowest there (GrowthBook's default).
+    expected_units: Annotated[int, Field(ge=10)] = 5000
+    # The smallest relative lift that matters: an interval inside +-min_effect is "no
+    # difference".
+    min_effect: Annotated[float, Field(gt=0, lt=10)] = 0.02
+    # No verdict before each compared arm has this many units: the intervals are
+    # asymptotic, and a handful of users (one heavy clicker, or none) fools them.
+    min_units: Annotated[int, Field(ge=2)] = 100

@@ -19,7 +19,7 @@ from pydantic import (
 
 from proxy.config import yamlload
 from proxy.config.control import ModelLimits, Plugins, RoutesLimits, RoutesRedis
-from proxy.config.experiments import Events, Exposures
+from proxy.config.experiments import Events, Exposures, Readout
 from proxy.config.keys import check_template
 from proxy.config.yamlload import ENV_NAME as _ENV
 from proxy.config.yamlload import Strict, check_redis_url
@@ -194,6 +194,7 @@ class Settings(Strict):
     exposures: Exposures = Exposures()
     events: Events = Events()
     tracing: Tracing = Tracing()
+    readout: Readout = Readout()
     routes: str = "routes.yaml"
     # Reload routes.yaml (and the models it names) when their content changes on disk.
     routes_watch: bool = True

@@ -13,12 +13,15 @@ Definitions (docs/reference/cli.md, `rankgate experiments report`, says the same
 - Only events on a served item count: an event whose item is neither among the record's
   ``items`` nor, hashed, in its ``item_hashes`` (proxy/readout/served.py) is counted in
   ``unserved_events`` and credits nothing.
-- CTR: exposures with at least one click / exposures; a 95% Wilson interval.
-- Lift: CTR / the default arm's CTR - 1, with a two-proportion z-test p-value.
+- CTR: exposures with at least one click / exposures, a ratio of sums over units (users);
+  its interval, the lift (CTR / the default arm's CTR - 1), its interval and p-value take
+  the unit as the observation, always-valid by default (proxy/readout/sequential.py), and
+  each arm gets a verdict (proxy/readout/verdict.py, proxy/readout/compare.py).
 - MRR: the mean of 1 / (position + 1) over distinct (exposure, clicked item) pairs whose
   item was served.
 - Interleaving: each distinct clicked item credits the team that placed it; an exposure
-  with a click on a served item is won by the team with more credits, else a tie.
+  with a click on a served item is won by the team with more credits, else a tie; each
+  unit votes once, for the team that won more of its exposures.
 - Shadow: per run, Kendall tau and top-10 overlap between the served order and the
   shadow's; per clicked served item, whether the shadow placed it higher.
 
@@ -35,6 +38,7 @@ from proxy.readout.logreader import Event, Exposure
 from proxy.readout.report import Report, route_report
 from proxy.readout.served import item_hash, unpack
 from proxy.readout.tally import ArmTally, Join, ShadowTally
+from proxy.readout.verdict import DEFAULT_TUNING, Tuning
 
 __all__ = ["Readout"]
 
@@ -78,7 +82,7 @@ class Readout:
             return
         self._exposures += 1
         arm = self._arms.setdefault(record.route, {}).setdefault(record.arm, ArmTally())
-        arm.expose(record)
+        index = arm.expose(record)
         shadow = None
         if record.shadow_model is not None and record.shadow_items is not None:
             shadow = self._shadows.setdefault(record.route, {}).setdefault(
@@ -92,7 +96,7 @@ class Readout:
         shadow_items = record.shadow_items
         if shadow_items is not None:
             shadow_items = tuple([ids.setdefault(i, i) for i in shadow_items])
-        self._joins[record.id] = Join(arm, shadow, items, record.teams, shadow_items)
+        self._joins[record.id] = Join(arm, index, shadow, items, record.teams, shadow_items)
         if record.item_hashes:
             self._hashes[record.id] = record.item_hashes
 
@@ -123,8 +127,15 @@ class Readout:
             out.append(event)
         return out
 
-    def result(self, routes: Sequence[Route] = ()) -> Report:
-        """The report; ``routes`` (from routes.yaml) give the arm order and the split."""
+    def arms(self, route: str) -> dict[str, ArmTally]:
+        """A route's arms as read (joined once :meth:`result` ran): for figures over time."""
+        return self._arms.get(route, {})
+
+    def result(
+        self, routes: Sequence[Route] = (), tuning: Tuning = DEFAULT_TUNING, points: int = 0
+    ) -> Report:
+        """The report; ``routes`` (from routes.yaml) give the arm order and the split;
+        ``points``: figures at that many cut-offs through the log too (for a chart)."""
         orphans = self._join_events()
         self._events.clear()  # joined: a second call must not count the clicks again
         configured = {r.name: r for r in routes}
@@ -134,7 +145,12 @@ class Readout:
             names.append(self.route)
         out = [
             route_report(
-                name, self._arms.get(name, {}), self._shadows.get(name, {}), configured.get(name)
+                name,
+                self._arms.get(name, {}),
+                self._shadows.get(name, {}),
+                configured.get(name),
+                tuning,
+                (self._first, self._last, points),
             )
             for name in names
         ]
@@ -147,4 +163,5 @@ class Readout:
             unserved_events=self._unserved,
             first_ts=self._first,
             last_ts=self._last,
+            tuning=tuning,
         )

@@ -5,25 +5,26 @@ tallies of proxy/readout/tally.py; definitions of each figure: proxy/readout/joi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.config.routes import DEFAULT_ARM, Route, arm_name
+from proxy.readout.compare import ArmFigures, compare_arms, series, time_points
 from proxy.readout.srm import SrmResult, expected_split, srm_test
-from proxy.readout.stats import sign_test, two_proportion_z_test, wilson_interval
 from proxy.readout.tally import ArmTally, ShadowTally
+from proxy.readout.verdict import DEFAULT_TUNING, Tuning, judge_interleaving
 
 __all__ = [
-    "SIGNIFICANCE",
     "ArmReport",
     "InterleaveReport",
     "Report",
     "RouteReport",
     "ShadowReport",
+    "arm_order",
+    "method_json",
+    "method_line",
     "route_report",
 ]
-
-SIGNIFICANCE = 0.05  # a p-value below this names a winner
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,13 @@ class ArmReport:
     conversions: int
     conversion_value: float
     ctr: float
-    ctr_ci: tuple[float, float]
+    ctr_ci: tuple[float, float] | None  # per unit; a confidence sequence unless fixed-horizon
     lift: float | None
-    p_value: float | None
+    lift_ci: tuple[float, float] | None
+    p_value: float | None  # always-valid unless fixed-horizon; Holm-adjusted across arms
+    p_value_unadjusted: float | None
+    decision: str | None  # None for the default arm (the baseline)
+    reason: str | None
     mrr: float | None
 
 
@@ -54,12 +59,19 @@ class InterleaveReport:
     model_b: str
     exposures: int
     clicked_exposures: int
-    wins_a: int
+    wins_a: int  # exposures
     wins_b: int
     ties: int
-    preference: float | None  # (wins_a - wins_b) / (wins_a + wins_b + ties): > 0 favours A
+    units: int  # units with a click on a served item: the observations
+    units_a: int  # units whose exposures A won more often than B
+    units_b: int
+    units_even: int
+    preference: float | None  # (units_a - units_b) / units: > 0 favours A
+    preference_ci: tuple[float, float] | None
     p_value: float | None
-    winner: str | None  # the model that wins at p < SIGNIFICANCE
+    decision: str  # B's (the challenger's) against A
+    reason: str
+    winner: str | None  # the model the decision names better
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,8 @@ class RouteReport:
     arms: list[ArmReport]
     interleaving: list[InterleaveReport]
     shadow: list[ShadowReport]
+    # The arms' figures at cut-offs through the log (the last: the end), when asked for.
+    over_time: list[tuple[int, list[ArmFigures]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -97,9 +111,11 @@ class Report:
     first_ts: int | None
     last_ts: int | None
     unserved_events: int = 0  # events on an item their exposure did not serve: not credited
+    tuning: Tuning = DEFAULT_TUNING
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "method": method_json(self.tuning),
             "routes": [_route_json(r) for r in self.routes],
             "records": {
                 "exposures": self.exposures,
@@ -111,6 +127,11 @@ class Report:
                 "last_ts": self.last_ts,
             },
         }
+
+
+def _lists(fields: dict[str, Any]) -> dict[str, Any]:
+    """Intervals as JSON arrays (what the printed JSON holds anyway)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
 
 
 def _route_json(r: RouteReport) -> dict[str, Any]:
@@ -133,13 +154,40 @@ def _route_json(r: RouteReport) -> dict[str, Any]:
         "exposures": r.exposures,
         "configured": r.configured,
         "srm": srm,
-        "arms": [{**vars(a), "ctr_ci": list(a.ctr_ci)} for a in r.arms],
-        "interleaving": [vars(i) for i in r.interleaving],
+        "arms": [_lists(vars(a)) for a in r.arms],
+        "interleaving": [_lists(vars(i)) for i in r.interleaving],
         "shadow": [vars(s) for s in r.shadow],
     }
 
 
-def _arm_order(route: Route | None, arms: dict[str, ArmTally]) -> list[str]:
+def method_json(t: Tuning) -> dict[str, Any]:
+    return {
+        "inference": "sequential" if t.sequential else "fixed-horizon",
+        "alpha": t.alpha,
+        "expected_units": t.expected_units,
+        "min_effect": t.min_effect,
+        "planned_units": t.planned_units,
+        "min_units": t.min_units,
+        "multiple_arms": "holm-bonferroni",
+    }
+
+
+def method_line(t: Tuning) -> str:
+    """How the figures were computed, in one line."""
+    head = "per-unit variance (each user one observation); "
+    if t.sequential:
+        head += (
+            f"always-valid {(1 - t.alpha) * 100:g}% confidence sequences, tuned for "
+            f"{t.expected_units} units (valid however often it is read)"
+        )
+    else:
+        head += (
+            f"fixed horizon planned at {t.planned_units} units (valid when read once, at that size)"
+        )
+    return f"{head}; Holm across arms; no difference = within +-{t.min_effect * 100:g}%"
+
+
+def arm_order(route: Route | None, arms: dict[str, ArmTally]) -> list[str]:
     # The default arm first (the baseline), then the experiments as routes.yaml tries them.
     order = [DEFAULT_ARM]
     if route is not None:
@@ -149,18 +197,21 @@ def _arm_order(route: Route | None, arms: dict[str, ArmTally]) -> list[str]:
 
 
 def route_report(
-    name: str, arms: dict[str, ArmTally], shadows: dict[str, ShadowTally], route: Route | None
+    name: str,
+    arms: dict[str, ArmTally],
+    shadows: dict[str, ShadowTally],
+    route: Route | None,
+    tuning: Tuning = DEFAULT_TUNING,
+    span: tuple[int | None, int | None, int] = (None, None, 0),
 ) -> RouteReport:
     """One route's report; ``route`` (from routes.yaml) gives the arm order and the
-    split, else there is no sample ratio test."""
-    base = arms.get(DEFAULT_ARM)
-    arm_reports = []
-    interleaving = []
-    for arm_name_ in _arm_order(route, arms):
-        arm = arms[arm_name_]
-        arm_reports.append(_arm_report(arm_name_, arm, None if arm is base else base))
-        if arm.interleaved:
-            interleaving.append(_interleave_report(arm_name_, arm))
+    split, else there is no sample ratio test. ``span``: (first ts, last ts, cut-offs)
+    for the figures over time (0 cut-offs: none)."""
+    order = arm_order(route, arms)
+    figures = compare_arms(arms, order, tuning)
+    over_time = series(arms, order, tuning, time_points(*span)) if span[2] else []
+    arm_reports = [_arm_report(f, arms[f.arm]) for f in figures]
+    interleaving = [_interleave_report(a, arms[a], tuning) for a in order if arms[a].interleaved]
     shadow_reports = [_shadow_report(model, s) for model, s in sorted(shadows.items())]
     srm = None
     if route is not None:
@@ -174,23 +225,14 @@ def route_report(
         arms=arm_reports,
         interleaving=interleaving,
         shadow=shadow_reports,
+        over_time=over_time,
     )
 
 
-def _arm_report(name: str, arm: ArmTally, base: ArmTally | None) -> ArmReport:
-    ci = wilson_interval(arm.clicked, arm.exposures)
-    assert ci is not None  # an arm exists because it has an exposure
-    ctr = arm.clicked / arm.exposures
-    lift = p_value = None
-    if base is not None:
-        base_ctr = base.clicked / base.exposures
-        if base_ctr > 0:
-            lift = ctr / base_ctr - 1.0
-        test = two_proportion_z_test(arm.clicked, arm.exposures, base.clicked, base.exposures)
-        if test is not None:
-            p_value = test[1]
+def _arm_report(f: ArmFigures, arm: ArmTally) -> ArmReport:
+    v = f.verdict
     return ArmReport(
-        arm=name,
+        arm=f.arm,
         model=arm.models.most_common(1)[0][0],
         models=dict(arm.models.most_common()),
         exposures=arm.exposures,
@@ -201,34 +243,44 @@ def _arm_report(name: str, arm: ArmTally, base: ArmTally | None) -> ArmReport:
         clicked_exposures=arm.clicked,
         conversions=arm.conversions,
         conversion_value=arm.conversion_value.total(),
-        ctr=ctr,
-        ctr_ci=ci,
-        lift=lift,
-        p_value=p_value,
+        ctr=arm.clicked / arm.exposures,
+        ctr_ci=f.ctr_ci,
+        lift=f.lift,
+        lift_ci=v.interval if v else None,
+        p_value=v.p_value if v else None,
+        p_value_unadjusted=v.p_value_unadjusted if v else None,
+        decision=v.decision if v else None,
+        reason=v.reason if v else None,
         mrr=arm.reciprocal_ranks.mean(),
     )
 
 
-def _interleave_report(name: str, arm: ArmTally) -> InterleaveReport:
+def _interleave_report(name: str, arm: ArmTally, tuning: Tuning) -> InterleaveReport:
     model = arm.models.most_common(1)[0][0]
     model_a, _, model_b = model.partition("+")  # an interleaved arm's model is "A+B"
-    decided = arm.wins_a + arm.wins_b + arm.ties
-    p = sign_test(arm.wins_a, arm.wins_b)
-    winner = None
-    if p is not None and p < SIGNIFICANCE and arm.wins_a != arm.wins_b:
-        winner = (model_a or "A") if arm.wins_a > arm.wins_b else (model_b or "B")
+    model_a, model_b = model_a or "A", model_b or "B"
+    votes = arm.unit_votes()
+    preference, verdict = judge_interleaving(votes, arm.unit_count, tuning, model_b)
+    winner = {"better": model_b, "worse": model_a}.get(verdict.decision)
     return InterleaveReport(
         arm=name,
         model=model,
-        model_a=model_a or "A",
-        model_b=model_b or "B",
+        model_a=model_a,
+        model_b=model_b,
         exposures=arm.interleaved,
         clicked_exposures=arm.il_clicked,
         wins_a=arm.wins_a,
         wins_b=arm.wins_b,
         ties=arm.ties,
-        preference=(arm.wins_a - arm.wins_b) / decided if decided else None,
-        p_value=p,
+        units=len(votes),
+        units_a=votes.count(1),
+        units_b=votes.count(-1),
+        units_even=votes.count(0),
+        preference=preference,
+        preference_ci=verdict.interval,
+        p_value=verdict.p_value,
+        decision=verdict.decision,
+        reason=verdict.reason,
         winner=winner,
     )
 

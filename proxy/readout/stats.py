@@ -17,8 +17,10 @@ __all__ = [
     "Z95",
     "chi2_sf",
     "chi_square_gof",
+    "holm_adjust",
     "kendall_tau",
     "normal_cdf",
+    "normal_quantile",
     "normal_sf",
     "sign_test",
     "top_k_overlap",
@@ -41,6 +43,37 @@ def normal_cdf(z: float) -> float:
 def normal_sf(z: float) -> float:
     """P(Z > z) for a standard normal Z."""
     return 0.5 * math.erfc(z / _SQRT2)
+
+
+def normal_quantile(p: float) -> float:
+    """The z with P(Z <= z) = p, for 0 < p < 1: bisection on :func:`normal_cdf` (exact to
+    the last few bits; the readout asks for a handful of quantiles, so speed is moot)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"want 0 < p < 1, got {p}")
+    lo, hi = -40.0, 40.0
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        if mid in (lo, hi):
+            break
+        if normal_cdf(mid) < p:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2.0
+
+
+def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values (Holm 1979), in the order given; None stays None
+    and does not count as a test. Reject where the adjusted p < alpha: the chance of any
+    false rejection among the tests stays under alpha."""
+    tested = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    k = len(tested)
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (k - rank) * p))
+        out[i] = running
+    return out
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float] | None:

@@ -10,10 +10,17 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
 from proxy.readout.logreader import Event, Exposure
 from proxy.readout.stats import kendall_tau, top_k_overlap
 
 OVERLAP_K = 10
+NEVER = 2**62  # the click time of an exposure without a click
+
+
+Counts = npt.NDArray[np.float64]
 
 
 class Sum:
@@ -44,7 +51,14 @@ class ArmTally:
     applied: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     models: Counter[str] = field(default_factory=Counter)
-    units: set[str] = field(default_factory=set)
+    units: dict[str, int] = field(default_factory=dict)  # unit -> its index below
+    # Per exposure, in the order read: its time, its unit's index (an exposure without a
+    # unit is a unit of its own), and the time of its first click (NEVER without one).
+    # Statistics take the unit as the observation and can cut the log at any time.
+    ts: array[int] = field(default_factory=lambda: array("q"))
+    unit_of: array[int] = field(default_factory=lambda: array("q"))
+    click_ts: array[int] = field(default_factory=lambda: array("q"))
+    unit_count: int = 0
     clicks: int = 0
     clicked: int = 0  # exposures with at least one click
     conversions: int = 0
@@ -56,20 +70,51 @@ class ArmTally:
     wins_a: int = 0
     wins_b: int = 0
     ties: int = 0
+    unit_wins: dict[int, list[int]] = field(default_factory=dict)  # unit: [A wins, B wins]
 
-    def expose(self, record: Exposure) -> None:
+    def expose(self, record: Exposure) -> int:
+        """Count an exposure; its index in this arm."""
+        index = self.exposures
         self.exposures += 1
         self.models[record.model] += 1
         if record.outcome == "applied":
             self.applied += 1
         else:
             self.reasons[record.reason or record.outcome] += 1
-        if record.unit is not None:
-            self.units.add(record.unit)
+        if record.unit is None:
+            unit = self.unit_count  # a unit of its own
+        else:
+            unit = self.units.setdefault(record.unit, self.unit_count)
+        if unit == self.unit_count:
+            self.unit_count += 1
+        self.ts.append(min(record.ts, NEVER))  # a signed 64-bit array: no ts may overflow it
+        self.unit_of.append(unit)
+        self.click_ts.append(NEVER)
         if record.teams is not None:
             self.interleaved += 1
+        return index
 
-    def credit(self, teams: list[str | None]) -> None:
+    def clicked_at(self, index: int, ts: int) -> None:
+        self.click_ts[index] = min(self.click_ts[index], ts, NEVER)
+
+    def unit_counts(self, until: int | None = None) -> tuple[Counts, Counts]:
+        """Per unit with an exposure by ``until`` (a ts; None: all): (exposures, those
+        clicked by then)."""
+        ts = np.frombuffer(self.ts, dtype=np.int64)
+        unit = np.frombuffer(self.unit_of, dtype=np.int64)
+        cut = NEVER - 1 if until is None else until
+        clicked = np.frombuffer(self.click_ts, dtype=np.int64) <= cut
+        seen = slice(None) if until is None else ts <= until
+        n = np.bincount(unit[seen], minlength=self.unit_count)
+        x = np.bincount(unit[seen], weights=clicked[seen], minlength=self.unit_count)
+        keep = n > 0
+        n, x = n[keep].astype(np.float64), x[keep]
+        # In a canonical order: float sums over them then do not depend on the order the
+        # records were read in (a stream and the same records in files agree exactly).
+        order = np.lexsort((x, n))
+        return n[order], x[order]
+
+    def credit(self, index: int, teams: list[str | None]) -> None:
         """One interleaved exposure's clicks, as the teams that placed the clicked items."""
         self.il_clicked += 1
         a = teams.count("A")
@@ -80,6 +125,14 @@ class ArmTally:
             self.wins_b += 1
         else:
             self.ties += 1
+        wins = self.unit_wins.setdefault(self.unit_of[index], [0, 0])
+        wins[0] += a > b
+        wins[1] += b > a
+
+    def unit_votes(self) -> list[int]:
+        """Per unit with an interleaved click: +1 when more of its exposures went to A
+        than to B, -1 the other way, 0 even."""
+        return sorted((a > b) - (b > a) for a, b in self.unit_wins.values())
 
 
 @dataclass
@@ -128,6 +181,7 @@ class Join:
     served."""
 
     arm: ArmTally
+    index: int  # the exposure's index in its arm
     shadow: ShadowTally | None
     items: tuple[str, ...]
     teams: tuple[str | None, ...] | None
@@ -137,9 +191,11 @@ class Join:
         """Count the exposure's events into its arm and shadow."""
         arm = self.arm
         clicked: list[str] = []
+        first = NEVER  # when the exposure was first clicked: a report cut earlier omits it
         for event in events:
             if event.kind == "click":
                 arm.clicks += 1
+                first = min(first, event.ts)
                 if event.item not in clicked:
                     clicked.append(event.item)
             else:
@@ -148,11 +204,12 @@ class Join:
         if not clicked:
             return
         arm.clicked += 1
+        arm.clicked_at(self.index, first)
         position = {item: i for i, item in reversed(list(enumerate(self.items)))}
         served = [(item, position[item]) for item in clicked if item in position]
         for _, pos in served:
             arm.reciprocal_ranks.add(1.0 / (pos + 1))
         if self.teams is not None and served:
-            arm.credit([self.teams[pos] for _, pos in served])
+            arm.credit(self.index, [self.teams[pos] for _, pos in served])
         if self.shadow is not None and self.shadow_items is not None:
             self.shadow.compare(self.shadow_items, served)

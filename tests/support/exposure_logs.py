@@ -17,6 +17,7 @@ from proxy.config.routes import Route
 from proxy.readout.join import Readout
 from proxy.readout.logreader import parse_record
 from proxy.readout.report import Report, RouteReport
+from proxy.readout.verdict import DEFAULT_TUNING, Tuning
 from proxy.routing.arms import bucket
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,11 +117,14 @@ def xadd_all(client: redis.Redis, key: str, records: Iterable[Record]) -> None:
 
 
 def readout(
-    records: Iterable[Record], routes: Iterable[Route] = (), route: str | None = None
+    records: Iterable[Record],
+    routes: Iterable[Route] = (),
+    route: str | None = None,
+    tuning: Tuning = DEFAULT_TUNING,
 ) -> Report:
     """The report on ``records``, each parsed as a log line is."""
     parsed = (parse_record(orjson.dumps(r)) for r in records)
-    return Readout(route=route).add_all(parsed).result(list(routes))
+    return Readout(route=route).add_all(parsed).result(list(routes), tuning)
 
 
 def route_of(report: Report, name: str = "home-feed") -> RouteReport:

@@ -1,6 +1,7 @@
 """`rankgate experiments report` end to end: JSONL files and a real Redis Stream (Valkey)
-give the same report, --since, --route, malformed lines, errors, and the CLI reference's
-"The readout" section run exactly as written."""
+give the same report, --since, --route, malformed lines, errors, --fixed-horizon, --html
+and `experiments plan`; the CLI reference's "rankgate experiments report" section runs
+exactly as written."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from tests.support.exposure_logs import (
     write_jsonl,
     xadd_all,
 )
+from tests.support.heavy_users import heavy_log, write_log
 
 ROUTES = """\
 models:
@@ -108,7 +110,7 @@ def test_stream_and_jsonl_give_the_same_report(
     assert [a["arm"] for a in route["arms"]] == ["default", "beta", "v1-vs-v2"]
     assert route["srm"]["alarm"] is False and route["srm"]["p_value"] > 0.01
     il = route["interleaving"][0]
-    assert il["exposures"] == 1000 and il["winner"] == "ranker_v2"
+    assert il["exposures"] == 1000 and il["units_b"] > il["units_a"]
     assert route["shadow"][0]["runs"] == 100 and route["shadow"][0]["kendall_tau"] == 0.0
     assert from_files["records"]["malformed"] == 0
 
@@ -120,7 +122,7 @@ def test_text_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert code == 0 and err == ""
     assert out.startswith("2600 exposures, ") and f"from {log} (2026-11-" in out
     assert "route home-feed: 2600 exposures" in out
-    assert re.search(r"^  default +ranker_v1 +849 +100.0% +\d+ ", out, re.M)
+    assert re.search(r"^  default +ranker_v1 +849 +749 +100.0% +\d+ ", out, re.M)
     assert "  sample ratio ok: p = " in out
     assert "  interleaved  v1-vs-v2: ranker_v1 (A) vs ranker_v2 (B): " in out
     assert "  shadow       v2 on default: 100 runs, Kendall tau 0.00, top-10 overlap 100.0%" in out
@@ -301,7 +303,123 @@ def test_readme_readout_runs_as_written(tmp_path: Path) -> None:
     body = orjson.loads((tmp_path / "report.json").read_bytes())
     (route,) = body["routes"]
     assert route["route"] == "home-feed"
-    assert route["interleaving"][0]["winner"] == "ranker_v2"
     keys = re.findall(r"`(\w+)`", section.split("JSON", 1)[1])
-    for key in ("arms", "srm", "interleaving", "shadow", "ctr_ci", "mrr", "preference"):
+    for key in ("arms", "srm", "interleaving", "shadow", "ctr_ci", "lift_ci", "decision"):
         assert key in keys, key
+
+
+# --- verdicts, --fixed-horizon, --html, plan --------------------------------------------
+
+
+def lift_log(tmp: Path, lift: float = 0.6, users: int = 1500) -> Path:
+    """Heavy-tailed users (tests/support/heavy_users.py) on route bench-feed, assigned as
+    the route below assigns them."""
+    log = heavy_log(0, users, lift, salt="bench")
+    return write_log(tmp / "logs" / "bench.jsonl", log)
+
+
+BENCH_ROUTES = """\
+models:
+  v1: {path: v1.onnx}
+  v2: {path: v2.onnx}
+routes:
+  - name: bench-feed
+    match: {path: /api/feed}
+    model: v1
+    experiments:
+      - {name: beta, when: {percent: 50, salt: bench}, model: v2}
+"""
+
+
+def bench_config(tmp: Path, extra: str = "") -> Path:
+    cfg = config(tmp, extra=extra)
+    (tmp / "routes.yaml").write_text(BENCH_ROUTES)
+    return cfg
+
+
+def test_a_true_lift_is_called_better(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = bench_config(tmp_path)
+    log = lift_log(tmp_path)
+    body = json_report(capsys, "--config", str(cfg), "--from", str(log))
+    assert body["method"]["inference"] == "sequential"
+    (route,) = body["routes"]
+    default, beta = route["arms"]
+    assert default["decision"] is None
+    assert beta["decision"] == "better", beta["reason"]
+    lo, hi = beta["lift_ci"]
+    assert 0 < lo < beta["lift"] < hi and beta["p_value"] < 0.05
+    assert route["srm"]["alarm"] is False
+    code, out, _ = report(capsys, "--config", str(cfg), "--from", str(log))
+    assert code == 0
+    assert "always-valid 95% confidence sequences, tuned for 5000 units" in out
+    assert re.search(r"^  verdict      beta: better: the lift's interval \+\d", out, re.M), out
+
+
+def test_fixed_horizon_waits_for_its_planned_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = bench_config(tmp_path, extra="readout: {expected_units: 4000}\n")
+    log = lift_log(tmp_path)
+    early = json_report(capsys, "--config", str(cfg), "--from", str(log), "--fixed-horizon")
+    assert early["method"]["planned_units"] == 4000  # readout.expected_units
+    beta = early["routes"][0]["arms"][1]
+    assert beta["decision"] == "keep running"
+    assert beta["reason"].endswith(
+        "of the 4000 planned units: a fixed-horizon test is read once, at its planned size"
+    )
+    done = json_report(capsys, "--config", str(cfg), "--from", str(log), "--fixed-horizon", "1500")
+    fixed = done["routes"][0]["arms"][1]
+    assert fixed["decision"] == "better"
+    sequential = json_report(capsys, "--config", str(cfg), "--from", str(log))["routes"][0]
+    # The always-valid interval is wider than the one-look interval, around the same lift.
+    s_lo, s_hi = sequential["arms"][1]["lift_ci"]
+    f_lo, f_hi = fixed["lift_ci"]
+    assert s_lo < f_lo < f_hi < s_hi and sequential["arms"][1]["lift"] == fixed["lift"]
+    code, out, _ = report(
+        capsys, "--config", str(cfg), "--from", str(log), "--fixed-horizon", "1500"
+    )
+    assert code == 0
+    assert "fixed horizon planned at 1500 units (valid when read once, at that size)" in out
+
+
+def test_readout_settings_errors_name_the_yaml_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = config(tmp_path, extra="readout: {alpha: 0.7, min_effect: 0}\n")
+    code, _, err = report(capsys, "--config", str(cfg), "--from", str(tmp_path))
+    assert code == 2
+    assert "readout.alpha" in err and "readout.min_effect" in err
+
+
+def test_html_page_is_self_contained(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = bench_config(tmp_path)
+    log = lift_log(tmp_path)
+    page = tmp_path / "report.html"
+    code, out, err = report(capsys, "--config", str(cfg), "--from", str(log), "--html", str(page))
+    assert code == 0 and err == "" and "route bench-feed" in out
+    html = page.read_text()
+    assert html.startswith("<!doctype html>") and "<script" not in html
+    assert not re.search(r"(src|href)=|url\(|@import|https?://", html)  # nothing to fetch
+    assert 'data-arm="beta" data-decision="better"' in html
+    assert html.count("<polygon") == 1 and html.count("<polyline") == 1  # one arm, one band
+    assert "sample ratio ok" in html
+    bad = tmp_path / "no-such-dir" / "r.html"
+    code, _, err = report(capsys, "--config", str(cfg), "--from", str(log), "--html", str(bad))
+    assert code == 1 and str(bad) in err
+
+
+def test_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["experiments", "plan", "--baseline-ctr", "0.12", "--mde", "5%",
+                 "--units-per-day", "2000"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    # The textbook size: 2 * (1.96 + 0.8416)^2 * (p1 q1 + p2 q2) / (p2 - p1)^2 per arm.
+    assert "fixed horizon (--fixed-horizon 94067, read once): 94067 units, 48 days" in out
+    assert "always-valid (read any time, the default): " in out
+    assert "the A/B units over 12, the ratio of the two sizes" in out
+    assert "  fixed horizon: 7839 units, 4 days at 2000 units a day" in out  # 94067 / 12
+    with pytest.raises(SystemExit) as caught:
+        main(["experiments", "plan", "--baseline-ctr", "12", "--mde", "5%"])
+    assert caught.value.code == 2 and "write it as 12%" in capsys.readouterr().err
+    assert main(["experiments", "plan", "--baseline-ctr", "0.9", "--mde", "20%"]) == 2
+    assert "keeps the CTR in (0, 1)" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from proxy.readout.stats import two_proportion_z_test, wilson_interval
+from proxy.readout.verdict import Tuning
 from tests.support.exposure_logs import (
     T0,
     ab_traffic,
@@ -77,12 +77,16 @@ def test_every_arm_figure_on_a_small_log() -> None:
     assert default.skip_reasons == {"unknown-user": 1, "no-user": 1}
     assert (default.clicks, default.clicked_exposures) == (3, 1)
     assert (default.conversions, default.conversion_value) == (1, 12.5)
-    assert default.ctr == 0.25 and default.ctr_ci == wilson_interval(1, 4)
+    # Three units (u1 twice, u2, and the exposure without a user): the interval over so
+    # few units is wider than [0, 1] and clipped to it.
+    assert default.ctr == 0.25 and default.ctr_ci == (0.0, 1.0)
     assert default.lift is None and default.p_value is None
     assert default.mrr == pytest.approx((1 / 2 + 1 / 3) / 2)
     assert (beta.clicks, beta.clicked_exposures, beta.ctr) == (2, 2, 1.0)
     assert beta.lift == pytest.approx(1.0 / 0.25 - 1)
-    assert beta.p_value == pytest.approx(two_proportion_z_test(2, 2, 1, 4)[1])  # type: ignore[index]
+    # Two units a side: far from readout.min_units, so no test and no verdict yet.
+    assert beta.p_value is None and beta.lift_ci is None
+    assert beta.decision == "keep running" and "a verdict needs 100" in (beta.reason or "")
     assert beta.mrr == pytest.approx((1 / 3 + 1 / 1) / 2)
     assert r.interleaving == [] and r.shadow == []
 
@@ -109,15 +113,17 @@ def test_interleaving_names_the_better_model_from_fewer_exposures_than_ab() -> N
     """The same rankers, users and click model (tests/support/exposure_logs.py): at an equal
     number of exposures, team-draft interleaving names ranker_v2 in nearly every one of
     ten logs, where the A/B test of CTR rarely tells the two apart. (Over 20 logs an A/B
-    test at 6400 exposures found it in 12 of them; interleaving at 1600, in 19.)"""
+    test at 6400 exposures found it in 12 of them; interleaving at 1600, in 19.) Both read
+    once, at a fixed horizon of n units (here one unit an exposure)."""
     n = 1000
     seeds = range(10)
+    fixed = Tuning(planned_units=n // 2)
     il_wins = ab_wins = 0
     for seed in seeds:
-        (il,) = route_of(readout(interleaved_traffic(n, seed))).interleaving
+        (il,) = route_of(readout(interleaved_traffic(n, seed), tuning=fixed)).interleaving
         assert il.wins_b > il.wins_a  # the direction holds in every log
         il_wins += il.winner == "ranker_v2"
-        beta = route_of(readout(ab_traffic(n, seed))).arms[1]
+        beta = route_of(readout(ab_traffic(n, seed), tuning=fixed)).arms[1]
         assert beta.arm == "beta"
         ab_wins += beta.p_value is not None and beta.p_value < 0.05 and (beta.lift or 0) > 0
     assert il_wins >= 8, il_wins

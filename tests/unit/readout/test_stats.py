@@ -13,8 +13,10 @@ from proxy.readout.stats import (
     Z95,
     chi2_sf,
     chi_square_gof,
+    holm_adjust,
     kendall_tau,
     normal_cdf,
+    normal_quantile,
     normal_sf,
     sign_test,
     top_k_overlap,
@@ -153,3 +155,34 @@ def test_top_k_overlap() -> None:
     assert top_k_overlap(a, a[5:] + a[:5]) == 0.5
     assert top_k_overlap(a[:4], a[:5], k=10) == 1.0
     assert top_k_overlap([], a) is None
+
+
+@pytest.mark.parametrize(
+    ("p", "z"),
+    [
+        (0.975, 1.959963984540054),
+        (0.995, 2.5758293035489004),
+        (0.8, 0.8416212335729143),
+        (0.5, 0.0),
+        (0.025, -1.959963984540054),
+        (1e-10, -6.361340902404056),
+    ],
+)
+def test_normal_quantile_table_values(p: float, z: float) -> None:
+    assert normal_quantile(p) == pytest.approx(z, abs=1e-12)
+
+
+def test_normal_quantile_refuses_the_ends() -> None:
+    for p in (0.0, 1.0, -0.1, 2.0):
+        with pytest.raises(ValueError):
+            normal_quantile(p)
+
+
+def test_holm_adjust_matches_r() -> None:
+    # R: p.adjust(c(0.01, 0.04, 0.03, 0.005), "holm") -> 0.03 0.06 0.06 0.02
+    got = holm_adjust([0.01, 0.04, 0.03, 0.005])
+    assert got == pytest.approx([0.03, 0.06, 0.06, 0.02], abs=1e-15)
+    # Untested arms (None) do not count; capped at 1; one test is left as it is.
+    assert holm_adjust([None, 0.02, 0.9]) == [None, pytest.approx(0.04), 0.9]
+    assert holm_adjust([0.6, 0.7]) == [1.0, 1.0]
+    assert holm_adjust([0.3]) == [0.3] and holm_adjust([]) == []

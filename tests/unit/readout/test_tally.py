@@ -7,8 +7,7 @@ import random
 
 import pytest
 
-from proxy.readout.logreader import Event
-from proxy.readout.stats import sign_test
+from proxy.readout.logreader import Event, Exposure
 from proxy.readout.tally import ArmTally, Join, ShadowTally, Sum
 from tests.support.exposure_logs import T0, event, exposure, readout, request_id, route_of
 
@@ -32,10 +31,15 @@ def click(item: str, kind: str = "click", value: float | None = None) -> Event:
     return Event(ts=T0, id="r", route="home-feed", arm="default", item=item, kind=kind, value=value)
 
 
+def exposed(arm: ArmTally, items: tuple[str, ...], unit: str | None = "u", ts: int = T0) -> int:
+    return arm.expose(Exposure(ts, "r", "home-feed", unit, "default", "v1", "applied", None, items))
+
+
 def test_settle_counts_clicks_once_per_item_and_the_first_slot() -> None:
     arm = ArmTally()
     # "b" is served twice: its first slot is where it was seen.
-    join = Join(arm, None, ("a", "b", "c", "b"), None, None)
+    items = ("a", "b", "c", "b")
+    join = Join(arm, exposed(arm, items), None, items, None, None)
     join.settle([click("b"), click("b"), click("zz"), click("c", "conversion", 2.5)])
     assert (arm.clicks, arm.clicked, arm.conversions) == (3, 1, 1)
     assert arm.conversion_value.total() == 2.5
@@ -47,7 +51,8 @@ def test_settle_counts_clicks_once_per_item_and_the_first_slot() -> None:
 
 def test_settle_credits_teams_and_compares_with_the_shadow() -> None:
     arm, shadow = ArmTally(), ShadowTally()
-    join = Join(arm, shadow, ("a", "b", "c"), ("A", "B", None), ("c", "a"))
+    items = ("a", "b", "c")
+    join = Join(arm, exposed(arm, items), shadow, items, ("A", "B", None), ("c", "a"))
     join.settle([click("b"), click("c")])
     # b is B's, c is pinned (no team): B wins.
     assert (arm.il_clicked, arm.wins_a, arm.wins_b, arm.ties) == (1, 0, 1, 0)
@@ -58,11 +63,13 @@ def test_settle_credits_teams_and_compares_with_the_shadow() -> None:
 def test_interleaving_credits_the_team_that_placed_the_click() -> None:
     rec = exposure
     logs = [
-        rec(request_id(RNG), "il", "u", ["a", "b", "c"], T0, model="v1+v2", teams=["A", "B", None]),
-        rec(request_id(RNG), "il", "u", ["a", "b", "c"], T0, model="v1+v2", teams=["B", "A", "B"]),
-        rec(request_id(RNG), "il", "u", ["a", "b", "c"], T0, model="v1+v2", teams=["A", "B", "A"]),
-        rec(request_id(RNG), "il", "u", ["a", "b"], T0, model="v1+v2", teams=["A", "B"]),
-        rec(request_id(RNG), "il", "u", ["a", "b"], T0, model="v1+v2", teams=["A", "B"]),
+        rec(
+            request_id(RNG), "il", "u0", ["a", "b", "c"], T0, model="v1+v2", teams=["A", "B", None]
+        ),
+        rec(request_id(RNG), "il", "u1", ["a", "b", "c"], T0, model="v1+v2", teams=["B", "A", "B"]),
+        rec(request_id(RNG), "il", "u2", ["a", "b", "c"], T0, model="v1+v2", teams=["A", "B", "A"]),
+        rec(request_id(RNG), "il", "u3", ["a", "b"], T0, model="v1+v2", teams=["A", "B"]),
+        rec(request_id(RNG), "il", "u4", ["a", "b"], T0, model="v1+v2", teams=["A", "B"]),
     ]
     events = [
         event(logs[0], "b"),
@@ -80,8 +87,52 @@ def test_interleaving_credits_the_team_that_placed_the_click() -> None:
     assert (il.arm, il.model_a, il.model_b) == ("il", "v1", "v2")
     assert (il.exposures, il.clicked_exposures) == (5, 4)
     assert (il.wins_a, il.wins_b, il.ties) == (1, 2, 1)
+    # One unit an exposure: the same votes by unit.
+    assert (il.units, il.units_a, il.units_b, il.units_even) == (4, 1, 2, 1)
     assert il.preference == pytest.approx((1 - 2) / 4)
-    assert il.p_value == sign_test(1, 2) and il.winner is None
+    assert il.p_value is None and il.winner is None and il.decision == "keep running"
+    assert il.reason == "4 units with a click: a verdict needs 100"
+
+
+def test_interleaving_counts_a_unit_once() -> None:
+    """A user who clicks A's items in 30 lists is one vote for A, not 30: three users who
+    each preferred B once outvote them."""
+    logs, events = [], []
+    for i in range(30):
+        rec = exposure(request_id(RNG), "il", "heavy", ["a", "b"], T0 + i, model="v1+v2",
+                       teams=["A", "B"])  # fmt: skip
+        logs.append(rec)
+        events.append(event(rec, "a"))
+    for unit in ("x", "y", "z"):
+        rec = exposure(request_id(RNG), "il", unit, ["a", "b"], T0, model="v1+v2",
+                       teams=["A", "B"])  # fmt: skip
+        logs.append(rec)
+        events.append(event(rec, "b"))
+    (il,) = route_of(readout(logs + events)).interleaving
+    assert (il.wins_a, il.wins_b) == (30, 3)  # by exposure, A looked far ahead
+    assert (il.units, il.units_a, il.units_b, il.units_even) == (4, 1, 3, 0)
+    assert il.preference == pytest.approx((1 - 3) / 4)
+
+
+def test_unit_counts_cut_at_a_time() -> None:
+    """Per unit: exposures, and those clicked by the cut-off (a click after it not yet)."""
+    arm = ArmTally()
+    first = Join(arm, exposed(arm, ("a",), "u1", T0), None, ("a",), None, None)
+    exposed(arm, ("a",), "u1", T0 + 10)
+    late = Join(arm, exposed(arm, ("a",), "u2", T0 + 20), None, ("a",), None, None)
+    exposed(arm, ("a",), None, T0 + 30)  # no unit: a unit of its own
+    first.settle([Event(T0 + 5, "r", "home-feed", "default", "a", "click")])
+    late.settle([Event(T0 + 100, "r", "home-feed", "default", "a", "click")])
+    n, x = arm.unit_counts()  # in a canonical order: by exposures, then clicks
+    assert (list(n), list(x)) == ([1, 1, 2], [0, 1, 1])
+    n, x = arm.unit_counts(until=T0 + 25)
+    assert (list(n), list(x)) == ([1, 2], [0, 1])
+    n, x = arm.unit_counts(until=T0 + 4)
+    assert (list(n), list(x)) == ([1], [0])
+    # A time past what 64 bits hold is read, not a crash (the log is not ours to trust).
+    far = Join(arm, exposed(arm, ("a",), "u9", 2**70), None, ("a",), None, None)
+    far.settle([Event(2**80, "r", "home-feed", "default", "a", "click")])
+    assert arm.unit_counts()[0].sum() == 5
 
 
 def test_shadow_agreement_and_clicked_items() -> None:
