@@ -27,7 +27,7 @@ from proxy.config.settings import Settings, load_settings
 from proxy.edge.config import compile_edge
 from proxy.routing.snapshot import build_snapshot
 
-EDGE_DIR = Path(__file__).resolve().parent.parent / "edge"  # the Worker's source
+EDGE_DIR = Path(__file__).resolve().parents[2] / "edge"  # the Worker's source, at the top
 DEFAULT_NAME = "rankgate"
 KV_ID_PLACEHOLDER = "REPLACE_WITH_YOUR_KV_NAMESPACE_ID"
 # Files a build writes; a rebuild replaces them and leaves anything else alone.
