@@ -52,6 +52,7 @@ class EdgeBuild:
     out: Path
     config: dict[str, Any]
     manifest: dict[str, Any]  # build.json: modules, runtime settings, versions, sizes
+    dropped: list[str]  # rankgate.yaml features the Worker leaves out, one line each
 
 
 def node_ready(edge_dir: Path = EDGE_DIR) -> str | None:
@@ -191,4 +192,6 @@ def build(
     (out / "wrangler.toml").write_text(
         wrangler_toml(manifest, settings, name, kv_namespace_id, header)
     )
-    return EdgeBuild(out=out, config=compiled.config, manifest=manifest)
+    return EdgeBuild(
+        out, compiled.config, manifest, [f"{config_path}: {d}" for d in compiled.dropped]
+    )
