@@ -104,7 +104,9 @@ def test_the_configuration_examples_load_as_written(tmp_path: Path) -> None:
 def test_the_section_runs_as_written(tmp_path: Path) -> None:
     workdir = tmp_path / "my-site"
     workdir.mkdir()
-    argv = isolated([sys.executable, "-m", "tests.test_readme_newcomer", str(workdir)], FIXED_PORTS)
+    argv = isolated(
+        [sys.executable, "-m", "tests.docs.test_readme_newcomer", str(workdir)], FIXED_PORTS
+    )
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=110)
     assert done.returncode == 0, done.stdout + done.stderr
 
