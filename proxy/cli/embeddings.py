@@ -31,6 +31,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     url = args.redis_url
     templates = {k: args.key for k in KINDS} if args.key else {}
     embedded: EmbeddedValkey | None = None
+    stopped = False
     buckets = args.buckets
     cluster: bool | None = None  # ask the server
     args.config = optional_config(args.config)
@@ -61,6 +62,8 @@ def cmd_load(args: argparse.Namespace) -> int:
         if embedded is not None:
             url = embedded.start()
             how = "started for this load" if embedded.started else f"running, pid {embedded.pid}"
+            if embedded.adopted:  # its rankgate was killed: this load owns it now
+                how += ", left by a process that is gone: stopped after this load"
             print(f"embedded Valkey at {url} (data in {_shown(embedded.dir)}; {how})")
         assert url is not None
         _load_all(sync_client(url, cluster, 10.0), loads, templates, buckets or 16, args.quiet)
@@ -72,8 +75,8 @@ def cmd_load(args: argparse.Namespace) -> int:
         return 1
     finally:
         if embedded is not None:
-            embedded.stop()
-    if embedded is not None and embedded.started:
+            stopped = embedded.stop()
+    if stopped:
         print("embedded Valkey stopped; `rankgate serve` starts it with this data")
     return 0
 

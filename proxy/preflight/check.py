@@ -322,6 +322,8 @@ def run_checks(config: str | Path, offline: bool = False, out: TextIO | None = N
                 embedded = None
             else:
                 how = "started for this check" if embedded.started else f"pid {embedded.pid}"
+                if embedded.adopted:
+                    how += ", left by a process that is gone: stopped after this check"
                 what = f"embedded Valkey {url} ({how}, data in {shown_path(embedded.dir)})"
                 client = check_redis(settings, url, report, what)
         check_origin(settings, report)
