@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from proxy.preflight.fetch import SampleError, fetch, join
+from proxy.feed.sample import SampleError, fetch, join
 from proxy.preflight.initfiles import render_config, render_routes, validate_files
 from proxy.preflight.initprobe import InitError, choose_model, find_feed
 

@@ -24,7 +24,7 @@ import numpy as np
 from plugins.builtin.dotted import item_ids
 from proxy.config.routes import NONE_MODEL
 from proxy.preflight.feedshape import choose_id, find_arrays, find_ids, items_at
-from proxy.preflight.fetch import SampleError, fetch, join
+from proxy.feed.sample import SampleError, fetch, join
 
 if TYPE_CHECKING:
     import redis

@@ -30,6 +30,7 @@ from proxy.outcome.record import Observer
 from proxy.routing.current import SnapshotStore
 from proxy.routing.reload import RoutesWatcher
 from proxy.routing.sources import RedisRoutesSource, routes_follower
+from proxy.serve.probes import ReloadProbes
 from proxy.store.connect import connect_store
 from proxy.store.embeddings import EmbeddingStore
 from proxy.store.valkey import EmbeddedValkey
@@ -64,6 +65,8 @@ class Runtime:
     observers: list[Observer] = field(default_factory=list)
     connections: ConnectionStats = field(default_factory=ConnectionStats)
     shadow_stats: ShadowStats = field(default_factory=ShadowStats)
+    # Each reloaded route's sample page, probed after the swap (/admin/routes shows it).
+    probes: ReloadProbes | None = None
     in_flight: int = 0
 
 
@@ -96,6 +99,9 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         # the server once it listens).
         follower = routes_follower(settings, store)
         await asyncio.to_thread(store.load_initial)
+        probes = ReloadProbes(settings)
+        store.listeners.append(probes.on_reload)
+        stack.push_async_callback(probes.close)
         queue, recorder, events = None, None, None
         if settings.exposures.enabled:
             signer, unit_key = _keys(settings)
@@ -122,6 +128,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             events,
             follower,
             shadow_stats=shadow_stats,
+            probes=probes,
         )
 
 
