@@ -23,8 +23,8 @@ import numpy as np
 
 from plugins.builtin.dotted import item_ids
 from proxy.config.routes import NONE_MODEL
-from proxy.preflight.feedshape import choose_id, find_arrays, find_ids, items_at
 from proxy.feed.sample import SampleError, fetch, join
+from proxy.preflight.feedshape import choose_id, find_arrays, find_ids, items_at
 
 if TYPE_CHECKING:
     import redis
