@@ -193,7 +193,7 @@ def test_readme_edge_commands_run_as_written(readme_checkout: Path) -> None:
     """Run as written, where the README's fixed ports are ours (tests/support/prereq.py)."""
     skip_without_node()
     need_tool("curl", "the README's commands use curl")
-    inner = [sys.executable, "-m", "tests.test_edge_demo", str(readme_checkout)]
+    inner = [sys.executable, "-m", "tests.edge.test_edge_demo", str(readme_checkout)]
     done = subprocess.run(
         isolated(inner, README_PORTS), cwd=ROOT, capture_output=True, text=True, timeout=240
     )
