@@ -241,7 +241,8 @@ class RouteProbe:
         if self.user is None:
             raise self.fail(
                 f"no user vector in Redis under {emb.user_key}: every request would be "
-                "reason=unknown-user (load them with `rankgate embeddings load`)"
+                "reason=unknown-user (load them with `rankgate embeddings load`), or "
+                "bad-vector for the ones of the wrong length (the vectors lines count them)"
             )
         user_id, user = self.user
         model = self.snapshot.models.get(model_name)
