@@ -21,8 +21,11 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from plugins.context import FeedContext, ItemsNotFound, RequestView
+from plugins.run import PluginFailure
 from proxy.feed.respond import is_json
 from proxy.http import codec
+from proxy.outcome.errors import Reason
 
 if TYPE_CHECKING:
     from proxy.routing.snapshot import CompiledRoute
@@ -171,9 +174,6 @@ class Verdict:
 def verdict(route: CompiledRoute, doc: Any) -> Verdict:
     """The items and ids the route finds in a parsed page, as the feed path finds them
     (its items plugin, the built-in dotted one for ``items:``/``item_id:``)."""
-    from plugins.context import FeedContext, ItemsNotFound, RequestView
-    from plugins.run import PluginFailure
-
     spec = route.spec
     shown = spec.items or '""'
     where = f"items: {shown}" if route.plugins.dotted is not None else "its items plugin"
@@ -181,16 +181,17 @@ def verdict(route: CompiledRoute, doc: Any) -> Verdict:
     try:
         arrays = route.plugins.find_items(ctx)
     except ItemsNotFound:
-        return Verdict("items-not-found", f"no array at {where} in the sample page")
+        return Verdict(Reason.ITEMS_NOT_FOUND.value, f"no array at {where} in the sample page")
     except PluginFailure as exc:
-        return Verdict("plugin-error", f"{where} failed on the sample page: {exc}")
+        return Verdict(Reason.PLUGIN_ERROR.value, f"{where} failed on the sample page: {exc}")
     ids = [i for arr in arrays for i in arr.ids]
     have = sum(1 for i in ids if i is not None)
     if not ids:
-        return Verdict("no-items", f"the array at {where} is empty in the sample page")
+        return Verdict(Reason.NO_ITEMS.value, f"the array at {where} is empty in the sample page")
     if have == 0:
         return Verdict(
-            "no-item-ids", f"{len(ids)} items at {where}, none with an id at {spec.item_id}"
+            Reason.NO_ITEM_IDS.value,
+            f"{len(ids)} items at {where}, none with an id at {spec.item_id}",
         )
     return Verdict(None, f"{len(ids)} items at {where}, {have} with an id")
 
