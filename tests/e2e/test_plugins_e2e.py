@@ -1,6 +1,6 @@
 """Plugins end to end: real origin, real Valkey, real ONNX model, the proxy over sockets.
 
-The plugin classes below are loaded by the proxy as ``tests.test_plugins_e2e:NAME``
+The plugin classes below are loaded by the proxy as ``tests.e2e.test_plugins_e2e:NAME``
 (``module:Class``), exactly as a third-party plugin would be.
 """
 
@@ -38,7 +38,7 @@ N = 12
 ITEM_VECS = {f"i{k}": RNG.standard_normal(DIM).astype("<f4") for k in range(N)}
 USER_VECS = {f"u{k}": RNG.standard_normal(DIM).astype("<f4") for k in range(3)}
 SECRET = "e2e-secret-" * 4
-HERE = "tests.test_plugins_e2e"
+HERE = "tests.e2e.test_plugins_e2e"
 
 
 class Raiser:
