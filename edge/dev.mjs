@@ -15,26 +15,35 @@ import { join, resolve } from "node:path";
 import { Log, LogLevel, Miniflare } from "miniflare";
 
 const PUT_CONCURRENCY = 64;
+const USAGE = `usage: node edge/dev.mjs DIR [--origin URL] [--kv PATH]... [--host H] [--port N] [--cold]
+
+Runs the Worker that \`rankgate edge build --out DIR\` wrote, in workerd (miniflare).
+  --origin URL  where requests go (default: origin.url of the rankgate.yaml it was built from)
+  --kv PATH     a bulk file of \`rankgate edge kv\`, or a directory of them (repeatable)
+  --host H      address to listen on (default 127.0.0.1)
+  --port N      port to listen on, 0 for any free one (default 8787)
+  --cold        no model sessions before the first request (as a fresh isolate)
+  -h, --help    this text`;
+
+// A mistake on the command line: said in one line with the usage, no stack trace.
+class UsageError extends Error {}
 
 function parseArgs(argv) {
   const args = { dir: null, origin: null, kv: [], host: "127.0.0.1", port: 8787, cold: false };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
-    if (arg === "--origin") args.origin = argv[++i];
+    if (arg === "--help" || arg === "-h") return null;
+    else if (arg === "--origin") args.origin = argv[++i];
     else if (arg === "--kv") args.kv.push(argv[++i]);
     else if (arg === "--host") args.host = argv[++i];
     else if (arg === "--port") args.port = Number(argv[++i]);
     else if (arg === "--cold") args.cold = true;
     else if (!arg.startsWith("--") && args.dir === null) args.dir = arg;
-    else throw new Error(`unknown argument ${arg}`);
+    else throw new UsageError(`unknown argument ${arg}`);
   }
-  if (args.dir === null) {
-    throw new Error(
-      "usage: node edge/dev.mjs DIR [--origin URL] [--kv PATH]... [--host H] [--port N] [--cold]",
-    );
-  }
+  if (args.dir === null) throw new UsageError("DIR is missing");
   if (!Number.isInteger(args.port) || args.port < 0 || args.port > 65535) {
-    throw new Error(`--port: want 0..65535, got ${args.port}`);
+    throw new UsageError(`--port: want 0..65535, got ${args.port}`);
   }
   return args;
 }
@@ -70,6 +79,10 @@ async function loadKv(namespace, paths) {
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));
+  if (args === null) {
+    console.log(USAGE);
+    process.exit(0);
+  }
   const dir = resolve(args.dir);
   const build = JSON.parse(readFileSync(join(dir, "build.json"), "utf8"));
   const config = JSON.parse(readFileSync(join(dir, "config.json"), "utf8"));
@@ -103,6 +116,12 @@ async function main() {
 }
 
 main().catch((error) => {
-  console.error(`edge/dev.mjs: ${error.stack ?? error}`);
+  if (error instanceof UsageError) {
+    console.error(`edge/dev.mjs: ${error.message}\n${USAGE}`);
+    process.exit(2);
+  }
+  // A file that is not there (DIR not built yet) is a sentence, not a stack trace.
+  const expected = error?.code === "ENOENT" || error instanceof SyntaxError;
+  console.error(`edge/dev.mjs: ${expected ? error.message : (error.stack ?? error)}`);
   process.exit(1);
 });

@@ -1,8 +1,9 @@
 // User and item vectors from Workers KV, under the keys the proxy reads from Redis
 // (embeddings.user_key / item_key). A value is the vector's little-endian float32 bytes,
 // base64-encoded: KV's bulk read (100 keys in one operation, and a Worker may make 1,000
-// operations per request) returns text only. A value of the wrong length or holding
-// NaN/inf counts as missing, as in the proxy. Item vectors are cached in the isolate.
+// operations per request) returns text only. As in the proxy, an item value of the wrong
+// length or holding NaN/inf counts as missing, and such a user value is reason bad-vector
+// (not unknown-user: it is there, the dim is wrong). Item vectors are cached in the isolate.
 
 import { Skip } from "./skip.js";
 
@@ -84,9 +85,13 @@ export class VectorStore {
     }
   }
 
-  /** The user's vector, or null when absent or invalid. */
+  /** The user's vector, or null when absent; Skip("bad-vector") when invalid. */
   async user(userId) {
-    return decodeVector(await this._get(key(this.userKey, userId)), this.dim);
+    const text = await this._get(key(this.userKey, userId));
+    if (text === null) return null;
+    const vector = decodeVector(text, this.dim);
+    if (vector === null) throw new Skip("bad-vector");
+    return vector;
   }
 
   /**

@@ -1,15 +1,18 @@
 """The rankgate command line: one module per command, one --config rule.
 
-    main         the parser and the entry point
-    options      the one --config rule
-    serve        rankgate serve
-    init         rankgate init
-    check        rankgate check
-    embeddings   rankgate embeddings load
-    model        rankgate model ...
-    routes       rankgate routes push|status
-    experiments  rankgate experiments report
-    edge         rankgate edge build|kv
+main              the parser and the entry point
+options           the one --config rule
+serve             rankgate serve
+init              rankgate init
+check             rankgate check
+embeddings        rankgate embeddings load
+model             rankgate model ...
+routes            rankgate routes push|status
+experiments       rankgate experiments report
+edge              rankgate edge build|kv
+experiments_plan  rankgate experiments plan
+explain           rankgate explain
+report_text       the report's text
 """
 
 __all__ = [
@@ -17,10 +20,13 @@ __all__ = [
     "edge",
     "embeddings",
     "experiments",
+    "experiments_plan",
+    "explain",
     "init",
     "main",
     "model",
     "options",
+    "report_text",
     "routes",
     "serve",
 ]

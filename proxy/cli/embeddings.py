@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import redis
@@ -31,6 +33,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     url = args.redis_url
     templates = {k: args.key for k in KINDS} if args.key else {}
     embedded: EmbeddedValkey | None = None
+    stopped = False
     buckets = args.buckets
     cluster: bool | None = None  # ask the server
     args.config = optional_config(args.config)
@@ -61,6 +64,8 @@ def cmd_load(args: argparse.Namespace) -> int:
         if embedded is not None:
             url = embedded.start()
             how = "started for this load" if embedded.started else f"running, pid {embedded.pid}"
+            if embedded.adopted:  # its rankgate was killed: this load owns it now
+                how += ", left by a process that is gone: stopped after this load"
             print(f"embedded Valkey at {url} (data in {_shown(embedded.dir)}; {how})")
         assert url is not None
         _load_all(sync_client(url, cluster, 10.0), loads, templates, buckets or 16, args.quiet)
@@ -72,10 +77,45 @@ def cmd_load(args: argparse.Namespace) -> int:
         return 1
     finally:
         if embedded is not None:
-            embedded.stop()
-    if embedded is not None and embedded.started:
+            stopped = embedded.stop()
+    if stopped:
         print("embedded Valkey stopped; `rankgate serve` starts it with this data")
     return 0
+
+
+class Progress:
+    """Vectors loaded, the rate and the time left, redrawn in place on a terminal (at
+    most every ``every_s``: a redraw per batch would flood a slow terminal); the line is
+    cleared at the end, when the summary line takes its place."""
+
+    def __init__(self, what: str, total: int, out: TextIO, every_s: float = 0.2) -> None:
+        self.what, self.total, self.out, self.every_s = what, total, out, every_s
+        self.started = time.perf_counter()
+        self.drawn = -every_s  # the first batch draws at once
+
+    def __call__(self, done: int) -> None:
+        now = time.perf_counter() - self.started
+        if done >= self.total or now - self.drawn < self.every_s:
+            return
+        self.drawn = now
+        rate = done / max(now, 1e-6)
+        left = (self.total - done) / rate if rate > 0 else 0.0
+        self.out.write(
+            f"\r\033[K{self.what}: {done} of {self.total} ({100 * done // self.total}%), "
+            f"{rate:.0f}/s, {_clock(left)} left"
+        )
+        self.out.flush()
+
+    def finish(self) -> None:
+        if self.drawn >= 0:
+            self.out.write("\r\033[K")
+            self.out.flush()
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _load_all(
@@ -85,24 +125,31 @@ def _load_all(
     buckets: int,
     quiet: bool,
 ) -> None:
-    # A progress bar is for a terminal, not for a log or a pipe.
-    progress = not quiet and sys.stderr.isatty()
+    # Progress is for a terminal; a log or a pipe gets the summary line alone.
+    live = not quiet and sys.stderr.isatty()
     where = " on a Redis Cluster" if isinstance(client, redis.RedisCluster) else ""
     try:
         for kind, ids, vectors in loads:
             template = templates.get(kind) or f"emb:{kind}:{{id}}"
-            count = load_vectors(
-                client,  # type: ignore[arg-type]
-                template,
-                ids,
-                vectors,
-                buckets=buckets,
-                progress=progress,
-            )
+            progress = Progress(f"{kind} vectors", len(ids), sys.stderr) if live else None
+            started = time.perf_counter()
+            try:
+                count = load_vectors(
+                    client,  # type: ignore[arg-type]
+                    template,
+                    ids,
+                    vectors,
+                    buckets=buckets,
+                    progress=progress,
+                )
+            finally:
+                if progress is not None:
+                    progress.finish()
+            took = time.perf_counter() - started
             spread = f" ({buckets} buckets)" if "{bucket}" in template else ""
             print(
                 f"loaded {count} {kind} vectors (dim {vectors.shape[1]}) as "
-                f"{template}{spread}{where}"
+                f"{template}{spread}{where} in {took:.2f} s ({count / max(took, 1e-6):.0f}/s)"
             )
     finally:
         client.close()
@@ -168,5 +215,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         type=int,
         help="item_buckets for a {bucket} template (default from config, else 16)",
     )
-    load.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    load.add_argument(
+        "--quiet", "-q", action="store_true", help="no progress line (shown on a terminal)"
+    )
     load.set_defaults(func=cmd_load)

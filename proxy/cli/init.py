@@ -4,9 +4,10 @@ It fetches one response of the feed, finds the item array and the item id field 
 (``proxy.preflight.feedshape``), and writes a commented ``rankgate.yaml`` and ``routes.yaml``:
 the origin, an embedded Valkey (no Redis to install), one route for the feed, and a
 model (by default the reference model shipped with rankgate, copied beside the config
-with its sha256 pinned). Nothing is asked: when the body leaves a choice open (two arrays
-of objects, two id-like fields), it lists the candidates and names the flag that picks
-one. It never overwrites a file without ``--force``.
+with its sha256 pinned). Nothing is asked: of several arrays of objects, the only one
+that looks like a feed is taken (and the others named); when the body leaves a choice
+open (two feed-like arrays, two id-like fields), it lists the candidates and names the
+flag that picks one. It never overwrites a file without ``--force``.
 
 This module is the command; proxy/preflight/initprobe.py finds the items and the model,
 proxy/preflight/initfiles.py renders and checks the files.
@@ -20,7 +21,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from proxy.preflight.fetch import SampleError, fetch, join
+from proxy.feed.sample import SampleError, fetch, join
 from proxy.preflight.initfiles import render_config, render_routes, validate_files
 from proxy.preflight.initprobe import InitError, choose_model, find_feed
 
@@ -60,6 +61,8 @@ def run_init(args: argparse.Namespace) -> int:
     say(f"GET {url}: {sample.describe()}")
     found = find_feed(sample.doc, args.items, args.item_id)
     say(f"items   {found.items or '(the body)'}: {found.count} objects")
+    if found.picked():
+        say(f"        {found.picked()}")
     say(f"ids     {found.item_id}: {found.with_id} of {found.count} items")
     if model.reference:
         say(f"model   {model.name}: the reference model shipped with rankgate, dim {model.dim}")

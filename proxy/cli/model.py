@@ -147,8 +147,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         check_model(path, args.dim)
     except CheckFailed as exc:
+        # Once, on stdout with the check's other lines (as `rankgate check` reports): the
+        # same sentence on stderr too read as two failures in a terminal.
         print(f"FAIL  {path}: {exc}", flush=True)
-        print(f"rankgate model check: {path}: {exc}", file=sys.stderr)
         return 1
     print(f"{path}: ok, rankgate can serve it")
     return 0

@@ -28,7 +28,7 @@ from proxy.edge.config import compile_edge
 from proxy.routing.limits import RoutesPolicy
 from proxy.routing.snapshot import build_snapshot
 
-EDGE_DIR = Path(__file__).resolve().parent.parent / "edge"  # the Worker's source
+EDGE_DIR = Path(__file__).resolve().parents[2] / "edge"  # the Worker's source, at the top
 DEFAULT_NAME = "rankgate"
 KV_ID_PLACEHOLDER = "REPLACE_WITH_YOUR_KV_NAMESPACE_ID"
 # Files a build writes; a rebuild replaces them and leaves anything else alone.
@@ -53,6 +53,7 @@ class EdgeBuild:
     out: Path
     config: dict[str, Any]
     manifest: dict[str, Any]  # build.json: modules, runtime settings, versions, sizes
+    dropped: list[str]  # rankgate.yaml features the Worker leaves out, one line each
 
 
 def node_ready(edge_dir: Path = EDGE_DIR) -> str | None:
@@ -194,4 +195,6 @@ def build(
     (out / "wrangler.toml").write_text(
         wrangler_toml(manifest, settings, name, kv_namespace_id, header)
     )
-    return EdgeBuild(out=out, config=compiled.config, manifest=manifest)
+    return EdgeBuild(
+        out, compiled.config, manifest, [f"{config_path}: {d}" for d in compiled.dropped]
+    )

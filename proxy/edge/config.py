@@ -13,7 +13,10 @@ serving something else. What runs at the edge:
 
 Not at the edge: any other plugin (``jwt``, ``diversify``, Python classes), a filter on a
 Redis set or a cookie, ``origin.host_header`` (a Worker's subrequest has its URL's
-host), and a ``{bucket}`` in ``embeddings.item_key`` (Workers KV has no slots).
+host), and a ``{bucket}`` in ``embeddings.item_key`` (Workers KV has no slots): these
+refuse the build. Left out with a warning (``dropped``), as they change what is recorded,
+never what a user is served: exposure records and the ``X-Rankgate-Id`` header
+(``exposures``), and the events endpoint (``events``).
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ class EdgeCompile:
     problems: list[str] = field(default_factory=list)
     settings_problems: list[str] = field(default_factory=list)
     models: dict[str, str] = field(default_factory=dict)  # model name -> module path
+    # rankgate.yaml features the Worker leaves out (serving is the same without them):
+    # one ``path: what happens instead`` line each, said at build time.
+    dropped: list[str] = field(default_factory=list)
 
 
 def _dotted(path: str) -> list[str]:
@@ -195,6 +201,22 @@ class _RouteCompiler:
         }
 
 
+def dropped_features(settings: Settings) -> list[str]:
+    """What the config turns on that the Worker does not do, one line per feature."""
+    dropped = []
+    if settings.exposures.enabled:
+        dropped.append(
+            "exposures.enabled: the Worker writes no exposure records and sends no "
+            "X-Rankgate-Id header: `rankgate experiments report` sees none of its traffic"
+        )
+    if settings.events.enabled:
+        dropped.append(
+            f"events.enabled: the Worker does not take POST {settings.events.path}: "
+            "clicks sent there reach the origin, unrecorded"
+        )
+    return dropped
+
+
 def compile_edge(settings: Settings, routes: RoutesFile, source: dict[str, Any]) -> EdgeCompile:
     """The Worker's config for validated routes; ``problems`` lists what cannot run."""
     out = EdgeCompile()
@@ -209,6 +231,7 @@ def compile_edge(settings: Settings, routes: RoutesFile, source: dict[str, Any])
             "KV has none and the Worker does not compute it: build the edge from a config "
             "whose item_key has no {bucket}"
         )
+    out.dropped = dropped_features(settings)
     compiled = []
     for i, route in enumerate(routes.routes):
         compiler = _RouteCompiler(route, f"routes[{i}]")

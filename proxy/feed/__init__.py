@@ -1,13 +1,28 @@
 """One feed request's stages, from the origin's body to the re-ordered response; fail-open at every
 step.
 
-    stages      resolve the user, choose the arm, call the origin, gate, read the body
-    state       FeedRequest (what the stages fill in) and FeedServices (what they use)
-    rerank      decode, find items, vectors, score, arrange, encode
-    respond     the response: applied, or the origin's bytes with the reason
-    budget      the per-request deadline every wait goes through
-    ranking     scores to an order (stable)
-    interleave  team-draft interleaving of two models
+    stages       resolve the user, choose the arm, call the origin, gate, read the body
+    state        FeedRequest (what the stages fill in) and FeedServices (what they use)
+    rerank       decode, find items, vectors, score, arrange, encode
+    respond      the response: applied, or the origin's bytes with the reason
+    budget       the per-request deadline every wait goes through
+    ranking      scores to an order (stable)
+    interleave   team-draft interleaving of two models
+    sample       one GET of a feed page, judged as the feed path would (check, init, reload
+                 probes)
+    explain      a page explained on request: the stages run with the rules watched
+    explanation  the explanation, item by item
 """
 
-__all__ = ["budget", "interleave", "ranking", "rerank", "respond", "stages", "state"]
+__all__ = [
+    "budget",
+    "explain",
+    "explanation",
+    "interleave",
+    "ranking",
+    "rerank",
+    "respond",
+    "sample",
+    "stages",
+    "state",
+]

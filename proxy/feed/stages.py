@@ -77,8 +77,12 @@ async def handle(
         # what follows the response (its record, a shadow) follows it indeed.
         response = await send(request, await answer(st))
     finally:
-        if st.user_task is not None and not st.user_task.done():
-            st.user_task.cancel()
+        task = st.user_task
+        if task is not None:
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()  # read: a lookup that failed unawaited is not "never retrieved"
     after_response(st)
     return response
 

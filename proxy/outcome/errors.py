@@ -10,7 +10,8 @@ docs/reference/headers-and-reasons.md are generated from ``Reason``
 (tests/unit/outcome/test_errors.py checks it), as are the metrics' label values.
 
     RankgateError                 reason, plugin, detail
-    ├── Skip                      a decision: no-user, unknown-user, control, method, budget
+    ├── Skip                      a decision: no-user, unknown-user, bad-vector, control,
+                                  method, budget
     ├── OriginError               the origin failed: our own 502/504 (outcome origin-error)
     ├── BodyError                 the origin's answer is not a feed we can re-rank
     ├── ItemsError                the body holds no items we can score
@@ -52,6 +53,7 @@ class Outcome(StrEnum):
 class Reason(StrEnum):
     NO_USER = "no-user"
     UNKNOWN_USER = "unknown-user"
+    BAD_VECTOR = "bad-vector"
     CONTROL = "control"
     METHOD = "method"
     STATUS = "status"
@@ -95,7 +97,9 @@ class Reason(StrEnum):
 
 DESCRIPTIONS: dict[Reason, str] = {
     Reason.NO_USER: "no user id in the route's sources",
-    Reason.UNKNOWN_USER: "no valid embedding for the user",
+    Reason.UNKNOWN_USER: "no embedding for the user",
+    Reason.BAD_VECTOR: "the user's embedding is not `embeddings.dim` float32 values (wrong "
+    "length) or holds NaN/inf (`rankgate check` counts such vectors)",
     Reason.CONTROL: "the chosen arm is `model: none` (reported as "
     "`skipped; reason=control; model=none; arm=…`)",
     Reason.METHOD: "a HEAD request (no body to re-rank)",
@@ -169,7 +173,14 @@ class RankgateError(Exception):
 
 class Skip(RankgateError):
     reasons = frozenset(
-        {Reason.NO_USER, Reason.UNKNOWN_USER, Reason.CONTROL, Reason.METHOD, Reason.BUDGET}
+        {
+            Reason.NO_USER,
+            Reason.UNKNOWN_USER,
+            Reason.BAD_VECTOR,
+            Reason.CONTROL,
+            Reason.METHOD,
+            Reason.BUDGET,
+        }
     )
 
 

@@ -2,14 +2,15 @@
 
 One line per check, ``ok`` or ``FAIL`` (and ``warn`` for what works but looks wrong):
 the static config, the routes file, every model (file, sha256 pin, contract, a warm-up
-run, loaded exactly as serving loads them), then Redis (PING, a cluster's primaries, one
-stored user vector's length against ``embeddings.dim``, and with ``routes_source: redis``
-the stored routes version, checked like the file) and the origin (any HTTP answer to
-``HEAD /`` counts as reachable), then probes each feed route (``proxy/preflight/probe.py``: one
-GET of a sample, items, ids, vectors, a dry run). With no ``redis.url``, the config's
-embedded Valkey is used: the running one, or started for the check and stopped after.
-Exit status 0 when nothing failed, 1 otherwise. ``--offline`` skips Redis, the origin
-and the probes (a CI job that only checks files).
+run, loaded exactly as serving loads them), then Redis (PING, a cluster's primaries, up
+to 100 sampled user and item vectors' lengths against ``embeddings.dim``, and with
+``routes_source: redis`` the stored routes version, checked like the file) and the
+origin (any HTTP answer to ``HEAD /`` counts as reachable), then probes each feed route
+(``proxy/preflight/probe.py``: one GET of a sample, items, ids, vectors, a dry run).
+With no ``redis.url``, the config's embedded Valkey is used: the running one, or
+started for the check and stopped after. Exit status 0 when nothing failed, 1
+otherwise. ``--offline`` skips Redis, the origin and the probes (a CI job that only
+checks files).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
+
+import numpy as np
 
 from proxy.config.settings import Settings, load_settings
 from proxy.config.yamlload import ConfigError
@@ -170,27 +173,70 @@ def check_redis(settings: Settings, url: str, report: Report, what: str = "") ->
     return client
 
 
+VECTOR_SAMPLE = 100  # keys read per kind (user, item): a check, not a scan of the keyspace
+SCAN_CALLS = 20  # SCAN calls at most per kind: few matching keys among many is not walked
+
+
 def check_vectors(settings: Settings, client: object, report: Report) -> None:
-    """One stored user vector of the wrong length makes every user 'unknown-user'."""
+    """Sampled user and item vectors against ``embeddings.dim``: a user vector of the wrong
+    length (or with NaN/inf) makes that user's requests 'bad-vector', an item's leaves it
+    unscored. One line per kind, with how many of the sample are wrong."""
     import redis
 
     assert isinstance(client, (redis.Redis, redis.RedisCluster))
     emb = settings.embeddings
-    pattern = emb.user_key.replace("*", r"\*").replace("{id}", "*")
-    key = next(client.scan_iter(match=pattern, count=1000), None)
-    if key is None:
-        report.line("warn", "vectors", f"no key matches {emb.user_key!r} (no user vectors yet?)")
-        return
-    size = client.strlen(key)
-    if size != emb.dim * 4:
-        report.line(
-            "FAIL",
-            "vectors",
-            f"{key.decode(errors='replace')}: {size} bytes, embeddings.dim={emb.dim} needs "
-            f"{emb.dim * 4} (float32)",
-        )
-    else:
-        report.line("ok", "vectors", f"user vectors are {emb.dim} float32 (checked one)")
+    need = emb.dim * 4
+    kinds = (("user", emb.user_key, "bad-vector"), ("item", emb.item_key, "no-item-vectors"))
+    for kind, template, reason in kinds:
+        pattern = template.replace("*", r"\*").replace("{bucket}", "*").replace("{id}", "*")
+        keys = _sample_keys(client, pattern)
+        if not keys:
+            status = "warn" if kind == "user" else "ok"
+            report.line(status, "vectors", f"no key matches {template!r} (no {kind} vectors yet?)")
+            continue
+        raws = _get_all(client, keys)
+        short = [(k, r) for k, r in zip(keys, raws, strict=True) if len(r or b"") != need]
+        sized = [r for r in raws if r is not None and len(r) == need]
+        nonfinite = sum(1 for r in sized if not np.isfinite(np.frombuffer(r, "<f4")).all())
+        if not short and not nonfinite:
+            report.line(
+                "ok", "vectors", f"{kind} vectors are {emb.dim} float32 ({len(keys)} sampled)"
+            )
+            continue
+        parts = []
+        if short:
+            key, raw = short[0]
+            parts.append(
+                f"{len(short)} of {len(keys)} sampled {kind} vectors have the wrong length "
+                f"(e.g. {key.decode(errors='replace')}: {len(raw or b'')} bytes, "
+                f"embeddings.dim={emb.dim} needs {need} (float32))"
+            )
+        if nonfinite:
+            parts.append(f"{nonfinite} of {len(keys)} sampled {kind} vectors hold NaN/inf")
+        report.line("FAIL", "vectors", "; ".join(parts) + f": reason={reason} for those")
+
+
+def _sample_keys(client: redis.Redis | redis.RedisCluster, pattern: str) -> list[bytes]:
+    import redis as redis_mod
+
+    if not isinstance(client, redis_mod.Redis):  # a cluster: scan_iter visits each node
+        found = client.scan_iter(match=pattern, count=1000)
+        return [key for _, key in zip(range(VECTOR_SAMPLE), found, strict=False)]
+    keys: list[bytes] = []
+    cursor = 0
+    for _ in range(SCAN_CALLS):
+        cursor, batch = client.scan(cursor, match=pattern, count=1000)
+        keys += batch
+        if cursor == 0 or len(keys) >= VECTOR_SAMPLE:
+            break
+    return keys[:VECTOR_SAMPLE]
+
+
+def _get_all(client: redis.Redis | redis.RedisCluster, keys: list[bytes]) -> list[bytes | None]:
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.get(key)
+    return list(pipe.execute())
 
 
 def check_stored_routes(settings: Settings, client: object, report: Report) -> None:
@@ -288,6 +334,8 @@ def run_checks(config: str | Path, offline: bool = False, out: TextIO | None = N
                 embedded = None
             else:
                 how = "started for this check" if embedded.started else f"pid {embedded.pid}"
+                if embedded.adopted:
+                    how += ", left by a process that is gone: stopped after this check"
                 what = f"embedded Valkey {url} ({how}, data in {shown_path(embedded.dir)})"
                 client = check_redis(settings, url, report, what)
         check_origin(settings, report)

@@ -18,6 +18,9 @@ from plugins.context import ItemsNotFound
 MAX_DEPTH = 8  # how deep in the body arrays are looked for
 ID_DEPTH = 2  # id fields: top level of an item (pid), or one object down (node.id)
 ID_NAMES = ("key", "slug")  # id-like besides names ending in "id" (id, pid, post_id, uuid)
+# "Many" items, for choosing the feed among arrays: a list of 1-2 objects beside it is
+# usually navigation, sections or ads, not the feed a person would re-rank.
+MANY_ITEMS = 3
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,24 @@ def choose_id(candidates: list[IdCandidate]) -> tuple[IdCandidate | None, list[I
     if pool:
         return None, pool
     return None, [c for c in candidates if c.unique]
+
+
+def feed_like(doc: Any, array: ArrayCandidate) -> bool:
+    """An array of many objects (``MANY_ITEMS`` or more) with an id-like field that is
+    distinct in every item that has it: what a feed looks like."""
+    if array.objects < MANY_ITEMS:
+        return False
+    items = items_at(doc, array.path)
+    return items is not None and any(c.id_like and c.unique for c in find_ids(items))
+
+
+def choose_array(doc: Any, arrays: list[ArrayCandidate]) -> ArrayCandidate | None:
+    """The feed among several arrays of objects when exactly one of them looks like a feed
+    (``feed_like``) and the others do not; None when that leaves a choice open."""
+    if len(arrays) == 1:
+        return arrays[0]
+    feeds = [a for a in arrays if feed_like(doc, a)]
+    return feeds[0] if len(feeds) == 1 else None
 
 
 def items_at(doc: Any, path: str) -> list[Any] | None:

@@ -1,8 +1,10 @@
 """What ``rankgate init`` looks at before it writes anything: the sample body's item array
 and item id field (``find_feed``, on ``proxy.preflight.feedshape``), and the model
-(``choose_model``: the reference model shipped with rankgate unless one is given). When
-the body leaves a choice open (two arrays of objects, two id-like fields), the error lists
-the candidates and names the flag that picks one.
+(``choose_model``: the reference model shipped with rankgate unless one is given). Of
+several arrays of objects, the one that alone looks like a feed (many objects with an
+id-like field) is taken, and the others are named. When the body leaves a choice open
+(two feed-like arrays, two id-like fields), the error lists the candidates and names the
+flag that picks one.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.contract import ModelContractError, sha256_file
-from proxy.preflight.feedshape import ArrayCandidate, choose_id, find_arrays, find_ids, items_at
+from proxy.preflight.feedshape import (
+    MANY_ITEMS,
+    ArrayCandidate,
+    choose_array,
+    choose_id,
+    find_arrays,
+    find_ids,
+    items_at,
+)
 
 REFERENCE_MODEL = "ranker_v1.onnx"  # in the `models` package (package data)
 
@@ -29,6 +39,19 @@ class Found:
     item_id: str
     count: int  # items in the sample
     with_id: int  # of which have an id
+    # The other arrays of objects, when items was picked among several (say so).
+    others: tuple[ArrayCandidate, ...] = ()
+
+    def picked(self) -> str:
+        """Why this array was taken among several, with the others; "" when it was the
+        only one or was given."""
+        if not self.others:
+            return ""
+        shown = ", ".join(f"{a.shown} ({a.objects} objects)" for a in self.others)
+        return (
+            f"picked: the one array of {MANY_ITEMS}+ objects with an id-like field; "
+            f"also in the body: {shown} (--items PATH takes another)"
+        )
 
 
 @dataclass(frozen=True)
@@ -70,23 +93,31 @@ def _arrays_hint(arrays: list[ArrayCandidate]) -> str:
     return f"arrays of objects in the body: {shown}"
 
 
+def _choose_items(doc: object, arrays: list[ArrayCandidate]) -> ArrayCandidate:
+    if not arrays:
+        raise InitError(
+            "no array of objects in the body: rankgate re-orders an array of objects, "
+            "each with an id (an empty feed? give --items PATH --item-id PATH)"
+        )
+    chosen = choose_array(doc, arrays)
+    if chosen is None:
+        raise InitError(
+            _pick_list(
+                f"{len(arrays)} arrays of objects in the body",
+                "--items",
+                [(a.shown, f"{a.objects} objects") for a in arrays],
+            )
+        )
+    return chosen
+
+
 def find_feed(doc: object, items: str | None, item_id: str | None) -> Found:
     arrays = find_arrays(doc)
+    others: tuple[ArrayCandidate, ...] = ()
     if items is None:
-        if not arrays:
-            raise InitError(
-                "no array of objects in the body: rankgate re-orders an array of objects, "
-                "each with an id (an empty feed? give --items PATH --item-id PATH)"
-            )
-        if len(arrays) > 1:
-            raise InitError(
-                _pick_list(
-                    f"{len(arrays)} arrays of objects in the body",
-                    "--items",
-                    [(a.shown, f"{a.objects} objects") for a in arrays],
-                )
-            )
-        items = arrays[0].path
+        chosen = _choose_items(doc, arrays)
+        items = chosen.path
+        others = tuple(a for a in arrays if a != chosen)
     found = items_at(doc, items)
     shown_items = items or '""'
     if found is None:
@@ -117,7 +148,7 @@ def find_feed(doc: object, items: str | None, item_id: str | None) -> Found:
             f"--item-id {item_id}: none of the {len(found)} items has a string or integer "
             "there" + ("" if not rows else "\n" + _pick_list("fields", "--item-id", rows))
         )
-    return Found(items, item_id, len(found), with_id)
+    return Found(items, item_id, len(found), with_id, others)
 
 
 # -- the model ----------------------------------------------------------------------------

@@ -23,8 +23,8 @@ import numpy as np
 
 from plugins.builtin.dotted import item_ids
 from proxy.config.routes import NONE_MODEL
+from proxy.feed.sample import SampleError, fetch, join
 from proxy.preflight.feedshape import choose_id, find_arrays, find_ids, items_at
-from proxy.preflight.fetch import SampleError, fetch, join
 
 if TYPE_CHECKING:
     import redis
@@ -241,7 +241,8 @@ class RouteProbe:
         if self.user is None:
             raise self.fail(
                 f"no user vector in Redis under {emb.user_key}: every request would be "
-                "reason=unknown-user (load them with `rankgate embeddings load`)"
+                "reason=unknown-user (load them with `rankgate embeddings load`), or "
+                "bad-vector for the ones of the wrong length (the vectors lines count them)"
             )
         user_id, user = self.user
         model = self.snapshot.models.get(model_name)

@@ -1,12 +1,30 @@
 """Reading the exposure log back into per-arm figures and statistics.
 
-    logreader  JSONL files or a Redis Stream into checked records
-    join       events joined to their exposures
-    tally      per route and arm counts
-    report     the report: CTR, lift, p-values, SRM, interleaving, shadow agreement
-    stats      the statistics (intervals, tests)
-    srm        the sample ratio mismatch test
-    served     how a record names what was served (long ids hashed, item_hashes)
+logreader   JSONL files or a Redis Stream into checked records
+join        events joined to their exposures
+tally       per route and arm counts
+report      the report: CTR, lift, p-values, SRM, interleaving, shadow agreement
+stats       the statistics (intervals, tests)
+srm         the sample ratio mismatch test
+served      how a record names what was served (long ids hashed, item_hashes)
+sequential  per-unit estimates, always-valid confidence sequences
+compare     the arms against the default at one point in time
+verdict     better, worse, no difference or keep running, with the reason
+plan        how many units a test needs
+html        the report as one self-contained page
 """
 
-__all__ = ["join", "logreader", "report", "served", "srm", "stats", "tally"]
+__all__ = [
+    "compare",
+    "html",
+    "join",
+    "logreader",
+    "plan",
+    "report",
+    "sequential",
+    "served",
+    "srm",
+    "stats",
+    "tally",
+    "verdict",
+]

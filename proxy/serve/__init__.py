@@ -12,6 +12,9 @@ and logs.
     metrics     Prometheus metrics from request records
     logs        structured logs and the access log
     eventloop   running on uvloop where installed
+    tracing     W3C trace context in, a server span per request out
+    otlp        the spans built after the response, sent over OTLP/HTTP
+    probes      after a reload, each route's sample page probed
 """
 
 __all__ = [
@@ -21,9 +24,12 @@ __all__ = [
     "fleet",
     "logs",
     "metrics",
+    "otlp",
+    "probes",
     "runtime",
     "server",
     "supervisor",
+    "tracing",
     "warmup",
     "worker",
 ]

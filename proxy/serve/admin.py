@@ -184,9 +184,19 @@ class LocalAdmin:
         assert self.state.runtime is not None
         store = self.state.runtime.store
         last = store.last_outcome
+        active = store.current.describe()
+        probes = self.state.runtime.probes
+        warnings: list[str] = []
+        if probes is not None and probes.version == store.current.version:
+            # The sample page of each route, probed after the reload that swapped it in.
+            for route in active["routes"]:  # type: ignore[attr-defined]
+                route["sample_probe"] = probes.describe(route["name"])
+            warnings = probes.warnings()
         return 200, {
             "version": store.current.version,
-            "active": store.current.describe(),
+            "active": active,
+            # Routes that, by their sample page, would never re-rank (the reload was taken).
+            "warnings": warnings,
             "last_reload_at": store.last_reload_at,
             # Set while the newest file on disk is refused (the active version serves).
             "last_error": store.last_error,

@@ -34,6 +34,7 @@ from proxy.routing.current import SnapshotStore
 from proxy.routing.limits import RoutesPolicy
 from proxy.routing.reload import RoutesWatcher
 from proxy.routing.sources import RedisRoutesSource, routes_follower
+from proxy.serve.probes import ReloadProbes
 from proxy.serve.tracing import Tracer, open_tracer
 from proxy.store.connect import connect_store
 from proxy.store.embeddings import EmbeddingStore
@@ -69,6 +70,8 @@ class Runtime:
     observers: list[Observer] = field(default_factory=list)
     connections: ConnectionStats = field(default_factory=ConnectionStats)
     shadow_stats: ShadowStats = field(default_factory=ShadowStats)
+    # Each reloaded route's sample page, probed after the swap (/admin/routes shows it).
+    probes: ReloadProbes | None = None
     in_flight: int = 0
     tracing: Tracer | None = None  # tracing.enabled: W3C trace context in, OTLP spans out
 
@@ -104,6 +107,9 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         # the server once it listens).
         follower = routes_follower(settings, store)
         await store.load_initial_bounded()
+        probes = ReloadProbes(settings)
+        store.listeners.append(probes.on_reload)
+        stack.push_async_callback(probes.close)
         queue, recorder, events = await _experiment_loop(stack, settings, redis_url)
         tracer = open_tracer(settings.tracing)
         if tracer is not None:
@@ -134,6 +140,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             follower,
             shadow_stats=shadow_stats,
             tracing=tracer,
+            probes=probes,
         )
         if tracer is not None:
             runtime.observers.append(tracer.export)

@@ -1,6 +1,8 @@
 """User and item embeddings from Redis: raw little-endian float32 bytes of ``dim`` values.
 
-A vector of the wrong length or with NaN/inf is treated as missing. Redis failures
+An item vector of the wrong length or with NaN/inf is treated as missing; such a user
+vector raises ``Skip(bad-vector)``, so that a wrong ``embeddings.dim`` is not mistaken
+for users who have no vector (``unknown-user``). Redis failures
 raise ``errors.RedisError`` (redis-timeout, redis-unavailable, redis-error), which the
 feed path turns into a fail-open.
 """
@@ -18,7 +20,7 @@ from redis.backoff import NoBackoff
 
 from proxy.config.keys import KeyTemplate
 from proxy.config.settings import Embeddings
-from proxy.outcome.errors import from_redis
+from proxy.outcome.errors import Reason, Skip, from_redis
 from proxy.store.itemcache import NO_ROW, ItemCache
 from proxy.store.link import UNAVAILABLE, RedisLink
 
@@ -118,10 +120,16 @@ class EmbeddingStore:
             raise from_redis(exc) from None
 
     async def user(self, user_id: str) -> np.ndarray | None:
-        """The user's vector, or None when absent or invalid."""
+        """The user's vector, or None when absent; ``Skip(bad-vector)`` when invalid."""
         raw = await self._call(self.link.command("GET", _key(self.config.user_key, user_id)))
-        if not isinstance(raw, bytes) or not self._valid(raw):
+        if not isinstance(raw, bytes):
             return None
+        if not self._valid(raw):
+            raise Skip(
+                Reason.BAD_VECTOR,
+                f"user vector of {len(raw)} bytes; embeddings.dim={self.dim} needs "
+                f"{self.nbytes} bytes of finite float32",
+            )
         return np.frombuffer(raw, dtype=F32)
 
     def lookup(self, ids: list[str]) -> ItemLookup:

@@ -10,8 +10,7 @@ little-endian float32 bytes, pipelined.
 from __future__ import annotations
 
 import csv
-import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +35,12 @@ def load_vectors(
     *,
     buckets: int = 16,
     batch: int = 1000,
-    progress: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
     """SET each id's vector under ``key_template`` (``{id}``, and ``{bucket}`` as the
     proxy computes it, replaced); returns the count. ``client`` may be a RedisCluster:
-    its pipeline sends each node its own keys."""
+    its pipeline sends each node its own keys. ``progress`` is called with the count
+    written so far after each pipelined batch."""
     try:
         template = KeyTemplate(key_template, buckets)
     except ValueError as exc:
@@ -59,13 +59,8 @@ def load_vectors(
             pipe.set(template.key(str(ident)), row.tobytes())
         pipe.execute()
         done = min(start + batch, total)
-        if progress:
-            width = 30
-            filled = width * done // total
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-            sys.stderr.flush()
-    if progress and total:
-        sys.stderr.write("\n")
+        if progress is not None:
+            progress(done)
     return done
 
 

@@ -9,8 +9,10 @@ directory's files and the locks that let processes share it.
 A process that leaves stops the server only when no other process uses it; after a
 ``kill -9`` of rankgate the next start finds the server through the pidfile, makes sure
 it is this directory's (the server's own INFO names the pidfile's pid and this config
-file), and uses it. A pidfile whose process is gone, or is not this directory's server, is
-stale. There is never a second server for one directory.
+file), and adopts it: with no other process using it, the server is this process's as if
+it had started it, and its clean exit stops it (``adopted``; logged at start and stop).
+A pidfile whose process is gone, or is not this directory's server, is stale. There is
+never a second server for one directory.
 
 The server runs in its own session: a Ctrl-C in the terminal reaches rankgate, which
 drains with Redis still up and then stops the server itself.
@@ -80,6 +82,8 @@ class EmbeddedValkey:
         self.port: int | None = None
         self.pid: int | None = None
         self.started = False  # this process started the server (else: it was running)
+        # It was running and no process used it (its starter was killed): this one owns it.
+        self.adopted = False
         self._users_fd: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -95,8 +99,10 @@ class EmbeddedValkey:
         return f"redis://{self.host}:{self.port}/0"
 
     def describe(self) -> str:
-        """``redis://127.0.0.1:16500/0 (data in DIR, pid N, started|reused)``."""
+        """``redis://127.0.0.1:16500/0 (data in DIR, pid N, started|adopted|reused)``."""
         how = "started" if self.started else "already running: reused"
+        if self.adopted:
+            how = "left by a process that is gone: adopted, stopped when this one stops"
         return f"{self.url} (data in {self.dir}, pid {self.pid}, {how})"
 
     # -- lifecycle -------------------------------------------------------------------
@@ -117,20 +123,23 @@ class EmbeddedValkey:
                 self._start_server()
             else:
                 self.pid, self.port, self.started = running.pid, running.port, False
+                self.adopted = self.files.unused()
             self._users_fd = self.files.use(LOCK_TIMEOUT_S)
         finally:
             os.close(mutex)  # closing the fd releases the lock
         log.info(
             "embedded Valkey at %s",
             self.describe(),
-            extra={"event": "valkey", "url": self.url, "pid": self.pid, "started": self.started},
+            extra={"event": "valkey", "url": self.url, "pid": self.pid, "started": self.started}
+            | {"adopted": self.adopted},
         )
         return self.url
 
-    def stop(self) -> None:
-        """Stop using the server; stop the server too when no other process uses it."""
+    def stop(self) -> bool:
+        """Stop using the server; stop the server too when no other process uses it
+        (whether this process started it, adopted it or shared it). True when stopped."""
         if self._users_fd is None:
-            return
+            return False
         mutex = self.files.mutex(LOCK_TIMEOUT_S)
         try:
             os.close(self._users_fd)
@@ -139,14 +148,21 @@ class EmbeddedValkey:
                 alone = self.files.alone()
             except EmbeddedValkeyError:
                 log.info("embedded Valkey (pid %s) left running: another process uses it", self.pid)
-                return
+                return False
             try:
                 if self.pid is not None:
                     self._shutdown(self.pid)
+                    how = "adopted" if self.adopted else "started" if self.started else "shared"
+                    log.info(
+                        "embedded Valkey (pid %s) stopped: no other process uses it",
+                        self.pid,
+                        extra={"event": "valkey-stopped", "pid": self.pid, "how": how},
+                    )
             finally:
                 os.close(alone)
         finally:
             os.close(mutex)
+        return True
 
     def __enter__(self) -> EmbeddedValkey:
         self.start()

@@ -132,6 +132,14 @@ class ValkeyDir:
         """Held when no other process uses the server; else EmbeddedValkeyError at once."""
         return flock(self.path / "valkey.users", fcntl.LOCK_EX, 0)
 
+    def unused(self) -> bool:
+        """No process uses the server now (asked under ``mutex``: none can start to)."""
+        try:
+            os.close(self.alone())
+        except EmbeddedValkeyError:
+            return False
+        return True
+
     # -- the pidfile and the recorded address ----------------------------------------
 
     def read_pid(self) -> int | None:

@@ -207,9 +207,19 @@ async def test_missing_item_embeddings_keep_slots(env) -> None:
     assert [it.get("id", "") for it in got] == expected_order(model, "u1", ids)
 
 
-@pytest.mark.parametrize(("user", "reason"), [(None, "no-user"), ("stranger", "unknown-user")])
-async def test_no_or_unknown_user_serves_origin_bytes(env, user, reason) -> None:
+@pytest.mark.parametrize(
+    ("user", "reason"),
+    [
+        (None, "no-user"),
+        ("stranger", "unknown-user"),
+        ("short", "bad-vector"),
+        ("nan", "bad-vector"),
+    ],
+)
+async def test_no_or_unknown_user_serves_origin_bytes(env, redis_db, user, reason) -> None:
     proxy, state, _ = env
+    redis_db.set("emb:user:short", vec([1.0] * (DIM - 1)))  # embeddings.dim says otherwise
+    redis_db.set("emb:user:nan", vec([np.nan] * DIM))
     resp, body = await get(proxy, "/api/feed", user=user)
     assert resp.headers["X-Rerank"] == f"skipped; reason={reason}"
     assert body == orjson.dumps({"meta": {"page": 1, "v": 1.5e-7}, "items": state["items"]})

@@ -3,7 +3,10 @@ out, in reverse order, even when one resource fails to close."""
 
 from __future__ import annotations
 
+import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ import redis
 from proxy.config.settings import load_settings
 from proxy.http.forward import Forwarder
 from proxy.serve.runtime import open_runtime
-from tests.support.common import dot_model, write_config
+from tests.support.common import dot_model, valkey_pids, write_config
 
 ROUTES = """\
     models: {dot: {path: dot.onnx}}
@@ -91,3 +94,46 @@ def valkey_children() -> list[int]:
         if "valkey" in name and int(ppid) == os.getpid() and state != "Z":
             found.append(int(entry))
     return found
+
+
+HOLDER = (
+    "import sys, time\n"
+    "from proxy.config.settings import load_settings\n"
+    "from proxy.store.valkey import EmbeddedValkey\n"
+    "server = EmbeddedValkey.for_settings(load_settings(sys.argv[1]))\n"
+    "server.start()\n"
+    "print(server.pid, flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+def left_behind(config: Path) -> int:
+    """The pid of the embedded Valkey a process started before a kill -9 ended it."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(config)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        return int(holder.stdout.readline())
+    finally:
+        holder.kill()  # kill -9: its Valkey stays behind
+        holder.wait()
+
+
+async def test_a_valkey_left_by_a_killed_rankgate_is_adopted_and_stopped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dot_model(tmp_path / "dot.onnx")
+    config = write_config(tmp_path, "http://127.0.0.1:9", None, ROUTES)
+    pid = left_behind(config)
+    caplog.set_level(logging.INFO, logger="rankgate.valkey")
+    settings = load_settings(config)
+    assert valkey_pids(settings.embedded_dir) == [pid]
+    async with open_runtime(settings) as runtime:
+        assert valkey_pid(runtime.redis_url) == pid  # reused, not a second one
+    started, stopped = (r for r in caplog.records if r.name == "rankgate.valkey")
+    assert started.__dict__["adopted"] is True and "adopted" in started.getMessage()
+    assert stopped.__dict__["event"] == "valkey-stopped" and stopped.__dict__["how"] == "adopted"
+    # The clean exit of the process that adopted it stopped it (an exited server may
+    # linger as a zombie until init reaps it: valkey_pids counts only live ones).
+    assert valkey_pids(settings.embedded_dir) == []

@@ -94,6 +94,24 @@ def test_build_writes_a_deployable_directory(tmp_path: Path, config: Path) -> No
     assert str(tmp_path) not in bundle and str(ROOT) not in bundle
 
 
+def test_dropped_features_are_said_one_line_each(tmp_path: Path, config: Path) -> None:
+    skip_without_node()
+    quiet = rankgate("edge", "build", "--config", str(config), "--out", str(tmp_path / "a"))
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    with config.open("a") as f:
+        f.write("exposures: {enabled: true, sink: jsonl}\nevents: {enabled: true}\n")
+    done = rankgate("edge", "build", "--config", str(config), "--out", str(tmp_path / "b"))
+    assert done.returncode == 0, done.stderr  # built all the same
+    assert done.stdout.startswith("built ")
+    assert done.stderr.splitlines() == [
+        f"rankgate edge build: not at the edge: {config}: exposures.enabled: the Worker "
+        "writes no exposure records and sends no X-Rankgate-Id header: `rankgate "
+        "experiments report` sees none of its traffic",
+        f"rankgate edge build: not at the edge: {config}: events.enabled: the Worker does "
+        "not take POST /_rankgate/events: clicks sent there reach the origin, unrecorded",
+    ]
+
+
 def test_rebuild_replaces_its_own_files_only(tmp_path: Path, config: Path) -> None:
     skip_without_node()
     out = tmp_path / "out"

@@ -44,6 +44,9 @@ USERS = [f"u{k}" for k in range(1000)]
 N_ITEMS = 60
 MISSING = {f"i{k}" for k in range(50, 60)}  # no vector anywhere
 INVALID = {"i48": vec([math.nan] * DIM), "i49": vec([1.0] * (DIM - 1))}  # count as missing
+# User vectors that are there but unusable: reason bad-vector, not unknown-user.
+# (Both named to land in the default arm: pct-control would answer control first.)
+BAD_USERS = {"short": vec([1.0] * (DIM - 1)), "inf": vec([math.inf] * DIM)}
 MAX_BODY = 64 * 1024
 
 V1_SHA256 = "d171aceb62e9203fe457a66d66466a1dfe3bcbc85584e077130c9d5435639725"
@@ -250,6 +253,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Asy
         store_vectors(client, users, items)
         for k, raw in INVALID.items():
             client.set(f"emb:item:{k}", raw)
+        for u, raw in BAD_USERS.items():
+            client.set(f"emb:user:{u}", raw)
         client.close()
         (tmp / "routes.yaml").write_text(ROUTES)
         config = tmp / "rankgate.yaml"
@@ -283,6 +288,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Asy
         invalid = [
             {"key": f"emb:item:{k}", "value": base64.b64encode(raw).decode()}
             for k, raw in INVALID.items()
+        ] + [
+            {"key": f"emb:user:{u}", "value": base64.b64encode(raw).decode()}
+            for u, raw in BAD_USERS.items()
         ]
         (tmp / "kv" / "zz-invalid.json").write_text(json.dumps(invalid))
         async with (
@@ -438,6 +446,8 @@ FAIL_CASES = [
     ("/fail/unsafe-number", "unsafe-number"),
     ("/feed", "no-user"),
     ("/feed?uid=nobody", "unknown-user"),
+    ("/feed?uid=short", "bad-vector"),
+    ("/feed?uid=inf", "bad-vector"),
     ("/feed?uid=u1&arm=control", "control; model=none; arm=holdout"),
     ("/broken?X=1", "model-error"),
     ("/huge", "plugin-error; plugin=boost"),

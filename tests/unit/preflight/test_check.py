@@ -73,8 +73,9 @@ def status_of(out: str, what: str) -> list[str]:
 async def test_good_config(good: Path, capsys) -> None:
     code, out = await check(good, capsys)
     assert code == 0, out
-    for what in ("config", "routes", "model", "redis", "vectors", "origin"):
+    for what in ("config", "routes", "model", "redis", "origin"):
         assert status_of(out, what) == ["ok"], (what, out)
+    assert status_of(out, "vectors") == ["ok", "ok"], out  # users, items
     assert status_of(out, "feed") == ["ok"] * 4, out
     assert "-> 404" in out and "sha256 pinned" in out
     assert "feed: 3 items at items, 3 with an id at id" in out
@@ -159,6 +160,25 @@ async def test_each_problem_fails(
     assert fails, out
     assert any(line.split()[1] == what and expect in line for line in fails), out
     assert out.rstrip().endswith("test failed")
+
+
+async def test_vectors_of_the_wrong_length_are_counted(
+    good: Path, capsys, redis_db: redis.Redis
+) -> None:
+    for k in range(2, 6):  # 5 user vectors: 2 of the wrong length, 1 with NaN
+        redis_db.set(f"emb:user:u{k}", vec([1.0] * DIM))
+    redis_db.set("emb:user:u2", vec([1.0] * (DIM - 1)))
+    redis_db.set("emb:user:u3", vec([1.0] * (DIM + 3)))
+    redis_db.set("emb:user:u4", vec([float("nan")] * DIM))
+    redis_db.set("emb:item:d", b"x" * 5)  # 4 item vectors: 1 of the wrong length
+    code, out = await check(good, capsys)
+    assert code == 1, out
+    users, items = (line for line in out.splitlines() if line.split()[1:2] == ["vectors"])
+    assert users.startswith("FAIL") and items.startswith("FAIL"), out
+    assert "2 of 5 sampled user vectors have the wrong length" in users
+    assert "1 of 5 sampled user vectors hold NaN/inf" in users
+    assert "reason=bad-vector" in users
+    assert "1 of 4 sampled item vectors have the wrong length (e.g. emb:item:d: 5 bytes" in items
 
 
 async def test_unpinned_model_warns(good: Path, capsys) -> None:

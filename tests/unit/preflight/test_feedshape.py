@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from proxy.preflight.feedshape import (
+    MANY_ITEMS,
     ArrayCandidate,
     IdCandidate,
+    choose_array,
     choose_id,
+    feed_like,
     find_arrays,
     find_ids,
     items_at,
@@ -67,3 +70,17 @@ def test_items_at() -> None:
     assert items_at(doc, "data.n") is None
     assert items_at(doc, "data.nope") is None
     assert items_at([1], "") == [1]
+
+
+def test_choose_array_takes_the_only_feed_like_one() -> None:
+    cards = [{"id": k} for k in range(MANY_ITEMS)]
+    doc = {"cards": cards, "nav": [{"id": "home"}], "rows": [{"t": 1}] * 9}
+    arrays = find_arrays(doc)
+    assert [feed_like(doc, a) for a in arrays] == [False, True, False]  # rows, cards, nav
+    assert choose_array(doc, arrays) == ArrayCandidate("cards", MANY_ITEMS, MANY_ITEMS)
+    few = {"cards": cards[:-1], "nav": [{"id": "home"}]}  # under MANY_ITEMS: no feed-like
+    assert choose_array(few, find_arrays(few)) is None
+    repeated = {"cards": cards, "more": [{"id": 1}] * MANY_ITEMS}  # ids not distinct
+    assert choose_array(repeated, find_arrays(repeated)).path == "cards"  # type: ignore[union-attr]
+    both = {"cards": cards, "posts": cards}
+    assert choose_array(both, find_arrays(both)) is None

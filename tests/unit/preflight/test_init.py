@@ -20,10 +20,12 @@ from tests.support.common import dot_model, start_app
 
 ROOT = Path(__file__).resolve().parents[3]
 POSTS = [{"pid": 100 + k, "title": f"post {k}", "author_id": 7} for k in range(12)]
+CARDS = [{"id": f"c{k}", "title": f"card {k}"} for k in range(50)]
 
 BODIES: dict[str, Any] = {
     "/api/posts": {"data": {"posts": POSTS}, "meta": {"next": None}},
-    "/two-arrays": {"data": {"posts": POSTS, "ads": [{"id": 1}, {"id": 2}]}},
+    "/two-arrays": {"data": {"posts": POSTS, "ads": [{"id": k} for k in range(3)]}},
+    "/cards": {"result": {"cards": CARDS, "sections": [{"id": "s1", "title": "Top"}]}},
     "/two-ids": {"posts": [{**p, "post_id": f"p{p['pid']}"} for p in POSTS]},
     "/nested": {"edges": [{"node": {"id": f"n{k}"}, "cursor": "c"} for k in range(3)]},
     "/no-array": {"a": [1, 2], "b": {"c": 3}},
@@ -103,12 +105,29 @@ async def test_two_arrays_list_the_candidates(origin: str, tmp_path: Path, capsy
     assert err.splitlines() == [
         "rankgate init: 2 arrays of objects in the body; pick one with --items PATH:",
         "  --items data.posts   12 objects",
-        "  --items data.ads     2 objects",
+        "  --items data.ads     3 objects",
     ]
     assert not any(tmp_path.iterdir())  # noqa: ASYNC240
     code, _, err = await run(capsys, *argv, "--items", "data.ads")
     assert code == 0, err
     assert load(RoutesFile, tmp_path / "routes.yaml").routes[0].item_id == "id"
+
+
+async def test_the_one_feed_like_array_is_picked(origin: str, tmp_path: Path, capsys) -> None:
+    argv = ("init", "--origin", origin, "--feed", "/cards", "--dir", str(tmp_path))
+    code, out, err = await run(capsys, *argv)
+    assert code == 0, err
+    lines = out.splitlines()
+    at = lines.index("items   result.cards: 50 objects")
+    assert lines[at + 1] == (
+        "        picked: the one array of 3+ objects with an id-like field; also in the "
+        "body: result.sections (1 objects) (--items PATH takes another)"
+    )
+    assert load(RoutesFile, tmp_path / "routes.yaml").routes[0].items == "result.cards"
+    code, out, err = await run(capsys, *argv, "--items", "result.sections", "--force")
+    assert code == 0, err
+    assert "items   result.sections: 1 objects" in out and "picked" not in out
+    assert load(RoutesFile, tmp_path / "routes.yaml").routes[0].items == "result.sections"
 
 
 async def test_two_id_fields_list_the_candidates(origin: str, tmp_path: Path, capsys) -> None:

@@ -48,14 +48,37 @@ def message(doc: object, items: str | None = None, item_id: str | None = None) -
     return str(info.value)
 
 
+def test_the_one_feed_like_array_is_picked_and_the_others_named() -> None:
+    # What a newcomer's origin sent: 50 cards with ids beside one section.
+    cards = [{"id": f"c{k}", "title": "t"} for k in range(50)]
+    doc = {"result": {"cards": cards, "sections": [{"id": "s1", "title": "Top"}]}}
+    found = find_feed(doc, None, None)
+    assert (found.items, found.item_id, found.count) == ("result.cards", "id", 50)
+    assert [a.path for a in found.others] == ["result.sections"]
+    assert found.picked() == (
+        "picked: the one array of 3+ objects with an id-like field; also in the body: "
+        "result.sections (1 objects) (--items PATH takes another)"
+    )
+    # Many objects without an id-like field do not compete with the feed.
+    rows = [{"title": f"r{k}"} for k in range(20)]
+    assert find_feed({"cards": cards, "rows": rows}, None, None).items == "cards"
+    # --items still picks another, and then nothing is said about a choice.
+    given = find_feed(doc, "result.sections", None)
+    assert (given.items, given.others, given.picked()) == ("result.sections", (), "")
+    alone = find_feed({"items": cards}, None, None)
+    assert alone.others == () and alone.picked() == ""
+
+
 def test_a_choice_left_open_lists_the_candidates_and_the_flag() -> None:
-    two_arrays = {"data": {"posts": POSTS, "ads": [{"id": 1}, {"id": 2}]}}
+    two_arrays = {"data": {"posts": POSTS, "ads": [{"id": k} for k in range(4)]}}
     assert message(two_arrays).splitlines() == [
         "2 arrays of objects in the body; pick one with --items PATH:",
         "  --items data.posts   12 objects",
-        "  --items data.ads     2 objects",
+        "  --items data.ads     4 objects",
     ]
-    assert find_feed(two_arrays, "data.ads", None) == Found("data.ads", "id", 2, 2)
+    assert find_feed(two_arrays, "data.ads", None) == Found("data.ads", "id", 4, 4)
+    none_like = {"a": [{"x": 1}] * 5, "b": [{"y": 2}] * 4}  # no array looks like a feed
+    assert message(none_like).startswith("2 arrays of objects in the body; pick one")
     two_ids = {"posts": [{**p, "post_id": f"p{p['pid']}"} for p in POSTS]}
     assert message(two_ids).splitlines() == [
         "2 id-like fields in the 12 items at posts; pick one with --item-id PATH:",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,7 @@ from proxy.serve.server import ProxyServer
 from tests.support.common import (
     dot_model,
     feed_origin,
+    proxy_get,
     replace_file,
     running_proxy,
     start_app,
@@ -151,3 +154,75 @@ async def test_admin_token_guards_routes_and_reload(tmp_path: Path, redis_url: s
             assert (status, body) == (401, {"error": "unauthorized"})
             status, _ = await call(env, method, path, {"Authorization": "Bearer s3cret"})
             assert status == 200
+
+
+# -- a reload is probed against each route's sample page --------------------------------
+
+
+async def probed(env: Env, version: int) -> dict[str, Any]:
+    """/admin/routes once the probe of ``version`` is in."""
+    info: dict[str, Any] = {}
+
+    async def done() -> bool:
+        nonlocal info
+        info = (await call(env, "GET", "/admin/routes"))[1]
+        return info["version"] == version and "sample_probe" in info["active"]["routes"][0]
+
+    await wait_until(done)
+    return info
+
+
+async def test_a_reload_that_breaks_a_route_is_taken_and_warned(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="rankgate.reload")
+    path = env.proxy.runtime.store.path
+    path.write_text(ROUTES.replace("    model: v1\n", "    model: v1\n    items: data.items\n"))
+    status, body = await call(env, "POST", "/admin/reload")
+    # Taken all the same (as version 2, or 3 when the file watcher saw the write first).
+    assert (status, body["result"]) == (200, "ok")
+    version = body["version"]
+    info = await probed(env, version)
+    probe = info["active"]["routes"][0]["sample_probe"]
+    assert (probe["version"], probe["never"], probe["reason"]) == (version, True, "items-not-found")
+    assert probe["detail"] == "GET /feed: no array at items: data.items in the sample page"
+    assert info["warnings"] == [
+        "home: would never re-rank: GET /feed: no array at items: data.items in the sample "
+        "page (reason=items-not-found)"
+    ]
+    [line] = [r for r in caplog.records if getattr(r, "event", None) == "route-probe"]
+    assert line.getMessage().startswith(
+        f"route home would never re-rank after reload (version {version})"
+    )
+    # Requests say what the probe said.
+    resp, _ = await proxy_get(env.proxy, "/feed", user="u5")  # u5: the default arm
+    assert resp.headers["X-Rerank"] == "skipped; reason=items-not-found"
+
+    path.write_text(ROUTES)  # fixed: the warning goes
+    _, body = await call(env, "POST", "/admin/reload")
+    info = await probed(env, body["version"])
+    assert info["warnings"] == []
+    probe = info["active"]["routes"][0]["sample_probe"]
+    assert (probe["never"], probe["reason"], probe["detail"]) == (
+        False,
+        None,
+        "GET /feed: 12 items at items: items, 12 with an id",
+    )
+
+
+async def test_the_probe_never_holds_a_reload_up(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A sample page the origin answers in 5 s, past the probe's own limit (1 s here).
+    monkeypatch.setattr(env.proxy.runtime.probes, "timeout_s", 1.0)
+    path = env.proxy.runtime.store.path
+    path.write_text(ROUTES.replace("    model: v1\n", "    model: v1\n    sample: /slow?ms=5000\n"))
+    started = time.monotonic()
+    status, body = await call(env, "POST", "/admin/reload")
+    assert (status, body["result"]) == (200, "ok")
+    _, info = await call(env, "GET", "/admin/routes")  # the loop is free meanwhile
+    # Both answered long before the sample page could have (a shared machine: margins).
+    assert time.monotonic() - started < 3.0
+    info = await probed(env, body["version"])
+    assert time.monotonic() - started < 4.5  # bounded by the probe's limit, not the origin
+    probe = info["active"]["routes"][0]["sample_probe"]
+    assert (probe["probed"], probe["never"]) == (False, False)  # unknown, not a warning
+    assert "no answer within 1 s" in probe["detail"] and info["warnings"] == []

@@ -70,12 +70,17 @@ def delta(after: Samples, before: Samples, name: str, **labels: Any) -> float:
     return metric(after, name, **labels) - metric(before, name, **labels)
 
 
-async def test_metrics_move_with_requests(proxy: ProxyServer, tmp_path: Path) -> None:
+async def test_metrics_move_with_requests(
+    proxy: ProxyServer, tmp_path: Path, redis_db: redis.Redis
+) -> None:
+    redis_db.set("emb:user:short", b"\0" * 12)  # there, but not embeddings.dim floats
     before, _ = await scrape(proxy)
     assert (await get(proxy, "/feed", **{"X-User-Id": "u1"}))["X-Rerank"].startswith("applied")
     await get(proxy, "/feed", **{"X-User-Id": "u1"})  # the same page again: cache hits
     await get(proxy, "/feed")  # no user
     await get(proxy, "/feed", **{"X-User-Id": "nobody"})  # unknown user
+    bad = await get(proxy, "/feed", **{"X-User-Id": "short"})
+    assert bad["X-Rerank"] == "skipped; reason=bad-vector"
     await get(proxy, "/feed", **{"X-User-Id": "u1", "X-Holdout": "1"})  # control arm
     await get(proxy, "/somewhere/else")
     after, _ = await scrape(proxy)
@@ -86,25 +91,26 @@ async def test_metrics_move_with_requests(proxy: ProxyServer, tmp_path: Path) ->
     assert requests(route="feed", outcome="applied", reason="") == 2
     assert requests(route="feed", outcome="skipped", reason="no-user") == 1
     assert requests(route="feed", outcome="skipped", reason="unknown-user") == 1
+    assert requests(route="feed", outcome="skipped", reason="bad-vector") == 1
     assert requests(route="feed", outcome="control", reason="control") == 1
     assert requests(route="passthrough", outcome="passthrough", reason="") == 1
 
     def stage(route: str, name: str) -> float:
         return delta(after, before, "rankgate_stage_seconds_count", route=route, stage=name)
 
-    assert stage("feed", "total") == 5
+    assert stage("feed", "total") == 6
     assert stage("feed", "inference") == 2
-    assert stage("feed", "origin") == 5
+    assert stage("feed", "origin") == 6
     assert stage("passthrough", "total") == 1
     # Buckets from 100 us: a cached feed is measurable, not all in the first bucket.
     assert BUCKETS[0] == 0.0001
-    assert delta(after, before, "rankgate_stage_seconds_bucket", stage="total", le="+Inf") == 6
+    assert delta(after, before, "rankgate_stage_seconds_bucket", stage="total", le="+Inf") == 7
 
     def model(**labels: str) -> float:
         return delta(after, before, "rankgate_model_requests_total", **labels)
 
     assert model(model="dot", arm="default", outcome="applied") == 2
-    assert model(model="dot", arm="default") == 4
+    assert model(model="dot", arm="default") == 5
     assert model(model="none", arm="holdout", outcome="control") == 1
 
     assert delta(after, before, "rankgate_item_cache_misses_total") == 10

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from proxy.config.settings import Embeddings
+from proxy.outcome.errors import Reason, Skip
 from proxy.store.embeddings import EmbeddingStore, connect
 from tests.support.common import (
     DIM,
@@ -44,6 +45,18 @@ async def test_items_and_invalid_vectors(store: EmbeddingStore) -> None:
     assert positions.tolist() == [0, 3]
     assert matrix[:, 0].tolist() == [1.0, 3.0]
     assert (await store.user("u1")) is not None and (await store.user("u2")) is None
+
+
+async def test_a_user_vector_there_but_invalid_is_bad_vector(
+    store: EmbeddingStore, redis_db: redis.Redis
+) -> None:
+    redis_db.set("emb:user:short", vec([1.0] * (DIM - 1)))
+    redis_db.set("emb:user:nan", vec([np.nan] * DIM))
+    for user, detail in (("short", f"{(DIM - 1) * 4} bytes"), ("nan", f"{DIM * 4} bytes")):
+        with pytest.raises(Skip) as caught:
+            await store.user(user)
+        assert caught.value.reason is Reason.BAD_VECTOR and detail in caught.value.detail
+    assert await store.user("absent") is None  # absent is unknown-user's, not this
 
 
 async def test_a_list_is_remembered_only_when_asked(store: EmbeddingStore) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,6 +159,39 @@ def test_a_running_embedded_valkey_is_used_and_left_running(embedded_config: Pat
         assert valkey_pids(data_dir) == [server.pid]
         db = redis.Redis.from_url(server.url)
         assert db.exists("emb:user:7") and not db.exists("emb:item:a")
+
+
+def test_a_leftover_of_a_killed_rankgate_is_adopted_and_stopped(
+    embedded_config: Path, capsys
+) -> None:
+    npz = embedded_config.parent / "vectors.npz"
+    both_kinds(npz)
+    data_dir = embedded_config.parent / ".rankgate" / "valkey"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(data_dir)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        pid = int(holder.stdout.readline())
+    finally:
+        holder.kill()  # kill -9: the server stays behind, nobody uses it
+        holder.wait()
+    code = main(["embeddings", "load", str(npz), "-c", str(embedded_config), "-q"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"running, pid {pid}, left by a process that is gone: stopped after this load" in out
+    assert "embedded Valkey stopped" in out  # said, as it is done
+    assert valkey_pids(data_dir) == []
+
+
+HOLDER = (
+    "import sys, time\n"
+    "from proxy.store.valkey import EmbeddedValkey\n"
+    "server = EmbeddedValkey(sys.argv[1])\n"
+    "server.start()\n"
+    "print(server.pid, flush=True)\n"
+    "time.sleep(60)\n"
+)
 
 
 def test_which_kind_is_asked_when_the_file_does_not_say(tmp_path: Path, capsys) -> None:

@@ -89,10 +89,28 @@ def test_a_leftover_of_a_killed_user_is_reused(data_dir: Path) -> None:
 
     again = EmbeddedValkey(data_dir)
     assert again.start() == url
-    assert (again.pid, again.started) == (int(pid), False)
+    assert (again.pid, again.started, again.adopted) == (int(pid), False, True)
+    assert "adopted, stopped when this one stops" in again.describe()
     assert valkey_pids(data_dir) == [int(pid)]  # never a second one
-    again.stop()  # nobody else uses it: stopped
+    assert again.stop() is True  # adopted: this process's to stop, as if it had started it
     assert valkey_pids(data_dir) == []
+
+
+def test_a_server_another_live_process_uses_is_shared_not_adopted(data_dir: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(data_dir)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        _, pid = holder.stdout.readline().split()
+        shared = EmbeddedValkey(data_dir)
+        shared.start()
+        assert (shared.pid, shared.started, shared.adopted) == (int(pid), False, False)
+        assert shared.stop() is False  # the holder still uses it
+        assert valkey_pids(data_dir) == [int(pid)]
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_stale_pidfile_is_ignored(data_dir: Path) -> None:
