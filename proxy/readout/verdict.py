@@ -146,15 +146,18 @@ def judge_interleaving(
     est = mean_estimate(np.asarray(votes, dtype=np.float64))
     if est is None:
         return None, Verdict("keep running", "no unit clicked a served item yet", None, None, None)
-    if est.units < tuning.min_units or not est.variance:
+    if est.units < tuning.min_units:
         reason = f"{est.units} units with a click: a verdict needs {tuning.min_units}"
         return est.ratio, Verdict("keep running", reason, None, None, None)
     pref, n = est.ratio, est.units
+    # Unanimous votes have no sample variance; a floor of one vote's worth (1/n, the
+    # votes being in [-1, 1]) keeps the interval honest instead of giving no verdict.
+    variance = est.variance or 1.0 / n
     if tuning.sequential:
-        p = tuning.p_value(pref, est.variance, n)
+        p = tuning.p_value(pref, variance, n)
     else:  # read once: the exact sign test of the units' votes (even votes left out)
         p = sign_test(votes.count(1), votes.count(-1)) or 1.0
-    half = tuning.halfwidth(est.variance, n)
+    half = tuning.halfwidth(variance, n)
     ci = (pref - half, pref + half)
     # B's verdict: B better when the preference for A is below 0.
     what = f"{model_b}'s preference"

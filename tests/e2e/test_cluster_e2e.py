@@ -67,6 +67,9 @@ class SeenViaClient:
         ctx.dropped |= np.array([i in seen for i in ctx.ids], dtype=bool)
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
 def write_cluster_config(tmp: Path, origin: str, redis_url: str, extra: str = "") -> Path:
     (tmp / "routes.yaml").write_text(ROUTES)
     dot_model(tmp / "dot.onnx")
@@ -85,6 +88,7 @@ def write_cluster_config(tmp: Path, origin: str, redis_url: str, extra: str = ""
               item_cache: {{max_items: 0}}
             routes: routes.yaml
             routes_watch: false
+            plugins: {{paths: ['{REPO}']}}  # this module's plugin classes
             """
         )
         + extra

@@ -320,7 +320,9 @@ async def test_the_loop_names_the_arm_that_gets_more_clicks(
     dot_model(tmp_path / "dot.onnx")
     dot_model(tmp_path / "dot2.onnx", sign=-1.0)
     runner, origin = await start_app(origin_app())
-    cfg = write_config(tmp_path, origin, url, AB_ROUTES, exposures_conf())
+    # 200 users: a test planned at that size, read once (--fixed-horizon below).
+    extra = exposures_conf() + "readout: {min_units: 20, expected_units: 200}\n"
+    cfg = write_config(tmp_path, origin, url, AB_ROUTES, extra)
     rng = np.random.default_rng(7)
     posted = {"default": 0, "b": 0}
     async with running_proxy(cfg) as proxy:
@@ -342,12 +344,13 @@ async def test_the_loop_names_the_arm_that_gets_more_clicks(
     assert sum(units.values()) == 200 and min(units.values()) > 70
     assert live["split"] == {"b": 0.5, "default": 0.5} and not live["srm"]["alarm"]
 
-    assert main(["experiments", "report", "--config", str(cfg), "--json"]) == 0
+    assert main(["experiments", "report", "--config", str(cfg), "--json", "--fixed-horizon"]) == 0
     report = json.loads(capsys.readouterr().out)
     (route,) = report["routes"]
     arms = {a["arm"]: a for a in route["arms"]}
     assert {arm: arms[arm]["clicks"] for arm in posted} == posted  # every click joined
     assert arms["b"]["exposures"] + arms["default"]["exposures"] == 200
     assert arms["b"]["lift"] > 0 and arms["b"]["p_value"] < 0.05
+    assert arms["b"]["decision"] == "better"
     assert route["srm"]["p_value"] > 0.001 and not route["srm"]["alarm"]
     assert report["records"]["orphan_events"] == 0

@@ -140,7 +140,9 @@ async def test_an_interleaved_list_is_rebuilt_from_its_record_and_clicks_name_a_
         "    experiments:\n"
         "      - {name: duel, when: {percent: 100, salt: s}, interleave: [dot, neg]}\n"
     )
-    cfg = write_config(tmp_path, origin, url, routes(arm), exposures_conf())
+    # 120 users: a test planned at that size, read once (--fixed-horizon below).
+    extra = exposures_conf() + "readout: {min_units: 20, expected_units: 120}\n"
+    cfg = write_config(tmp_path, origin, url, routes(arm), extra)
     rng = np.random.default_rng(3)
     served: dict[str, list[str]] = {}
     async with running_proxy(cfg) as proxy:
@@ -165,9 +167,9 @@ async def test_an_interleaved_list_is_rebuilt_from_its_record_and_clicks_name_a_
         rebuilt, teams = team_draft(a, b, seed_of(record["id"]))
         assert served[user] == rebuilt and record["items"] == rebuilt[:8]
         assert record["teams"] == teams[:8] and record["model"] == "dot+neg"
-    assert main(["experiments", "report", "--config", str(cfg), "--json"]) == 0
+    assert main(["experiments", "report", "--config", str(cfg), "--json", "--fixed-horizon"]) == 0
     (route,) = json.loads(capsys.readouterr().out)["routes"]
     (duel,) = route["interleaving"]
     assert duel["wins_b"] > duel["wins_a"] and duel["p_value"] < 0.05
-    assert duel["winner"] == "neg"
+    assert duel["winner"] == "neg" and duel["decision"] == "better"
     assert orjson.loads(orjson.dumps(SCHEMA))  # the schema file still parses

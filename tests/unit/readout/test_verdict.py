@@ -97,3 +97,16 @@ def test_interleaving_at_a_fixed_horizon_is_the_sign_test_of_units() -> None:
     _, once = judge_interleaving(votes, 500, Tuning(planned_units=500), "b")
     assert once.p_value == sign_test(45, 70)  # the 30 even votes left out
     assert once.p_value is not None and once.p_value < 0.05 and once.decision == "better"
+
+
+def test_unanimous_votes_are_a_verdict_not_a_missing_variance() -> None:
+    """Every unit preferring B has no sample variance: the interval takes one vote's worth
+    (1/n) instead, so 200 unanimous votes name B, always-valid and at a fixed horizon."""
+    votes = [-1] * 200
+    pref, verdict = judge_interleaving(votes, 200, T, "b")
+    assert pref == -1.0 and verdict.decision == "better" and verdict.p_value is not None
+    assert verdict.interval is not None and verdict.interval[1] < 0
+    _, once = judge_interleaving(votes, 200, Tuning(planned_units=200), "b")
+    assert once.decision == "better" and once.p_value == sign_test(0, 200)
+    _, few = judge_interleaving(votes[:10], 200, T, "b")
+    assert few.decision == "keep running" and "needs" in few.reason
