@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import orjson
 import redis
 
-from proxy.cli import experiments_plan
+from proxy.cli import experiments_plan, experiments_status
 from proxy.cli.options import add_config, config_path
 from proxy.cli.report_text import render_text
 from proxy.config import yamlload
@@ -209,3 +209,4 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     report.add_argument("--redis-url", help="overrides the config's redis.url")
     report.set_defaults(func=cmd_report)
     experiments_plan.register(cmds)
+    experiments_status.register(cmds)

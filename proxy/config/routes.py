@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from plugins.builtin.dotted import check_dotted
 from plugins.builtin.sources import check_source
 from plugins.spec import PluginSpec
+from proxy.config.guardrails import Guardrails
 
 NONE_MODEL = "none"  # the control arm: origin order
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
@@ -126,6 +127,7 @@ class Experiment(Strict):
     # of one model.
     interleave: tuple[str, str] | None = None
     shadow: Shadow | None = None
+    guardrails: Guardrails | None = None  # this arm's, else the route's
 
     @model_validator(mode="after")
     def _one_ranking(self) -> Experiment:
@@ -167,6 +169,7 @@ class Route(Strict):
     experiments: tuple[Experiment, ...] = ()
     plugins: tuple[PluginSpec, ...] = ()
     shadow: Shadow | None = None  # for every arm that has none of its own
+    guardrails: Guardrails | None = None  # for every experiment arm without its own
     # The path (and query) `rankgate check` fetches from the origin to probe this route;
     # None: the match path, when it is exact.
     sample: str | None = None

@@ -98,6 +98,8 @@ def merge(views: list[dict[str, Any]]) -> dict[str, Any]:
             "since": min((v.get("since", 0.0) for v in views), default=0.0),
             "units_capped": any(v.get("units_capped") for v in views),
             "workers": len(views),
+            # Trips are the fleet's (one Redis); the figures are the first worker's check.
+            "guardrails": next((v["guardrails"] for v in views if "guardrails" in v), []),
             "routes": routes,
         }
     )

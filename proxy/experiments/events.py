@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -53,6 +54,7 @@ class EventsEndpoint:
         # (route, arm, kind) -> accepted events: live click-through by arm on a dashboard
         self.feedback: dict[tuple[str, str, str], int] = {}
         self._per_id: OrderedDict[str, int] = OrderedDict()
+        self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []  # e.g. guardrails
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
         try:
@@ -71,6 +73,8 @@ class EventsEndpoint:
             key = (record["route"], record["arm"], record["kind"])
             feedback[key] = feedback.get(key, 0) + 1
         self.counts["accepted"] = self.counts.get("accepted", 0) + len(records)
+        for listener in self.listeners:
+            listener(records)
         return _json(202, {"accepted": len(records)})
 
     async def _body(self, request: web.BaseRequest) -> bytes:

@@ -98,6 +98,8 @@ class ExposureLog:
             out["model_b_sha256"] = st.model_b.sha256
         if st.shadow is not None:
             out["shadow"] = st.shadow
+        if st.moved_from is not None:  # a guardrail sent this request to the default arm
+            out["guardrail"] = st.moved_from
         return out
 
 

@@ -51,6 +51,16 @@ class Shadows(Protocol):
         """Run it off the response's path, then ``then()``."""
 
 
+class Guard(Protocol):
+    """What takes a failing arm off the air (``proxy.experiments.guardrails.Guard``)."""
+
+    def moved(self, route: str, arm: str) -> bool:
+        """Whether the arm's users go to the default arm (a guardrail tripped)."""
+
+    def exposed(self, st: FeedRequest) -> None:
+        """A response with a click token went out: its user and request id, counted."""
+
+
 @dataclass(frozen=True, slots=True)
 class FeedServices:
     """What every feed request uses, made once by the runtime."""
@@ -61,6 +71,7 @@ class FeedServices:
     thread_min_items: int
     recorder: Recorder | None = None
     shadows: Shadows | None = None
+    guard: Guard | None = None
 
 
 _NO_FLOATS = np.empty(0, dtype=np.float32)
@@ -78,6 +89,7 @@ class FeedRequest:
     record: RequestRecord
     ctx: FeedContext
     arm: Arm | None = None
+    moved_from: str | None = None  # the arm a tripped guardrail moved this request from
     model: ModelSession | None = None
     model_b: ModelSession | None = None  # an interleaved arm's second model
     request_id: str = ""  # with exposures on: names the request in its record and token

@@ -191,8 +191,10 @@ class LocalAdmin:
     async def experiments(self) -> Answer:
         """Live assignment counts per route and arm, and the sample ratio test."""
         assert self.state.runtime is not None
-        view = self.assignments.describe(self.state.runtime.store.current)
-        return 200, {**view, "pid": os.getpid()}
+        runtime = self.state.runtime
+        view = self.assignments.describe(runtime.store.current)
+        guard = runtime.guard.describe() if runtime.guard is not None else []
+        return 200, {**view, "guardrails": guard, "pid": os.getpid()}
 
     async def reload(self) -> Answer:
         """Reload now: 200 with result ok or unchanged, 422 (old version serving) on error."""

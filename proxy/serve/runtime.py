@@ -20,6 +20,7 @@ from proxy.config.settings import Settings
 from proxy.config.yamlload import ConfigError
 from proxy.experiments.events import EventsEndpoint
 from proxy.experiments.exposure import ExposureLog
+from proxy.experiments.guardrails import Guard, running_guard
 from proxy.experiments.shadow import ShadowRunner, ShadowStats
 from proxy.experiments.sink import RecordQueue, running_sink
 from proxy.experiments.tokens import SecretKeyError, TokenSigner, key_from_env
@@ -65,6 +66,7 @@ class Runtime:
     connections: ConnectionStats = field(default_factory=ConnectionStats)
     shadow_stats: ShadowStats = field(default_factory=ShadowStats)
     in_flight: int = 0
+    guard: Guard | None = None
 
 
 @contextlib.asynccontextmanager
@@ -108,10 +110,16 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         f = settings.feed
         shadow_stats = ShadowStats()
         shadows = ShadowRunner(shadow_stats, f.thread_min_items)
-        feed = FeedServices(
-            forwarder, embeddings, f.max_body_bytes, f.thread_min_items, recorder, shadows
+        ttl_s = int(settings.events.max_age_s)  # a click later than this is refused anyway
+        guard = await stack.enter_async_context(
+            running_guard(redis_url, lambda: [r.spec for r in store.current.routes], ttl_s)
         )
-        yield Runtime(
+        if events is not None:
+            events.listeners.append(guard.clicked)
+        feed = FeedServices(
+            forwarder, embeddings, f.max_body_bytes, f.thread_min_items, recorder, shadows, guard
+        )
+        runtime = Runtime(
             settings,
             redis_url,
             embeddings,
@@ -121,8 +129,11 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             queue,
             events,
             follower,
+            observers=[guard.observe],
             shadow_stats=shadow_stats,
+            guard=guard,
         )
+        yield runtime
 
 
 def _keys(settings: Settings) -> tuple[TokenSigner, bytes | None]:
