@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from plugins.builtin.dotted import check_dotted
 from plugins.builtin.sources import check_source
 from plugins.spec import PluginSpec
+from proxy.config.bandit import Bandit
 from proxy.config.guardrails import Guardrails
 
 NONE_MODEL = "none"  # the control arm: origin order
@@ -128,11 +129,14 @@ class Experiment(Strict):
     interleave: tuple[str, str] | None = None
     shadow: Shadow | None = None
     guardrails: Guardrails | None = None  # this arm's, else the route's
+    # Several models, weighted by how well each does (in place of one model).
+    bandit: Bandit | None = None
 
     @model_validator(mode="after")
     def _one_ranking(self) -> Experiment:
-        if (self.model is None) == (self.interleave is None):
-            raise ValueError("give exactly one of 'model' or 'interleave'")
+        given = [k for k in ("model", "interleave", "bandit") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'model', 'interleave' or 'bandit'")
         if self.interleave is not None:
             a, b = self.interleave
             if a == b or NONE_MODEL in (a, b):
@@ -141,7 +145,10 @@ class Experiment(Strict):
 
     @property
     def models(self) -> tuple[str, ...]:
-        """The model (or the two interleaved models) this arm ranks with."""
+        """The model (or the two interleaved models) this arm ranks with; a bandit's
+        first model until its weights pick one per user."""
+        if self.bandit is not None:
+            return (self.bandit.models[0],)
         return self.interleave if self.interleave is not None else (self.model or NONE_MODEL,)
 
     @property
@@ -251,6 +258,8 @@ def _model_refs(route: Route, where: str) -> list[tuple[str, str]]:
         at = f"{where}.experiments[{j}]"
         if e.interleave is not None:
             refs += [(f"{at}.interleave[{k}]", m) for k, m in enumerate(e.interleave)]
+        elif e.bandit is not None:
+            refs += [(f"{at}.bandit.models[{k}]", m) for k, m in enumerate(e.bandit.models)]
         else:
             refs.append((f"{at}.model", e.models[0]))
         if e.shadow is not None:

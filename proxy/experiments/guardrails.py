@@ -35,9 +35,11 @@ from redis.exceptions import RedisError
 from proxy.config.routes import DEFAULT_ARM, Route, arm_name
 from proxy.experiments.guardstore import Batch, GuardStore, RedisGuardStore, field_of
 from proxy.experiments.guardtest import ArmCounts, Check, bucket_of, check_arm
+from proxy.experiments.weights import Bandits, bandit_arms
 from proxy.feed.state import FeedRequest
 from proxy.outcome.errors import Outcome, Reason
 from proxy.outcome.record import RequestRecord
+from proxy.routing.arms import Arm
 
 log = logging.getLogger("rankgate.guardrails")
 
@@ -59,7 +61,8 @@ def guarded_arms(route: Route) -> Iterator[tuple[str, Any]]:
     """(arm, its guardrails) for each experiment arm of the route that has some."""
     for j, exp in enumerate(route.experiments):
         cfg = exp.guardrails or route.guardrails
-        if cfg is not None:
+        # A bandit moves traffic off a weak model itself (down to its min_share).
+        if cfg is not None and exp.bandit is None:
             yield arm_name(j, exp), cfg
 
 
@@ -82,11 +85,16 @@ class Guard:
         self.dropped = 0
         self.errors = 0
         self._next_check = 0.0
+        self.bandits = Bandits()  # counted here too: their models' exposures and clicks
 
     # -- the request path ----------------------------------------------------------------
 
     def moved(self, route: str, arm: str) -> bool:
         return (route, arm) in self._moved
+
+    def pick(self, route: str, arm: Arm, user: str | None) -> Arm:
+        """A bandit arm's model for this user in this period; any other arm as it is."""
+        return self.bandits.pick(route, arm, user)
 
     def _key(self, route: str, arm: str) -> str:
         return f"{arm}:{self.epochs.get(field_of(route, arm), 0)}"
@@ -152,9 +160,9 @@ class Guard:
         self.trips, self.epochs = trips, epochs
         self._moved = frozenset(tuple(k.split(" ", 1)) for k in trips)  # type: ignore[misc]
         caps = {
-            r.name: max(cfg.max_exposures_per_unit for _, cfg in arms)
+            r.name: max([cfg.max_exposures_per_unit for _, cfg in arms] or [50])
             for r in self.routes()
-            if (arms := list(guarded_arms(r)))
+            if (arms := list(guarded_arms(r))) or any(bandit_arms(r))
         }
         self.guarded, self.caps = frozenset(caps), caps
 
@@ -213,6 +221,7 @@ class Guard:
             return
         await self.flush()
         await self.poll()
+        await self.bandits.update(self.store, self.routes())
         now = time.monotonic()
         if now >= self._next_check:
             self._next_check = now + CHECK_S

@@ -31,6 +31,7 @@ __all__ = ["Batch", "GuardStore", "MemoryGuardStore", "RedisGuardStore", "field_
 
 TRIPS = "rankgate:guardrails"
 EPOCHS = "rankgate:guardrails:epochs"
+BANDITS = "rankgate:bandits"  # hash "ROUTE ARM" -> a bandit's weights (JSON)
 COUNTS_TTL_S = 14 * 86400  # counts of an experiment nobody serves any more fade away
 
 
@@ -73,6 +74,12 @@ class GuardStore(Protocol):
 
     async def resume(self, route: str, arm: str) -> tuple[bool, int]:
         """Clear a trip and start a new test: (whether it was tripped, the new epoch)."""
+
+    async def bandits(self) -> dict[str, Any]:
+        """Every bandit's weights by "ROUTE ARM"."""
+
+    async def put_bandit(self, key: str, period: int, state: dict[str, Any]) -> bool:
+        """Store a period's weights unless another process did: True when this one did."""
 
     async def close(self) -> None: ...
 
@@ -171,6 +178,17 @@ class RedisGuardStore:
             removed, epoch = await pipe.execute()
         return bool(removed), int(epoch)
 
+    async def bandits(self) -> dict[str, Any]:
+        raw = await self.client.hgetall(BANDITS)
+        return {k.decode(): orjson.loads(v) for k, v in raw.items()}
+
+    async def put_bandit(self, key: str, period: int, state: dict[str, Any]) -> bool:
+        lock = f"{BANDITS}:lock:{key}:{period}"
+        if not await self.client.set(lock, b"1", nx=True, ex=86_400):
+            return False
+        await self.client.hset(BANDITS, key, orjson.dumps(state))
+        return True
+
     async def close(self) -> None:
         await self.client.aclose()
 
@@ -184,6 +202,7 @@ class MemoryGuardStore:
         self.stats: dict[tuple[str, str], dict[str, int]] = {}
         self.users: dict[tuple[str, str], dict[str, list[int]]] = {}
         self.requests: dict[tuple[str, str], tuple[str, str]] = {}
+        self.bandit_states: dict[str, Any] = {}
 
     async def add(self, route: str, batch: Batch, ttl_s: int) -> list[str]:
         for arm_key, deltas in batch.counts.items():
@@ -237,6 +256,15 @@ class MemoryGuardStore:
         key = field_of(route, arm)
         self.epochs[key] = self.epochs.get(key, 0) + 1
         return self.trips.pop(key, None) is not None, self.epochs[key]
+
+    async def bandits(self) -> dict[str, Any]:
+        return dict(self.bandit_states)
+
+    async def put_bandit(self, key: str, period: int, state: dict[str, Any]) -> bool:
+        if self.bandit_states.get(key, {}).get("period", -1) >= period:
+            return False
+        self.bandit_states[key] = state
+        return True
 
     async def close(self) -> None:
         pass

@@ -189,10 +189,12 @@ def choose_arm(st: FeedRequest) -> None:
 
 
 def _unless_tripped(st: FeedRequest, arm: Arm) -> Arm:
-    """The default arm in place of one a guardrail took off the air."""
+    """The default arm in place of one a guardrail took off the air; a bandit's model."""
     guard = st.svc.guard
-    if guard is None or not guard.moved(st.route.name, arm.name):
+    if guard is None:
         return arm
+    if not guard.moved(st.route.name, arm.name):
+        return guard.pick(st.route.name, arm, st.ctx.user_id)
     st.moved_from = arm.name
     return st.route.arms.default
 

@@ -57,6 +57,9 @@ class Guard(Protocol):
     def moved(self, route: str, arm: str) -> bool:
         """Whether the arm's users go to the default arm (a guardrail tripped)."""
 
+    def pick(self, route: str, arm: Arm, user: str | None) -> Arm:
+        """A bandit arm's model for this user now (its own arm); any other arm as is."""
+
     def exposed(self, st: FeedRequest) -> None:
         """A response with a click token went out: its user and request id, counted."""
 

@@ -194,7 +194,8 @@ class LocalAdmin:
         runtime = self.state.runtime
         view = self.assignments.describe(runtime.store.current)
         guard = runtime.guard.describe() if runtime.guard is not None else []
-        return 200, {**view, "guardrails": guard, "pid": os.getpid()}
+        bandits = runtime.guard.bandits.describe() if runtime.guard is not None else []
+        return 200, {**view, "guardrails": guard, "bandits": bandits, "pid": os.getpid()}
 
     async def reload(self) -> Answer:
         """Reload now: 200 with result ok or unchanged, 422 (old version serving) on error."""
