@@ -154,13 +154,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"rankgate: {args.html}: {exc.strerror or exc}", file=sys.stderr)
             return 1
+    extras = experiments_status.report_extras(args)  # trips and bandit weights, if any
     if args.json:
         body = report.to_json()
         body["records"]["malformed"] = stats.malformed
         body["records"]["source"] = where
-        print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps({**body, **extras}, option=orjson.OPT_INDENT_2).decode())
     else:
         render_text(report, stats, where, sys.stdout)
+        experiments_status.render_extras(extras, sys.stdout)
     return 0
 
 

@@ -13,9 +13,10 @@ import argparse
 import asyncio
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
+import redis
 from redis.exceptions import RedisError
 
 from proxy.cli.options import add_config, config_path
@@ -23,7 +24,7 @@ from proxy.config import yamlload
 from proxy.config.routes import RoutesFile
 from proxy.config.settings import load_settings
 from proxy.experiments.guardrails import Guard
-from proxy.experiments.guardstore import RedisGuardStore
+from proxy.experiments.guardstore import BANDITS, TRIPS, RedisGuardStore
 
 __all__ = ["register"]
 
@@ -51,6 +52,61 @@ async def _resume(url: str, route: str, arm: str) -> tuple[bool, int]:
         return await store.resume(route, arm)
     finally:
         await store.close()
+
+
+def _stored(url: str) -> dict[str, Any]:
+    # Blocking, and short: a report (maybe from files, maybe inside a loop) never waits long.
+    client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    try:
+        trips, bandits = client.hgetall(TRIPS), client.hgetall(BANDITS)
+    finally:
+        client.close()
+    return {
+        "guardrails": [orjson.loads(v) for v in trips.values()],
+        "bandits": {k.decode(): orjson.loads(v) for k, v in bandits.items()},
+    }
+
+
+def report_extras(args: argparse.Namespace) -> dict[str, Any]:
+    """For ``experiments report``: the trips and the bandits' weights per period, from
+    the Redis of the config (or --redis-url); nothing when there is none."""
+    try:
+        settings = load_settings(args.config)
+        url = args.redis_url or settings.redis.url
+        if not url:
+            return {}
+        stored = _stored(url)
+    except (RedisError, OSError):
+        return {}
+    route = getattr(args, "route", None)
+    extras = {
+        "guardrails": [t for t in stored["guardrails"] if route in (None, t.get("route"))],
+        "bandits": [
+            {"route": k.split(" ", 1)[0], "arm": k.split(" ", 1)[1], **v}
+            for k, v in stored["bandits"].items()
+            if route in (None, k.split(" ", 1)[0])
+        ],
+    }
+    return {k: v for k, v in extras.items() if v}
+
+
+def render_extras(extras: dict[str, Any], out: TextIO) -> None:
+    for trip in extras.get("guardrails", []):
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(trip.get("at", 0)))
+        figures = " ".join(f"{k}={v}" for k, v in trip.get("figures", {}).items())
+        out.write(
+            f"\nguardrail: {trip['route']} {trip['arm']} tripped {at} by {trip['guardrail']}"
+            f" ({figures}); since then its users are counted with the default arm\n"
+        )
+    for bandit in extras.get("bandits", []):
+        out.write(f"\nbandit {bandit['route']} {bandit['arm']}: weights per period\n")
+        models = bandit.get("models", [])
+        for entry in bandit.get("history", []):
+            at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.get("at", 0)))
+            shares = "  ".join(
+                f"{m} {w:.3f}" for m, w in zip(models, entry["weights"], strict=False)
+            )
+            out.write(f"  {at}  {shares}\n")
 
 
 def _no_url(args: argparse.Namespace) -> int:

@@ -142,6 +142,8 @@ async def test_a_failing_model_is_moved_on_both_workers_until_resumed(
     records = [orjson.loads(f[b"r"]) for _, f in redis_db.xrange("rankgate:exposures")]
     moved = [r for r in records if r.get("guardrail") == "beta"]
     assert moved and all(r["arm"] == "default" and r["outcome"] == "applied" for r in moved)
+    report = cli(cfg, "report")
+    assert "guardrail: feed beta tripped" in report.stdout, report
     status = cli(cfg, "status")
     assert "feed beta: tripped" in status.stdout, status
     assert "rankgate experiments resume feed beta" in status.stdout
