@@ -235,3 +235,66 @@ async def test_half_the_clicks_trips_and_an_aa_pair_does_not(
         stop.set()
         await asyncio.gather(*clients, return_exceptions=True)
         await proc.stop()
+
+
+BANDIT = """\
+models: {v1: {path: dot.onnx}, v2: {path: dot.onnx}, v3: {path: dot.onnx}}
+routes:
+  - name: feed
+    match: {path: /feed}
+    model: v1
+    budget_ms: 2000
+    experiments:
+      - name: versions
+        when: {percent: 100}
+        bandit: {models: [v1, v2, v3], update_s: 1, min_share: 0.05, burn_in: 150}
+"""
+RATES = {"v1": 0.05, "v2": 0.10, "v3": 0.20}
+
+
+async def bandit_session(
+    base: str, users: list[str], stop: asyncio.Event, served: list[tuple[float, str]]
+) -> None:
+    """Users whose click rate depends only on the model that served them."""
+    rng = random.Random(hash(users[0]))
+    async with aiohttp.ClientSession() as s:
+        while not stop.is_set():
+            rerank, token, body = await get(s, base + "/feed", rng.choice(users))
+            model = rerank.split("model=")[1].split(";")[0]
+            served.append((time.monotonic(), model))
+            if token and rng.random() < RATES[model]:
+                item = orjson.loads(body)["items"][0]["id"]
+                event = {"id": token, "item": item, "type": "click"}
+                async with s.post(base + "/_rankgate/events", json=event) as resp:
+                    assert resp.status == 202
+
+
+async def test_a_bandit_moves_two_workers_to_the_best_model(
+    tmp_path: Path, redis_url: str, redis_db: redis.Redis, origin: str
+) -> None:
+    seed(redis_db, tmp_path)
+    cfg = write_config(tmp_path, origin, redis_url, BANDIT, EXPOSURES)
+    proc = await ProxyProcess.start(cfg, "--workers", "2", env={"RANKGATE_TOKEN_KEY": TOKEN_KEY})
+    stop, served = asyncio.Event(), []
+    clients = [
+        asyncio.create_task(bandit_session(proc.url(""), USERS[k::6], stop, served))
+        for k in range(6)
+    ]
+    try:
+        # Burn-in: 150 exposures per model; then the weights follow the clicks.
+        await wait_until(lambda: len(served) >= 3000, 120, 0.2)
+        last = served[-1000:]
+        share = sum(m == "v3" for _, m in last) / len(last)
+        _, _, body = await fetch(proc.admin_url("/admin/experiments"))
+        (bandit,) = orjson.loads(body)["bandits"]
+        weights = bandit["weights"]
+        assert share >= 0.70, (share, bandit["history"])
+        assert weights[2] >= 0.70 and min(weights) >= 0.05 - 1e-9
+        assert {p["model"] for p in bandit["posteriors"]} == set(RATES)
+        for model in RATES:  # every model keeps its floor: served in the last 1000
+            assert any(m == model for _, m in last), model
+        print(f"v3 share of the last 1000 of {len(served)}: {share:.2f}; weights {weights}")
+    finally:
+        stop.set()
+        await asyncio.gather(*clients, return_exceptions=True)
+        await proc.stop()
