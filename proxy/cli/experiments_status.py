@@ -23,6 +23,7 @@ from proxy.cli.options import add_config, config_path
 from proxy.config import yamlload
 from proxy.config.routes import RoutesFile
 from proxy.config.settings import load_settings
+from proxy.experiments.bandit import by_period
 from proxy.experiments.guardrails import Guard
 from proxy.experiments.guardstore import BANDITS, TRIPS, RedisGuardStore
 
@@ -82,7 +83,7 @@ def report_extras(args: argparse.Namespace) -> dict[str, Any]:
     extras = {
         "guardrails": [t for t in stored["guardrails"] if route in (None, t.get("route"))],
         "bandits": [
-            {"route": k.split(" ", 1)[0], "arm": k.split(" ", 1)[1], **v}
+            {"route": k.split(" ", 1)[0], "arm": k.split(" ", 1)[1], **v, **by_period(v)}
             for k, v in stored["bandits"].items()
             if route in (None, k.split(" ", 1)[0])
         ],
@@ -99,14 +100,21 @@ def render_extras(extras: dict[str, Any], out: TextIO) -> None:
             f" ({figures}); since then its users are counted with the default arm\n"
         )
     for bandit in extras.get("bandits", []):
-        out.write(f"\nbandit {bandit['route']} {bandit['arm']}: weights per period\n")
+        out.write(
+            f"\nbandit {bandit['route']} {bandit['arm']}: per period, weight / exposures / CTR\n"
+        )
         models = bandit.get("models", [])
-        for entry in bandit.get("history", []):
-            at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.get("at", 0)))
-            shares = "  ".join(
-                f"{m} {w:.3f}" for m, w in zip(models, entry["weights"], strict=False)
+        for p in bandit.get("periods", []):
+            cells = "  ".join(
+                f"{m} {w:.2f}/{n}/{'-' if c is None else f'{c:.3f}'}"
+                for m, w, n, c in zip(models, p["weights"], p["exposures"], p["ctr"], strict=True)
             )
-            out.write(f"  {at}  {shares}\n")
+            out.write(f"  period {p['period']}  {cells}\n")
+        weighted = "  ".join(
+            f"{m} {'-' if c is None else f'{c:.4f}'}"
+            for m, c in zip(models, bandit.get("weighted_ctr", []), strict=True)
+        )
+        out.write(f"  CTR weighted by period: {weighted}\n")
 
 
 def _no_url(args: argparse.Namespace) -> int:

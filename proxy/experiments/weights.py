@@ -113,7 +113,14 @@ class Bandits:
             }
             for m, c, r in zip(cfg.models, counts, ratios, strict=True)
         ]
-        entry = {"period": period, "at": round(self.clock(), 3), "weights": shares}
+        # Counts so far (exposures, clicked) per model: the differences between two
+        # entries are one period's, which the report weighs period by period.
+        entry = {
+            "period": period,
+            "at": round(self.clock(), 3),
+            "weights": shares,
+            "counts": [[c.n, c.x] for c in counts],
+        }
         history = [*old.get("history", []), entry][-HISTORY:]
         return {
             "period": period,

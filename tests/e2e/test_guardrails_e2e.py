@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -282,19 +284,33 @@ async def test_a_bandit_moves_two_workers_to_the_best_model(
     ]
     try:
         # Burn-in: 150 exposures per model; then the weights follow the clicks.
-        await wait_until(lambda: len(served) >= 3000, 120, 0.2)
-        last = served[-1000:]
+        async def bandit() -> dict[str, Any]:
+            _, _, body = await fetch(proc.admin_url("/admin/experiments"))
+            found: list[dict[str, Any]] = orjson.loads(body)["bandits"]
+            return found[0] if found else {}
+
+        async def moved() -> bool:
+            return (await bandit()).get("weights", [0, 0, 0])[2] >= 0.70
+
+        await wait_until(moved, 120, 0.2)
+        moved_at = len(served)
+        await asyncio.sleep(1.0)  # every worker's poll has the new weights
+        start = len(served)
+        await wait_until(lambda: len(served) >= start + 1000, 120, 0.2)
+        last = served[start : start + 1000]
         share = sum(m == "v3" for _, m in last) / len(last)
-        _, _, body = await fetch(proc.admin_url("/admin/experiments"))
-        (bandit,) = orjson.loads(body)["bandits"]
-        weights = bandit["weights"]
-        assert share >= 0.70, (share, bandit["history"])
+        state = await bandit()
+        weights = state["weights"]
+        assert share >= 0.70, (share, state["history"])
         assert weights[2] >= 0.70 and min(weights) >= 0.05 - 1e-9
-        assert {p["model"] for p in bandit["posteriors"]} == set(RATES)
-        for model in RATES:  # every model keeps its floor: served in the last 1000
+        assert {p["model"] for p in state["posteriors"]} == set(RATES)
+        for model in RATES:  # every model keeps its floor
             assert any(m == model for _, m in last), model
-        print(f"v3 share of the last 1000 of {len(served)}: {share:.2f}; weights {weights}")
+        print(f"weights moved after {moved_at} exposures; then v3 served {share:.2f}")
     finally:
         stop.set()
         await asyncio.gather(*clients, return_exceptions=True)
         await proc.stop()
+    report = cli(cfg, "report")
+    assert "bandit feed versions: per period" in report.stdout, report
+    assert re.search(r"CTR weighted by period: v1 0\.\d+  v2 0\.\d+  v3 0\.\d+", report.stdout)
