@@ -279,10 +279,10 @@ class GuardCollector(Collector):
 
 @contextlib.asynccontextmanager
 async def running_guard(
-    redis_url: str, routes: Callable[[], Iterable[Route]], ttl_s: int
+    redis_url: str, routes: Callable[[], Iterable[Route]], ttl_s: int, cluster: bool = False
 ) -> AsyncIterator[Guard]:
     """A guard on the fleet's Redis, its trips read before the first request."""
-    guard = Guard(RedisGuardStore(redis_url), routes, ttl_s)
+    guard = Guard(RedisGuardStore(redis_url, cluster=cluster), routes, ttl_s)
     try:
         if guard.active():
             await guard.poll()

@@ -16,6 +16,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from redis.asyncio.cluster import RedisCluster
+
 from proxy.config.settings import Settings
 from proxy.config.yamlload import ConfigError
 from proxy.experiments.events import EventsEndpoint
@@ -112,7 +114,12 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         shadows = ShadowRunner(shadow_stats, f.thread_min_items)
         ttl_s = int(settings.events.max_age_s)  # a click later than this is refused anyway
         guard = await stack.enter_async_context(
-            running_guard(redis_url, lambda: [r.spec for r in store.current.routes], ttl_s)
+            running_guard(
+                redis_url,
+                lambda: [r.spec for r in store.current.routes],
+                ttl_s,
+                isinstance(embeddings.client, RedisCluster),
+            )
         )
         if events is not None:
             events.listeners.append(guard.clicked)

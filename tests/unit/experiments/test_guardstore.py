@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis
@@ -125,3 +126,21 @@ async def test_a_failing_arm_trips_once_stays_tripped_and_resumes() -> None:
     assert guard.describe()[0]["checks"] == []  # the last reading was the old test's
     await guard.check()
     assert guard.describe()[0]["checks"][0]["waiting"] == "min_requests"  # a new test
+
+
+async def test_the_store_works_on_a_cluster(cluster: Any) -> None:
+    store = RedisGuardStore(cluster.url, cluster=True)
+    try:
+        for route in ("feed", "other-feed", "third"):  # keys of routes on several nodes
+            batch = Batch(exposures=[("r1", "beta:0", "u1", 50)])
+            batch.add("beta:0", "requests", 3)
+            assert await store.add(route, batch, 60) == []
+            assert await store.add(route, Batch(clicks=["r1"]), 60) == []
+            have = await store.counts(route, "beta:0")
+            assert have["requests"] == 3 and have["n"] == 1 and have["x"] == 1
+        assert await store.trip("feed", "beta", {"guardrail": "ctr"})
+        assert await store.resume("feed", "beta") == (True, 1)
+        assert await store.put_bandit("feed versions", 7, {"period": 7})
+        assert await store.bandits() == {"feed versions": {"period": 7}}
+    finally:
+        await store.close()
