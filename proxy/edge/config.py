@@ -152,6 +152,8 @@ class _RouteCompiler:
                 f"{self.where}.shadow: shadow scoring does not run at the edge (it needs the "
                 "proxy's exposure log); remove it to build"
             )
+        if route.guardrails is not None:
+            self.problems.append(f"{self.where}.guardrails: does not run at the edge; remove it")
         for index, exp in enumerate(route.experiments):
             arm = arm_name(index, exp)
             when = exp.when
@@ -162,6 +164,9 @@ class _RouteCompiler:
                 )
             if exp.shadow is not None:
                 self.problems.append(f"{at}.shadow: shadow scoring does not run at the edge")
+            for what in ("bandit", "guardrails"):  # both act on the proxy's live counts
+                if getattr(exp, what) is not None:
+                    self.problems.append(f"{at}.{what}: does not run at the edge; remove it")
             salt = None
             if when.percent is not None:
                 salt = when.salt if when.salt is not None else default_salt(route.name, arm)
