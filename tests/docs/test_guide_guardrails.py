@@ -74,3 +74,16 @@ async def test_the_session_runs_as_written(
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     readme_shell.run(steps, tmp_path, env)
     assert not redis_db.hexists("rankgate:guardrails", "home-feed beta")
+
+
+def test_the_guides_routes_validate() -> None:
+    import re
+
+    import yaml
+
+    for page in ("guardrails.md", "bandits.md"):
+        text = (ROOT / "docs" / "guides" / page).read_text()
+        (block,) = re.findall(r"```yaml\n(.*?)```", text, re.S)
+        doc = yaml.safe_load(block)
+        models = {m: {"path": f"{m}.onnx"} for m in ("ranker_v1", "ranker_v2", "ranker_v3")}
+        RoutesFile.model_validate({"models": models, **doc})
