@@ -43,11 +43,21 @@ from proxy.routing.arms import Arm
 
 log = logging.getLogger("rankgate.guardrails")
 
-__all__ = ["OWN_REASONS", "Guard", "GuardCollector", "guarded_arms", "running_guard"]
+__all__ = [
+    "CLICK_WINDOW_S",
+    "OWN_REASONS",
+    "Guard",
+    "GuardCollector",
+    "guarded_arms",
+    "running_guard",
+]
 
 FLUSH_S = 0.5
 CHECK_S = 1.0
 CLICK_RETRIES = 10  # flushes a click waits for its exposure from another process
+# How long a served list's clicks count for the live tests (each list is one short-lived
+# key in Redis); the report counts every click within events.max_age_s.
+CLICK_WINDOW_S = 600
 MAX_PENDING = 100_000  # exposures or clicks held between two flushes, then dropped
 # Not re-ranked for reasons of the arm's own making; the others (no user, Redis, the
 # origin's body) hit every arm alike.
@@ -185,6 +195,11 @@ class Guard:
                     await self._trip(route.name, arm, failing[0], checks)
 
     async def _trip(self, route: str, arm: str, cause: Check, checks: list[Check]) -> None:
+        key = field_of(route, arm)
+        trips, epochs = await self.store.state()
+        if key in trips or epochs.get(key, 0) != self.epochs.get(key, 0):
+            await self.poll()  # tripped elsewhere, or resumed since this reading: not ours
+            return
         info = {
             "route": route,
             "arm": arm,

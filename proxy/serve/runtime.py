@@ -22,7 +22,7 @@ from proxy.config.settings import Settings
 from proxy.config.yamlload import ConfigError
 from proxy.experiments.events import EventsEndpoint
 from proxy.experiments.exposure import ExposureLog
-from proxy.experiments.guardrails import Guard, running_guard
+from proxy.experiments.guardrails import CLICK_WINDOW_S, Guard, running_guard
 from proxy.experiments.shadow import ShadowRunner, ShadowStats
 from proxy.experiments.sink import RecordQueue, running_sink
 from proxy.experiments.tokens import SecretKeyError, TokenSigner, key_from_env
@@ -112,7 +112,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         f = settings.feed
         shadow_stats = ShadowStats()
         shadows = ShadowRunner(shadow_stats, f.thread_min_items)
-        ttl_s = int(settings.events.max_age_s)  # a click later than this is refused anyway
+        ttl_s = min(int(settings.events.max_age_s), CLICK_WINDOW_S)
         guard = await stack.enter_async_context(
             running_guard(
                 redis_url,
