@@ -153,6 +153,11 @@ async def test_a_failing_model_is_moved_on_both_workers_until_resumed(
     proc = await ProxyProcess.start(cfg, "--workers", "2", env=env)
     try:  # a restart: moved from its first request on
         assert set(await arms_seen(proc, beta, 20)) == {"applied; model=dot; arm=default"}
+        # A reload of routes.yaml (another budget): still moved.
+        (tmp_path / "routes.yaml").write_text(FAILING.replace("budget_ms: 2000", "budget_ms: 1999"))
+        _, _, body = await fetch(proc.admin_url("/admin/reload"), method="POST")
+        assert orjson.loads(body)["result"] == "ok", body
+        assert set(await arms_seen(proc, beta, 20)) == {"applied; model=dot; arm=default"}
         resumed = cli(cfg, "resume", "feed", "beta")
         assert resumed.returncode == 0 and "resumed (test 1)" in resumed.stdout, resumed
         await asyncio.sleep(1.5)
