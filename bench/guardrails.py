@@ -47,8 +47,8 @@ def routes(model: Path, extra: str) -> str:
 
 
 def hook_cost_us(n: int = 200_000) -> float:
-    """The request path's share of a guardrail, in-process: moved() + observe() +
-    exposed() per request, in microseconds (the flush runs apart, every 0.5 s)."""
+    """The request path's share of a guardrail, in-process: moved() + pick() + observe()
+    + exposed() per request, in microseconds (the flush runs apart, every 0.5 s)."""
     import time
     from types import SimpleNamespace
 
@@ -58,6 +58,7 @@ def hook_cost_us(n: int = 200_000) -> float:
     from proxy.experiments.guardstore import MemoryGuardStore
     from proxy.outcome.errors import Outcome
     from proxy.outcome.record import RequestRecord
+    from proxy.routing.arms import Arm
 
     route = Route.model_validate(
         {
@@ -78,9 +79,11 @@ def hook_cost_us(n: int = 200_000) -> float:
         ts_ms=1,
         request_id="r" * 24,
     )
+    arm = Arm("beta", "m")
     started = time.perf_counter()
     for _ in range(n):
         guard.moved("feed", "beta")
+        guard.pick("feed", arm, "u1")
         guard.observe(record)
         guard.exposed(st)  # type: ignore[arg-type]
         if len(guard.pending["feed"].exposures) > 10_000:

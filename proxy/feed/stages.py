@@ -178,7 +178,7 @@ def resolve_user(st: FeedRequest) -> None:
 
 def choose_arm(st: FeedRequest) -> None:
     ctx, record = st.ctx, st.record
-    arm = st.arm = _unless_tripped(st, st.route.arms.choose(ctx.view, ctx.user_id))
+    arm = st.arm = _steered(st, st.route.arms.choose(ctx.view, ctx.user_id))
     ctx.arm, ctx.model = record.arm, record.model = arm.name, arm.model
     models = st.snapshot.models
     st.model = models.get(arm.models[0])
@@ -188,7 +188,7 @@ def choose_arm(st: FeedRequest) -> None:
             st.request_id = new_request_id()
 
 
-def _unless_tripped(st: FeedRequest, arm: Arm) -> Arm:
+def _steered(st: FeedRequest, arm: Arm) -> Arm:
     """The default arm in place of one a guardrail took off the air; a bandit's model."""
     guard = st.svc.guard
     if guard is None:
