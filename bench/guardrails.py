@@ -91,6 +91,35 @@ def hook_cost_us(n: int = 200_000) -> float:
     return (time.perf_counter() - started) / n * 1e6
 
 
+def flush_cost_us(redis_url: str, n: int = 1000, rounds: int = 20) -> float:
+    """The shared counts' side: one flush of ``n`` exposures (and n/10 clicks) by the
+    Lua script, in microseconds of wall time per exposure (Redis is busy that long)."""
+    import asyncio
+    import time
+
+    sys.path.insert(0, str(common.ROOT))
+    from proxy.experiments.guardstore import Batch, RedisGuardStore
+
+    async def run() -> float:
+        store = RedisGuardStore(redis_url)
+        spent = []
+        try:
+            for r in range(rounds):
+                batch = Batch(
+                    exposures=[(f"{r}-{k}", "beta:0", f"u{k % 700}", 50) for k in range(n)],
+                    clicks=[f"{r}-{k}" for k in range(0, n, 10)],
+                )
+                batch.add("beta:0", "requests", n)
+                started = time.perf_counter()
+                await store.add("bench", batch, 600)
+                spent.append(time.perf_counter() - started)
+        finally:
+            await store.close()
+        return statistics.median(spent) / n * 1e6
+
+    return asyncio.run(run())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6)
@@ -104,6 +133,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmpdir, ExitStack() as stack:
         tmp = Path(tmpdir)
         redis_url = common.seeded_redis(stack, 1000)
+        flush_us = flush_cost_us(redis_url)
         origin_port = common.free_port()
         origin = f"http://127.0.0.1:{origin_port}"
         common.spawn_origin(stack, origin_port, 100)
@@ -148,6 +178,7 @@ def main() -> int:
         print(f"{name:10} {lat:7.0f}us {thr:9.0f} {us * 1e6:7.0f}us")
     on, off = med["on"], med["off"]
     print(f"the hooks on the request path, in-process: {hook_cost_us():.2f} us per request")
+    print(f"the flush (Lua, 1,000 exposures + 100 clicks): {flush_us:.2f} us per exposure")
     print(
         f"on/off: p50 {on[0] / off[0]:.3f}, throughput {on[1] / off[1]:.3f}, "
         f"cpu per request {on[2] / off[2]:.3f}"

@@ -88,32 +88,38 @@ class GuardStore(Protocol):
 _ADD = """
 local pre, ttl, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local batch = cjson.decode(ARGV[4])
+local touched = {}
 for arm, deltas in pairs(batch.counts) do
   local s = pre .. ':' .. arm .. ':s'
   for name, by in pairs(deltas) do redis.call('HINCRBY', s, name, by) end
-  redis.call('EXPIRE', s, keep)
+  touched[arm] = true
 end
-local function bump(arm, user, dn, dx)
-  local s, u = pre .. ':' .. arm .. ':s', pre .. ':' .. arm .. ':u'
+-- The moments change per user; their sums are written once per arm at the end.
+local sums = {}
+local function bump(arm, user, dn, dx, cap)
+  local u = pre .. ':' .. arm .. ':u'
   local old = redis.call('HMGET', u, 'n:' .. user, 'x:' .. user)
   local n0, x0 = tonumber(old[1] or '0'), tonumber(old[2] or '0')
+  if n0 + dn > cap then return false end
   local n1, x1 = n0 + dn, x0 + dx
   if dn > 0 then redis.call('HSET', u, 'n:' .. user, n1) end
   if dx > 0 then redis.call('HSET', u, 'x:' .. user, x1) end
-  if n0 == 0 and dn > 0 then redis.call('HINCRBY', s, 'units', 1) end
-  redis.call('HINCRBY', s, 'n', dn)
-  redis.call('HINCRBY', s, 'x', dx)
-  redis.call('HINCRBY', s, 'nn', n1 * n1 - n0 * n0)
-  redis.call('HINCRBY', s, 'xx', x1 * x1 - x0 * x0)
-  redis.call('HINCRBY', s, 'nx', n1 * x1 - n0 * x0)
-  redis.call('EXPIRE', s, keep)
-  redis.call('EXPIRE', u, keep)
+  local a = sums[arm]
+  if not a then
+    a = {units = 0, n = 0, x = 0, nn = 0, xx = 0, nx = 0}
+    sums[arm] = a
+  end
+  if n0 == 0 and dn > 0 then a.units = a.units + 1 end
+  a.n, a.x = a.n + dn, a.x + dx
+  a.nn = a.nn + n1 * n1 - n0 * n0
+  a.xx = a.xx + x1 * x1 - x0 * x0
+  a.nx = a.nx + n1 * x1 - n0 * x0
+  touched[arm] = true
+  return true
 end
 for _, e in ipairs(batch.exposures) do
-  local seen = redis.call('HGET', pre .. ':' .. e[2] .. ':u', 'n:' .. e[3])
-  if tonumber(seen or '0') < tonumber(e[4]) then
+  if bump(e[2], e[3], 1, 0, tonumber(e[4])) then
     redis.call('SET', pre .. ':r:' .. e[1], e[2] .. '\\n' .. e[3], 'EX', ttl)
-    bump(e[2], e[3], 1, 0)
   end
 end
 local unmatched = {}
@@ -121,10 +127,20 @@ for _, id in ipairs(batch.clicks) do
   local v = redis.call('GETDEL', pre .. ':r:' .. id)
   if v then
     local cut = string.find(v, '\\n', 1, true)
-    bump(string.sub(v, 1, cut - 1), string.sub(v, cut + 1), 0, 1)
+    bump(string.sub(v, 1, cut - 1), string.sub(v, cut + 1), 0, 1, math.huge)
   else
     table.insert(unmatched, id)
   end
+end
+for arm, a in pairs(sums) do
+  local s = pre .. ':' .. arm .. ':s'
+  for name, by in pairs(a) do
+    if by ~= 0 then redis.call('HINCRBY', s, name, by) end
+  end
+end
+for arm, _ in pairs(touched) do
+  redis.call('EXPIRE', pre .. ':' .. arm .. ':s', keep)
+  redis.call('EXPIRE', pre .. ':' .. arm .. ':u', keep)
 end
 return unmatched
 """
