@@ -128,6 +128,10 @@ async def test_a_failing_model_is_moved_on_both_workers_until_resumed(
         trip = orjson.loads(redis_db.hget("rankgate:guardrails", "feed beta"))
         assert trip["guardrail"] == "not_applied" and trip["figures"]["arm_pct"] == 100.0
         # Within 2 s of the trip, every process serves beta's users from the default arm.
+        async with asyncio.timeout(5):
+            while set(await arms_seen(proc, beta, 10)) != {"applied; model=dot; arm=default"}:
+                pass
+        print(f"moved {time.time() - trip['at']:.2f} s after the trip")
         await asyncio.sleep(max(0.0, trip["at"] + 2.0 - time.time()))
         after = await arms_seen(proc, beta, 60)
         assert set(after) == {"applied; model=dot; arm=default"}, after
