@@ -96,10 +96,10 @@ def by_period(state: dict[str, Any]) -> dict[str, Any]:
     then not credited for the rise, as a pooled CTR would credit it."""
     models = list(state.get("models", []))
     history = list(state.get("history", []))
-    now = [[p.get("exposures", 0), p.get("clicked", 0)] for p in state.get("posteriors", [])]
-    ends = [h.get("counts") for h in history[1:]] + [now or None]
+    # A period ends where the next begins; the current one is still running (not shown).
+    ends = [h.get("counts") for h in history[1:]]
     periods = []
-    for entry, end in zip(history, ends, strict=True):
+    for entry, end in zip(history, ends, strict=False):
         start = entry.get("counts")
         if start is None or end is None or len(end) != len(models):
             continue

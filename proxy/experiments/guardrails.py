@@ -166,15 +166,17 @@ class Guard:
                 self.retry[route] = again
 
     async def poll(self) -> None:
-        trips, epochs = await self.store.state()
-        self.trips, self.epochs = trips, epochs
-        self._moved = frozenset(tuple(k.split(" ", 1)) for k in trips)  # type: ignore[misc]
+        # What the routes say first: it holds even when Redis does not answer.
         caps = {
             r.name: max([cfg.max_exposures_per_unit for _, cfg in arms] or [50])
             for r in self.routes()
             if (arms := list(guarded_arms(r))) or any(bandit_arms(r))
         }
         self.guarded, self.caps = frozenset(caps), caps
+        self.bandits.prepare(self.routes())
+        trips, epochs = await self.store.state()
+        self.trips, self.epochs = trips, epochs
+        self._moved = frozenset(tuple(k.split(" ", 1)) for k in trips)  # type: ignore[misc]
 
     async def check(self, act: bool = True) -> None:
         """Read every guarded arm's guardrails; trip the failing ones (with ``act``)."""

@@ -68,6 +68,19 @@ class Bandits:
             self._arms[(route, arm.name, model)] = sub
         return sub
 
+    def prepare(self, routes: Iterable[Route]) -> None:
+        """Equal weights for a bandit not read from the fleet yet (at start, after a
+        reload), so that its users are spread from the first request; removed ones go."""
+        states, salts = {}, {}
+        for route in routes:
+            for arm, cfg, salt in bandit_arms(route):
+                key = field_of(route.name, arm)
+                state = self.states.get(key)
+                if state is None or state.get("models") != list(cfg.models):
+                    state = _equal(cfg)
+                states[key], salts[key] = state, salt
+        self.states, self.salts = states, salts
+
     async def update(self, store: GuardStore, routes: Iterable[Route]) -> None:
         """Read the fleet's weights; at a new period, compute and store them."""
         stored = await store.bandits()
@@ -77,13 +90,7 @@ class Bandits:
                 key = field_of(route.name, arm)
                 state = stored.get(key)
                 if state is None or list(state.get("models", [])) != list(cfg.models):
-                    state = {
-                        "period": 0,
-                        "weights": [1 / len(cfg.models)] * len(cfg.models),
-                        "models": list(cfg.models),
-                        "history": [],
-                        "posteriors": [],
-                    }
+                    state = _equal(cfg)
                 period = int(self.clock() // cfg.update_s)
                 if state["period"] < period:
                     new = await self._next(store, route.name, arm, cfg, state, period)
@@ -138,3 +145,8 @@ class Bandits:
             route, arm = key.split(" ", 1)
             out.append({"route": route, "arm": arm, **state})
         return out
+
+
+def _equal(cfg: Bandit) -> dict[str, Any]:
+    k = len(cfg.models)
+    return {"period": 0, "weights": [1 / k] * k, "models": list(cfg.models), "history": []}

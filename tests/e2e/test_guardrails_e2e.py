@@ -322,4 +322,5 @@ async def test_a_bandit_moves_two_workers_to_the_best_model(
         await proc.stop()
     report = cli(cfg, "report")
     assert "bandit feed versions: per period" in report.stdout, report
+    assert not re.search(r"^  versions +v1 ", report.stdout, re.M)  # every user got a model
     assert re.search(r"CTR weighted by period: v1 0\.\d+  v2 0\.\d+  v3 0\.\d+", report.stdout)

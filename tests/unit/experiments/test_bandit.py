@@ -81,8 +81,8 @@ def test_by_period_does_not_credit_a_model_for_a_rise_of_all() -> None:
         "history": [
             {"period": 1, "weights": [0.9, 0.1], "counts": [[0, 0], [0, 0]]},
             {"period": 2, "weights": [0.1, 0.9], "counts": [[900, 90], [100, 5]]},
+            {"period": 3, "weights": [0.5, 0.5], "counts": [[1000, 110], [1000, 149]]},
         ],
-        "posteriors": [{"exposures": 1000, "clicked": 110}, {"exposures": 1000, "clicked": 149}],
     }
     table = by_period(state)
     assert [p["exposures"] for p in table["periods"]] == [[900, 100], [100, 900]]
