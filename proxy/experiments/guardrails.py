@@ -254,6 +254,10 @@ class Guard:
                 self.errors += 1
                 if self.errors == 1 or self.errors % 100 == 0:
                     log.warning("guardrails: Redis failed (%s); %d times", exc, self.errors)
+            except Exception:  # a bad stored value must not end the loop for good
+                self.errors += 1
+                if self.errors == 1 or self.errors % 100 == 0:
+                    log.exception("guardrails: the background task failed; %d times", self.errors)
 
     def describe(self) -> list[dict[str, Any]]:
         """Each guarded or tripped arm: its state, its test number, its last figures."""
