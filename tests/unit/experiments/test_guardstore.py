@@ -4,6 +4,7 @@ exposures per user), trips are written once, and resuming starts a new test."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -144,3 +145,31 @@ async def test_the_store_works_on_a_cluster(cluster: Any) -> None:
         assert await store.bandits() == {"feed versions": {"period": 7}}
     finally:
         await store.close()
+
+
+async def test_redis_gone_keeps_the_trips_and_the_loop() -> None:
+    import asyncio
+
+    from tests.support.common import start_valkey
+
+    server = start_valkey()
+    store = RedisGuardStore(server.connection_url, timeout_s=0.3)
+    guard = Guard(store, lambda: [ROUTE])
+    task = None
+    try:
+        await store.trip("feed", "beta", {"guardrail": "not_applied"})
+        await guard.poll()
+        assert guard.moved("feed", "beta")
+        server.stop()
+        task = asyncio.create_task(guard.run())
+        for _ in range(50):
+            guard.observe(record("beta", None))
+            await asyncio.sleep(0.05)
+        assert guard.errors >= 2 and not task.done()  # still trying, every 0.5 s
+        assert guard.moved("feed", "beta")  # what was known stays in force
+    finally:
+        if task is not None:
+            task.cancel()
+        await store.close()
+        with contextlib.suppress(Exception):  # stopped above unless the test failed first
+            server.stop()
