@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import orjson
 import redis
 
-from proxy.cli import experiments_plan
+from proxy.cli import experiments_plan, experiments_status
 from proxy.cli.options import add_config, config_path
 from proxy.cli.report_text import render_text
 from proxy.config import yamlload
@@ -175,13 +175,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"rankgate: {args.html}: {exc.strerror or exc}", file=sys.stderr)
             return 1
+    extras = experiments_status.report_extras(args)  # trips and bandit weights, if any
     if args.json:
         body = report.to_json()
         body["records"]["malformed"] = stats.malformed
         body["records"]["source"] = where
-        print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps({**body, **extras}, option=orjson.OPT_INDENT_2).decode())
     else:
         render_text(report, stats, where, sys.stdout)
+        experiments_status.render_extras(extras, sys.stdout)
     return 0
 
 
@@ -230,3 +232,4 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     report.add_argument("--redis-url", help="overrides the config's redis.url")
     report.set_defaults(func=cmd_report)
     experiments_plan.register(cmds)
+    experiments_status.register(cmds)

@@ -4,9 +4,21 @@ settings     rankgate.yaml (read at start): listen, origin, redis, embeddings, a
              logging, and the sections below
 experiments  its exposures: and events: sections
 control      its routes_redis:, models:, routes_limits: and plugins: sections
-routes       routes.yaml (reloaded while serving): the model registry and the feed routes
+routes       routes.yaml (reloaded while serving): the model registry and the feed
+             routes
 yamlload     YAML into a model with errors that name the YAML path; the Strict base
 keys         embedding key templates and the hash-tag buckets of item keys
+guardrails   routes.yaml's guardrails: on an arm or a route
+bandit       routes.yaml's bandit: on an experiment
 """
 
-__all__ = ["control", "experiments", "keys", "routes", "settings", "yamlload"]
+__all__ = [
+    "bandit",
+    "control",
+    "experiments",
+    "guardrails",
+    "keys",
+    "routes",
+    "settings",
+    "yamlload",
+]

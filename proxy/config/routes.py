@@ -13,6 +13,8 @@ from pydantic import Field, field_validator, model_validator
 from plugins.builtin.dotted import check_dotted
 from plugins.builtin.sources import check_source
 from plugins.spec import PluginSpec
+from proxy.config.bandit import Bandit
+from proxy.config.guardrails import Guardrails
 from proxy.config.yamlload import Strict
 
 NONE_MODEL = "none"  # the control arm: origin order
@@ -123,11 +125,15 @@ class Experiment(Strict):
     # of one model.
     interleave: tuple[str, str] | None = None
     shadow: Shadow | None = None
+    guardrails: Guardrails | None = None  # this arm's, else the route's
+    # Several models, weighted by how well each does (in place of one model).
+    bandit: Bandit | None = None
 
     @model_validator(mode="after")
     def _one_ranking(self) -> Experiment:
-        if (self.model is None) == (self.interleave is None):
-            raise ValueError("give exactly one of 'model' or 'interleave'")
+        given = [k for k in ("model", "interleave", "bandit") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'model', 'interleave' or 'bandit'")
         if self.interleave is not None:
             a, b = self.interleave
             if a == b or NONE_MODEL in (a, b):
@@ -136,7 +142,10 @@ class Experiment(Strict):
 
     @property
     def models(self) -> tuple[str, ...]:
-        """The model (or the two interleaved models) this arm ranks with."""
+        """The model (or the two interleaved models) this arm ranks with; a bandit's
+        first model until its weights pick one per user."""
+        if self.bandit is not None:
+            return (self.bandit.models[0],)
         return self.interleave if self.interleave is not None else (self.model or NONE_MODEL,)
 
     @property
@@ -164,6 +173,7 @@ class Route(Strict):
     experiments: tuple[Experiment, ...] = ()
     plugins: tuple[PluginSpec, ...] = ()
     shadow: Shadow | None = None  # for every arm that has none of its own
+    guardrails: Guardrails | None = None  # for every experiment arm without its own
     # The path (and query) `rankgate check` fetches from the origin to probe this route;
     # None: the match path, when it is exact.
     sample: str | None = None
@@ -245,6 +255,8 @@ def _model_refs(route: Route, where: str) -> list[tuple[str, str]]:
         at = f"{where}.experiments[{j}]"
         if e.interleave is not None:
             refs += [(f"{at}.interleave[{k}]", m) for k, m in enumerate(e.interleave)]
+        elif e.bandit is not None:
+            refs += [(f"{at}.bandit.models[{k}]", m) for k, m in enumerate(e.bandit.models)]
         else:
             refs.append((f"{at}.model", e.models[0]))
         if e.shadow is not None:

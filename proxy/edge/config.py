@@ -139,6 +139,18 @@ class _RouteCompiler:
                 }
             )
 
+    def refuse_proxy_only(self, exp: Any, at: str) -> None:
+        """An experiment's features that need the proxy's logs or live counts."""
+        if exp.interleave is not None:
+            self.problems.append(
+                f"{at}.interleave: interleaved arms do not run at the edge; remove it to build"
+            )
+        if exp.shadow is not None:
+            self.problems.append(f"{at}.shadow: shadow scoring does not run at the edge")
+        for what in ("bandit", "guardrails"):  # both act on the proxy's live counts
+            if getattr(exp, what) is not None:
+                self.problems.append(f"{at}.{what}: does not run at the edge; remove it")
+
     def compile(self) -> dict[str, Any]:
         route = self.route
         for j, spec in enumerate(route.plugins):
@@ -158,16 +170,13 @@ class _RouteCompiler:
                 f"{self.where}.shadow: shadow scoring does not run at the edge (it needs the "
                 "proxy's exposure log); remove it to build"
             )
+        if route.guardrails is not None:
+            self.problems.append(f"{self.where}.guardrails: does not run at the edge; remove it")
         for index, exp in enumerate(route.experiments):
             arm = arm_name(index, exp)
             when = exp.when
             at = f"{self.where}.experiments[{index}]"
-            if exp.interleave is not None:
-                self.problems.append(
-                    f"{at}.interleave: interleaved arms do not run at the edge; remove it to build"
-                )
-            if exp.shadow is not None:
-                self.problems.append(f"{at}.shadow: shadow scoring does not run at the edge")
+            self.refuse_proxy_only(exp, at)
             salt = None
             if when.percent is not None:
                 salt = when.salt if when.salt is not None else default_salt(route.name, arm)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from proxy.config.routes import Route, arm_name
 from proxy.outcome.record import RequestRecord
 from proxy.readout.srm import expected_split, srm_test
 from proxy.routing.snapshot import Snapshot
@@ -54,11 +55,19 @@ class Assignments:
         for route in snapshot.routes:
             arms = [{"arm": a["arm"], "model": a["model"]} for a in route.arms.describe()]
             for arm in arms:
-                key = (route.name, arm["arm"])
-                arm["requests"] = self.requests.get(key, 0)
-                arm["units"] = len(self.units.get(key, ()))
+                keys = [(route.name, a) for a in _counted_as(route.spec, arm["arm"])]
+                arm["requests"] = sum(self.requests.get(k, 0) for k in keys)
+                arm["units"] = sum(len(self.units.get(k, ())) for k in keys)
             routes.append({"route": route.name, "arms": arms, "split": expected_split(route.spec)})
         return finish({"since": self.since, "units_capped": self.capped, "routes": routes})
+
+
+def _counted_as(route: Route, arm: str) -> list[str]:
+    """The arm's name, or a bandit arm's per-model arms (ARM.MODEL)."""
+    for j, exp in enumerate(route.experiments):
+        if exp.bandit is not None and arm_name(j, exp) == arm:
+            return [f"{arm}.{m}" for m in exp.bandit.models]
+    return [arm]
 
 
 def finish(view: dict[str, Any]) -> dict[str, Any]:
@@ -98,6 +107,9 @@ def merge(views: list[dict[str, Any]]) -> dict[str, Any]:
             "since": min((v.get("since", 0.0) for v in views), default=0.0),
             "units_capped": any(v.get("units_capped") for v in views),
             "workers": len(views),
+            # Trips are the fleet's (one Redis); the figures are the first worker's check.
+            "guardrails": next((v["guardrails"] for v in views if "guardrails" in v), []),
+            "bandits": next((v["bandits"] for v in views if "bandits" in v), []),
             "routes": routes,
         }
     )

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -76,6 +77,7 @@ class EventsEndpoint:
         # (route, arm, kind) -> accepted events: live click-through by arm on a dashboard
         self.feedback: dict[tuple[str, str, str], int] = {}
         self.per_id = counts if counts is not None else TokenCounts(cfg.max_per_id, cfg.max_age_s)
+        self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []  # e.g. guardrails
 
     async def handle(self, request: web.BaseRequest) -> web.Response:
         try:
@@ -96,6 +98,8 @@ class EventsEndpoint:
             key = (record["route"], record["arm"], record["kind"])
             feedback[key] = feedback.get(key, 0) + 1
         self.counts["accepted"] = self.counts.get("accepted", 0) + len(records)
+        for listener in self.listeners:
+            listener(records)
         return _json(202, {"accepted": len(records)})
 
     async def _body(self, request: web.BaseRequest) -> bytes:

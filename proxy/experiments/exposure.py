@@ -125,6 +125,8 @@ class ExposureLog:
         if st.shadow is not None:
             shadow_items: Sequence[str] = st.shadow["items"]  # type: ignore[assignment]
             out["shadow"] = {**st.shadow, "items": [stored_id(i) for i in shadow_items]}
+        if st.moved_from is not None:  # a guardrail sent this request to the default arm
+            out["guardrail"] = st.moved_from
         return out
 
 

@@ -1,5 +1,5 @@
-"""One feed request's stages, from the origin's body to the re-ordered response; fail-open at every
-step.
+"""One feed request's stages, from the origin's body to the re-ordered response; fail-open at
+every step.
 
     stages       resolve the user, choose the arm, call the origin, gate, read the body
     state        FeedRequest (what the stages fill in) and FeedServices (what they use)

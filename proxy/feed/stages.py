@@ -43,6 +43,7 @@ from proxy.outcome.errors import (
     from_plugin,
 )
 from proxy.outcome.record import RequestRecord, mark
+from proxy.routing.arms import Arm
 from proxy.routing.snapshot import CompiledRoute, Snapshot
 from proxy.store.embeddings import EmbeddingStore
 
@@ -98,6 +99,8 @@ def after_response(st: FeedRequest) -> None:
         shadows.start(st, shadow, (lambda: recorder.emit(st)) if recorder else _nothing)
     elif recorder is not None:
         recorder.emit(st)
+    if st.svc.guard is not None:
+        st.svc.guard.exposed(st)
 
 
 def _nothing() -> None:
@@ -203,7 +206,7 @@ def resolve_user(st: FeedRequest) -> None:
 
 def choose_arm(st: FeedRequest) -> None:
     ctx, record = st.ctx, st.record
-    arm = st.arm = st.route.arms.choose(ctx.view, ctx.user_id)
+    arm = st.arm = _steered(st, st.route.arms.choose(ctx.view, ctx.user_id))
     ctx.arm, ctx.model = record.arm, record.model = arm.name, arm.model
     models = st.snapshot.models
     st.model = models.get(arm.models[0])
@@ -211,6 +214,17 @@ def choose_arm(st: FeedRequest) -> None:
         st.model_b = models.get(arm.models[1])
         if not st.request_id:  # the coin's seed, so the list can be rebuilt
             st.request_id = new_request_id()
+
+
+def _steered(st: FeedRequest, arm: Arm) -> Arm:
+    """The default arm in place of one a guardrail took off the air; a bandit's model."""
+    guard = st.svc.guard
+    if guard is None:
+        return arm
+    if not guard.moved(st.route.name, arm.name):
+        return guard.pick(st.route.name, arm, st.ctx.user_id)
+    st.moved_from = arm.name
+    return st.route.arms.default
 
 
 def check_request(st: FeedRequest, failure: RankgateError | None) -> None:

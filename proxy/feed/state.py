@@ -52,6 +52,19 @@ class Shadows(Protocol):
         """Run it off the response's path, then ``then()``."""
 
 
+class Guard(Protocol):
+    """What takes a failing arm off the air (``proxy.experiments.guardrails.Guard``)."""
+
+    def moved(self, route: str, arm: str) -> bool:
+        """Whether the arm's users go to the default arm (a guardrail tripped)."""
+
+    def pick(self, route: str, arm: Arm, user: str | None) -> Arm:
+        """A bandit arm's model for this user now (its own arm); any other arm as is."""
+
+    def exposed(self, st: FeedRequest) -> None:
+        """A response with a click token went out: its user and request id, counted."""
+
+
 @dataclass(frozen=True, slots=True)
 class FeedServices:
     """What every feed request uses, made once by the runtime."""
@@ -65,6 +78,7 @@ class FeedServices:
     # admin.token, as bytes: a request carrying it in X-Rankgate-Explain gets its
     # explanation in a response header (proxy/feed/explain.py); None: never.
     explain_token: bytes | None = None
+    guard: Guard | None = None
 
 
 _NO_FLOATS = np.empty(0, dtype=np.float32)
@@ -82,6 +96,7 @@ class FeedRequest:
     record: RequestRecord
     ctx: FeedContext
     arm: Arm | None = None
+    moved_from: str | None = None  # the arm a tripped guardrail moved this request from
     model: ModelSession | None = None
     model_b: ModelSession | None = None  # an interleaved arm's second model
     request_id: str = ""  # with exposures on: names the request in its record and token

@@ -4,7 +4,8 @@ forward        the pass-through: request upstream, response streamed back
 headers        hop-by-hop removal, X-Forwarded-*, the headers rankgate adds
 codec          content-encodings of feed bodies (gzip, deflate, br)
 pool           the origin connection pool
-target         request targets (RFC 9112 3.2): origin-, absolute-, authority- and asterisk-form
+target         request targets (RFC 9112 3.2): origin-, absolute-, authority- and
+               asterisk-form
 upload         request bodies on their way upstream (100-continue, bounded reads)
 informational  1xx responses relayed
 limits         the public server: connection cap, header/body/send/keep-alive timeouts

@@ -1,5 +1,5 @@
-"""The running process: the app, its lifespan, the server, workers and supervisor, admin, metrics
-and logs.
+"""The running process: the app, its lifespan, the server, workers and supervisor, admin,
+metrics and logs.
 
     app         the public request handler: events, pass-through or the feed path
     runtime     the lifespan: everything a serving process opens, released in reverse

@@ -211,8 +211,11 @@ class LocalAdmin:
     async def experiments(self) -> Answer:
         """Live assignment counts per route and arm, and the sample ratio test."""
         assert self.state.runtime is not None
-        view = self.assignments.describe(self.state.runtime.store.current)
-        return 200, {**view, "pid": os.getpid()}
+        runtime = self.state.runtime
+        view = self.assignments.describe(runtime.store.current)
+        guard = runtime.guard.describe() if runtime.guard is not None else []
+        bandits = runtime.guard.bandits.describe() if runtime.guard is not None else []
+        return 200, {**view, "guardrails": guard, "bandits": bandits, "pid": os.getpid()}
 
     async def explain(self, path: str) -> Answer:
         """``?user=ID&path=/feed?query`` (and ``header=Name: value``, ``cookie=name=value``,

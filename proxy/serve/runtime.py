@@ -17,11 +17,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from proxy.config.settings import Settings
 from proxy.config.yamlload import ConfigError
 from proxy.experiments.events import EventsEndpoint
 from proxy.experiments.exposure import ExposureLog
+from proxy.experiments.guardrails import CLICK_WINDOW_S, Guard, running_guard
 from proxy.experiments.limiter import TokenCounts
 from proxy.experiments.shadow import ShadowRunner, ShadowStats
 from proxy.experiments.sink import RecordQueue, running_sink
@@ -74,6 +76,7 @@ class Runtime:
     probes: ReloadProbes | None = None
     in_flight: int = 0
     tracing: Tracer | None = None  # tracing.enabled: W3C trace context in, OTLP spans out
+    guard: Guard | None = None
 
 
 @contextlib.asynccontextmanager
@@ -118,6 +121,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         f = settings.feed
         shadow_stats = ShadowStats()
         shadows = ShadowRunner(shadow_stats, f.thread_min_items)
+        guard = await _guard(stack, settings, redis_url, store, embeddings, events)
         token = settings.admin.token
         feed = FeedServices(
             forwarder,
@@ -127,6 +131,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             recorder,
             shadows,
             explain_token=token.encode() if token else None,
+            guard=guard,
         )
         runtime = Runtime(
             settings,
@@ -138,9 +143,11 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             queue,
             events,
             follower,
+            observers=[guard.observe],
             shadow_stats=shadow_stats,
             tracing=tracer,
             probes=probes,
+            guard=guard,
         )
         if tracer is not None:
             runtime.observers.append(tracer.export)
@@ -178,6 +185,30 @@ def token_counts(settings: Settings, redis_url: str) -> TokenCounts:
             exp.redis_url or redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
     return TokenCounts(ev.max_per_id, ev.max_age_s, client)
+
+
+async def _guard(
+    stack: contextlib.AsyncExitStack,
+    settings: Settings,
+    redis_url: str,
+    store: SnapshotStore,
+    embeddings: EmbeddingStore,
+    events: EventsEndpoint | None,
+) -> Guard:
+    """The guardrails and bandits of the routes being served: live counts shared in
+    Redis, checked in the background, fed the accepted clicks."""
+    ttl_s = min(int(settings.events.max_age_s), CLICK_WINDOW_S)
+    guard = await stack.enter_async_context(
+        running_guard(
+            redis_url,
+            lambda: [r.spec for r in store.current.routes],
+            ttl_s,
+            isinstance(embeddings.client, RedisCluster),
+        )
+    )
+    if events is not None:
+        events.listeners.append(guard.clicked)
+    return guard
 
 
 def _keys(settings: Settings) -> tuple[TokenSigner, bytes | None]:

@@ -33,6 +33,7 @@ from aiohttp import web
 from proxy.config.settings import Settings
 from proxy.config.yamlload import ConfigError
 from proxy.experiments.assignments import Assignments
+from proxy.experiments.guardrails import GuardCollector
 from proxy.serve import logs
 from proxy.serve.admin import LocalAdmin, build_admin_app
 from proxy.serve.app import build_server
@@ -195,6 +196,8 @@ class ProxyServer:
         if events is not None:
             self.metrics.event_counts = lambda: events.counts
             self.metrics.feedback_counts = lambda: events.feedback
+        if runtime.guard is not None:
+            self.metrics.registry.register(GuardCollector(runtime.guard))
         runtime.store.listeners.append(self.metrics.on_reload)
         self.metrics.on_reload(None, runtime.store.current)
 

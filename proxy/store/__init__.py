@@ -1,5 +1,5 @@
-"""Redis (or Valkey, single node or cluster) behind one link contract: embeddings, the item cache,
-the embedded Valkey.
+"""Redis (or Valkey, single node or cluster) behind one link contract: embeddings, the item
+cache, the embedded Valkey.
 
     link        the link contract and the single-node pipelined connection
     cluster     the Redis Cluster link: one batch per node, in parallel

@@ -180,3 +180,25 @@ def test_host_header_is_refused(tmp_path: Path) -> None:
         "origin.host_header: cannot be honoured at the edge (a Worker's subrequest carries "
         "its URL's host); remove it to build"
     ]
+
+
+def test_guardrails_and_bandits_are_named_by_path(tmp_path: Path) -> None:
+    out = compile_routes(
+        tmp_path,
+        MODELS
+        + """\
+routes:
+  - name: r
+    match: {path: /f}
+    model: a
+    guardrails: {ctr: -10%}
+    experiments:
+      - {name: g, when: {percent: 10}, model: a, guardrails: {not_applied: +5pp}}
+      - {name: b, when: {percent: 10}, bandit: {models: [a, b]}}
+""",
+    )
+    assert out.problems == [
+        "routes[0].guardrails: does not run at the edge; remove it",
+        "routes[0].experiments[0].guardrails: does not run at the edge; remove it",
+        "routes[0].experiments[1].bandit: does not run at the edge; remove it",
+    ]

@@ -157,3 +157,25 @@ def test_several_problems_are_all_reported() -> None:
         "routes[1].name: duplicate route name 'r'",
         "routes[1].experiments[0].model: unknown model 'y' (known: ['a', 'b'])",
     ]
+
+
+@pytest.mark.parametrize(
+    ("experiment", "problem"),
+    [
+        ("{when: {percent: 5}, model: m, bandit: {models: [m, n]}}", "exactly one of"),
+        ("{when: {percent: 5}, bandit: {models: [m]}}", "at least two different"),
+        ("{when: {percent: 5}, bandit: {models: [m, m]}}", "at least two different"),
+        ("{when: {percent: 5}, bandit: {models: [m, n], min_share: 0.6}}", "bandit.min_share"),
+        ("{when: {percent: 5}, bandit: {models: [m, zz]}}", "bandit.models[1]: unknown model"),
+        ("{when: {percent: 5}, model: m, guardrails: {ctr: 10%}}", "guardrails.ctr"),
+        ("{when: {percent: 5}, model: m, guardrails: {}}", "give at least one"),
+    ],
+)
+def test_bandits_and_guardrails_are_checked_with_their_path(experiment: str, problem: str) -> None:
+    text = (
+        "models: {m: {path: m.onnx}, n: {path: n.onnx}}\n"
+        "routes:\n"
+        f"  - {{name: r, match: {{path: /f}}, model: m, experiments: [{experiment}]}}\n"
+    )
+    found = problems(text)
+    assert any(problem in p and p.startswith("routes[0].experiments[0]") for p in found), found
