@@ -38,11 +38,20 @@ async def link(cluster: ValkeyCluster) -> AsyncIterator[ClusterLink]:
 
 def seed_items(cluster: ValkeyCluster, template: KeyTemplate, n: int) -> dict[bytes, bytes]:
     values = {template.key(f"m{k}").encode(): f"v{k}".encode() for k in range(n)}
-    with cluster.client() as client:
-        pipe = client.pipeline()
-        for key, value in values.items():
-            pipe.set(key, value)
-        pipe.execute()
+    # Right after another test moved a slot back, a busy machine's nodes may still redirect
+    # a fresh client in a loop for a moment (redis-py: "TTL exhausted"): the seeding waits.
+    for attempt in range(10):
+        try:
+            with cluster.client() as client:
+                pipe = client.pipeline()
+                for key, value in values.items():
+                    pipe.set(key, value)
+                pipe.execute()
+            return values
+        except redis.exceptions.ClusterError:
+            if attempt == 9:
+                raise
+            time.sleep(0.3)
     return values
 
 
