@@ -4,6 +4,7 @@ step.
     stages       resolve the user, choose the arm, call the origin, gate, read the body
     state        FeedRequest (what the stages fill in) and FeedServices (what they use)
     rerank       decode, find items, vectors, score, arrange, encode
+    splice       a body read by its route's plan: the items' own bytes spliced in the new order
     respond      the response: applied, or the origin's bytes with the reason
     budget       the per-request deadline every wait goes through
     ranking      scores to an order (stable)
@@ -23,6 +24,7 @@ __all__ = [
     "rerank",
     "respond",
     "sample",
+    "splice",
     "stages",
     "state",
 ]

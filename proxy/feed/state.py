@@ -20,6 +20,7 @@ from aiohttp import web
 from plugins.context import FeedContext, ItemArray
 from plugins.run import Watch
 from proxy.config.routes import Shadow
+from proxy.feed.splice import Spliced
 from proxy.http.forward import Forwarder
 from proxy.outcome.errors import RankgateError
 from proxy.outcome.record import RequestRecord
@@ -111,6 +112,7 @@ class FeedRequest:
     teams: list[list[str | None]] | None = None
     # After the response, a shadow model's top items ({"model", "items"}), for the record.
     shadow: dict[str, object] | None = None
+    spliced: Spliced | None = None  # the body read by the route's plan (proxy/feed/splice.py)
     out: bytes = b""  # the re-ranked body, encoded as the origin's was
     # Only when explaining this request: each arranged array's rules, before and after.
     explains: list[Watch] | None = None

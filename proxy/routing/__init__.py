@@ -10,6 +10,7 @@ arms      choosing the arm: header, cookie, query, sticky percentage
 plugins   a route's plugins by kind
 limits    bounds on what a routes version can make a process do
 signing   signed routes versions in Redis
+reads     what a route reads of a feed body (compiled once: the parse-only-what-it-needs plan)
 """
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "current",
     "limits",
     "plugins",
+    "reads",
     "reload",
     "sessions",
     "signing",
