@@ -5,6 +5,7 @@ step.
     state        FeedRequest (what the stages fill in) and FeedServices (what they use)
     rerank       decode, find items, vectors, score, arrange, encode
     splice       a body read by its route's plan: the items' own bytes spliced in the new order
+    offload      big feeds parsed and spliced in a pool of re-rank processes
     respond      the response: applied, or the origin's bytes with the reason
     budget       the per-request deadline every wait goes through
     ranking      scores to an order (stable)
@@ -20,6 +21,7 @@ __all__ = [
     "explain",
     "explanation",
     "interleave",
+    "offload",
     "ranking",
     "rerank",
     "respond",

@@ -22,7 +22,7 @@ import orjson
 
 from plugins.context import ItemArray, ItemsNotFound
 from plugins.run import LoadedPlugin, PluginFailure
-from proxy.feed import splice
+from proxy.feed import offload, splice
 from proxy.feed.budget import consume, past, within
 from proxy.feed.interleave import interleave_slots, seed_of
 from proxy.feed.ranking import served_order
@@ -50,7 +50,9 @@ Prefetch = list[tuple[LoadedPlugin, asyncio.Future[None]]]
 
 
 async def run(st: FeedRequest) -> None:
-    decode(st)
+    inflate(st)
+    if not await offload_find(st):
+        parse(st)
     find_items(st)
     await user_vector(st)
     # Plugin I/O (e.g. a Redis set) runs alongside the item-embedding lookup.
@@ -64,7 +66,10 @@ async def run(st: FeedRequest) -> None:
                 future.add_done_callback(consume)
     await score(st)
     arrange(st)
-    encode(st)
+    if st.offloaded:
+        await offload_join(st)
+    else:
+        encode(st)
     # Served re-ranked: only now is the page's assembled list cached (nothing is for a
     # request that was skipped; the item vectors themselves are cached as they come).
     assert st.lookup is not None
@@ -82,10 +87,18 @@ def items_only(st: FeedRequest) -> None:
 
 
 def decode(st: FeedRequest) -> None:
+    inflate(st)
+    parse(st)
+
+
+def inflate(st: FeedRequest) -> None:
     try:
         st.raw = codec.decode(st.body, st.encoding, st.svc.max_body_bytes)
     except codec.CodecError:
         raise BodyError(Reason.ENCODING) from None
+
+
+def parse(st: FeedRequest) -> None:
     plan = st.route.reads
     if plan is not None:
         st.spliced = splice.find(st.raw, plan)
@@ -97,10 +110,44 @@ def decode(st: FeedRequest) -> None:
         raise BodyError(Reason.BAD_JSON) from None
 
 
+async def offload_find(st: FeedRequest) -> bool:
+    """A big body's ids found in a re-rank process (proxy/feed/offload.py); False: the
+    body is parsed here (not big, not a route for it, or not a body its plan takes)."""
+    off, plan = st.svc.offload, st.route.reads
+    if off is None or not off.takes(st.raw, plan, len(st.route.plugins.rules), bool(st.explains)):
+        return False
+    assert plan is not None
+    started = time.perf_counter()
+    try:
+        ids = await off.call(st.deadline, offload.find_ids, st.raw, plan.path, plan.id_path)
+    finally:
+        st.timings["offload"] = time.perf_counter() - started
+    if ids is None:
+        return False
+    assert isinstance(ids, list)
+    st.arrays, st.ids, st.offloaded = [ItemArray([None] * len(ids), ids)], ids, True
+    return True
+
+
+async def offload_join(st: FeedRequest) -> None:
+    off, plan = st.svc.offload, st.route.reads
+    assert off is not None and plan is not None
+    started = time.perf_counter()
+    try:
+        args = (st.raw, plan.path, plan.id_path, st.served[0])
+        out = await off.call(st.deadline, offload.join, *args)
+    finally:
+        st.timings["offload"] += time.perf_counter() - started
+    assert isinstance(out, bytes)
+    st.out = codec.encode(out, st.encoding)
+
+
 def find_items(st: FeedRequest) -> None:
-    if st.spliced is not None:  # found by decode
+    if st.spliced is not None:  # found by parse
         arrays = [st.spliced.array]
         ids = arrays[0].ids
+    elif st.offloaded:  # found in a re-rank process
+        arrays, ids = st.arrays, st.ids
     else:
         try:
             arrays = st.route.plugins.find_items(st.ctx)
@@ -219,8 +266,8 @@ def arrange(st: FeedRequest) -> None:
             st.served = [_arranged(st, *part)[0] for part in parts]
         if not plugins.rules and past(st.deadline):
             raise Skip(Reason.BUDGET)
-        if st.spliced is not None:
-            return  # encode splices the items' bytes in the served order
+        if st.spliced is not None or st.offloaded:
+            return  # the items' bytes are spliced in the served order
         for (arr, *_), source in zip(parts, st.served, strict=True):
             items = arr.items
             plugins.put(arr, [items[i] for i in source.tolist()])

@@ -45,23 +45,35 @@ def _address(buffer: Any) -> int:
     return int(np.frombuffer(buffer, dtype=np.uint8).ctypes.data)
 
 
-def find(raw: bytes, plan: BodyPlan) -> Spliced | None:
-    """The body's items by the plan; None when the full parse must run instead."""
+def locate(raw: bytes, plan: BodyPlan) -> tuple[list[Raw], int, int] | None:
+    """Each item's bytes and the items' bounds in ``raw``; None: not a body for the plan."""
     try:
         found = plan.envelope.decode(raw)
         for key in plan.path:
             found = found[key]
-        parts: list[Raw] = found
-        if not parts:
-            return None
-        base = _address(raw)
-        start = _address(parts[0]) - base
-        end = _address(parts[-1]) + len(parts[-1]) - base
-        # Raw is a view of the body; a copy would not be, and is not spliced.
-        if not (0 <= start < end <= len(raw)):
-            return None
+    except (msgspec.DecodeError, KeyError):
+        return None
+    parts: list[Raw] = found
+    if not parts:
+        return None
+    base = _address(raw)
+    start = _address(parts[0]) - base
+    end = _address(parts[-1]) + len(parts[-1]) - base
+    # Raw is a view of the body; a copy would not be, and is not spliced.
+    if not (0 <= start < end <= len(raw)):
+        return None
+    return parts, start, end
+
+
+def find(raw: bytes, plan: BodyPlan) -> Spliced | None:
+    """The body's items by the plan; None when the full parse must run instead."""
+    located = locate(raw, plan)
+    if located is None:
+        return None
+    parts, start, end = located
+    try:
         # One more scan, of the items alone, for the keys the route reads.
         items = plan.items.decode(b"".join((b"[", raw[start:end], b"]")))
-    except (msgspec.DecodeError, KeyError):
+    except msgspec.DecodeError:
         return None
     return Spliced(raw, start, end, parts, ItemArray(items, item_ids(items, plan.id_path)))

@@ -29,6 +29,7 @@ class BodyPlan:
     path: tuple[str, ...]  # the array's dotted path ("" = the body)
     items: msgspec.json.Decoder[list[dict[str, Any]]]  # the array -> the keys read
     id_path: tuple[str, ...]
+    fields: tuple[str, ...]  # the item keys the rules read (besides the id)
 
 
 def _nested(path: tuple[str, ...], leaf: Any, name: str) -> Any:
@@ -52,14 +53,20 @@ def plan(plugins: RoutePlugins) -> BodyPlan | None:
         if rule.item_fields is None:
             return None
         fields.update(rule.item_fields)
-    head, rest = dotted.id_path[0], dotted.id_path[1:]
-    keys: dict[str, Any] = {key: Any for key in sorted(fields)}
+    return build(dotted.path, dotted.id_path, tuple(sorted(fields)))
+
+
+def build(path: tuple[str, ...], id_path: tuple[str, ...], fields: tuple[str, ...]) -> BodyPlan:
+    """The decoders for an array at ``path``, ids at ``id_path``, and ``fields`` read."""
+    head, rest = id_path[0], id_path[1:]
+    keys: dict[str, Any] = dict.fromkeys(fields, Any)
     if head not in keys:
         keys[head] = _nested(rest, Any, "Id") if rest else Any
     item = TypedDict("Item", keys, total=False)  # type: ignore[operator]
     return BodyPlan(
-        envelope=msgspec.json.Decoder(_nested(dotted.path, list[Raw], "Envelope")),
-        path=dotted.path,
+        envelope=msgspec.json.Decoder(_nested(path, list[Raw], "Envelope")),
+        path=path,
         items=msgspec.json.Decoder(list[item]),  # type: ignore[valid-type]
-        id_path=dotted.id_path,
+        id_path=id_path,
+        fields=fields,
     )
