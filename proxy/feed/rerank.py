@@ -6,7 +6,8 @@
 Each stage reads and fills the request's ``FeedRequest`` (``proxy.feed.stages``) and raises a
 ``RankgateError`` to give up; the route's budget is checked at every wait and after
 every rule. Only the order of the item arrays changes (unless a rules plugin says
-otherwise): every other value is re-serialized as it was parsed.
+otherwise): a route with a body plan splices the items' own bytes back
+(``proxy.feed.splice``); any other re-serializes every value as it was parsed.
 """
 
 from __future__ import annotations
