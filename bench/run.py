@@ -17,6 +17,7 @@ Needs wrk. Starts its own Valkey (or uses REDIS_URL); results also go to bench/r
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -205,6 +206,7 @@ def main() -> int:
         proc, rankgate, ready, first = serve(stack, tmp, args, urls)
         first_ratio = first / warm_p50(rankgate)
         (tmp / "exposures").mkdir()
+        os.environ.setdefault("RANKGATE_TOKEN_KEY", "bench-key-" + "x" * 32)  # tokens signed
         logged = serve(stack, tmp / "exposures", args, urls, EXPOSURES)
         plain = f"http://127.0.0.1:{plain_port}"
         lua = tmp / "users.lua"
