@@ -115,7 +115,8 @@ async def offload_find(st: FeedRequest) -> bool:
     """A big body's ids found in a re-rank process (proxy/feed/offload.py); False: the
     body is parsed here (not big, not a route for it, or not a body its plan takes)."""
     off, plan = st.svc.offload, st.route.reads
-    if off is None or not off.takes(st.raw, plan, len(st.route.plugins.rules), bool(st.explains)):
+    explaining = st.explains is not None
+    if off is None or not off.takes(st.raw, plan, len(st.route.plugins.rules), explaining):
         return False
     assert plan is not None
     started = time.perf_counter()
