@@ -32,6 +32,10 @@ whole file, and the previous routes keep serving):
 - options come from a nested ``Options`` class (a ``PluginOptions`` subclass, which
   forbids unknown keys); ``__init__`` then takes the validated options as its one
   argument. Without ``Options``, the plugin takes no options and ``__init__`` none;
+- an optional ``item_fields`` attribute (a sequence of top-level item keys): the only
+  keys of ``ctx.items`` the plugin reads, and it reads nothing of ``ctx.doc``. When every
+  rule of a route declares it, the route parses bodies only that far and splices the
+  items' own bytes back (``proxy/routing/reads.py``); ``ctx.items`` then holds those keys;
 - an optional ``vary`` attribute (a sequence of request header names) adds to the
   response's ``Vary``: headers whose values change what the plugin does.
 

@@ -258,12 +258,18 @@ def load(
     vary = getattr(instance, "vary", ())
     if isinstance(vary, str) or not all(isinstance(v, str) for v in vary):
         raise PluginLoadError([f"{where}: {spec.use}: vary must be a sequence of header names"])
+    fields = getattr(instance, "item_fields", None)
+    if fields is not None and (
+        isinstance(fields, str) or not all(isinstance(f, str) for f in fields)
+    ):
+        raise PluginLoadError([f"{where}: {spec.use}: item_fields must be a sequence of keys"])
     hooks = {name: getattr(instance, name) for name in HOOKS if hasattr(instance, name)}
     return LoadedPlugin(
         name=spec.use,
         where=where,
         instance=instance,
         vary=tuple(vary),
+        item_fields=None if fields is None else tuple(fields),
         implicit=implicit,
         **hooks,
     )

@@ -52,6 +52,8 @@ class LoadedPlugin:
     prefetch: Callable[[FeedContext], Awaitable[None]] | None = None
     rerank: Callable[[FeedContext], Any] | None = None
     vary: tuple[str, ...] = ()
+    # The top-level item keys its hooks read, or None: whole items (proxy/routing/reads.py).
+    item_fields: tuple[str, ...] | None = None
     # Compiled from the route's own user:/items: rather than listed under plugins:.
     implicit: bool = False
     timing_key: str = field(init=False)

@@ -41,6 +41,7 @@ class Boost:
         self.path = dotted(options.field)
         self.weight = options.weight
         self.missing = options.missing
+        self.item_fields = (self.path[0],)
 
     def rerank(self, ctx: FeedContext) -> None:
         # Read every item once (a comprehension), then keep the scored ones with numpy.

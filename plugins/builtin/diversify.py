@@ -44,6 +44,7 @@ class Diversify:
     def __init__(self, options: Options) -> None:
         self.lam = float(options.lambda_)
         self.depth = options.depth
+        self.item_fields = ()  # embeddings and scores only
 
     def rerank(self, ctx: FeedContext) -> None:
         movable = ctx.movable()

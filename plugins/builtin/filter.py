@@ -69,6 +69,7 @@ class Filter:
         self.separator = options.separator
         self.redis_set = options.redis_set
         self.vary = ("Cookie",) if options.cookie else ()
+        self.item_fields = () if options.field is None else (options.field.split(".")[0],)
 
     async def prefetch(self, ctx: FeedContext) -> None:
         if self.redis_set is None or ctx.user_id is None:

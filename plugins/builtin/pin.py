@@ -20,6 +20,7 @@ class Pin:
 
     def __init__(self, options: Options) -> None:
         self.matches = options.compile()
+        self.item_fields = (options.field.split(".")[0],)
 
     def rerank(self, ctx: FeedContext) -> None:
         ctx.fixed |= self.matches(ctx.items)

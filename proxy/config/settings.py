@@ -130,6 +130,13 @@ class Feed(Strict):
     max_body_bytes: Annotated[int, Field(ge=1)] = 8 * 1024 * 1024
     # Batches of at least this many items run in a thread so the event loop keeps serving.
     thread_min_items: Annotated[int, Field(ge=1)] = 2048
+    # Decoded bodies of at least this many bytes are parsed, spliced and joined in a
+    # re-rank process (docs/performance.md: ~2,000 items of the bench's shape).
+    offload_min_bytes: Annotated[int, Field(ge=1)] = 256 * 1024
+    # Re-rank processes, started at the first big feed; 0: every feed on the event loop.
+    # One halved a pass-through request's p99 beside 10,000-item feeds, at the cost of
+    # those feeds' throughput (docs/performance.md, bench/offload.py).
+    offload_workers: Annotated[int, Field(ge=0, le=64)] = 1
 
 
 class Admin(Strict):

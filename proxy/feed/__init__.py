@@ -4,6 +4,8 @@ every step.
     stages       resolve the user, choose the arm, call the origin, gate, read the body
     state        FeedRequest (what the stages fill in) and FeedServices (what they use)
     rerank       decode, find items, vectors, score, arrange, encode
+    splice       a body read by its route's plan: the items' own bytes spliced in the new order
+    offload      big feeds parsed and spliced in a pool of re-rank processes
     respond      the response: applied, or the origin's bytes with the reason
     budget       the per-request deadline every wait goes through
     ranking      scores to an order (stable)
@@ -19,10 +21,12 @@ __all__ = [
     "explain",
     "explanation",
     "interleave",
+    "offload",
     "ranking",
     "rerank",
     "respond",
     "sample",
+    "splice",
     "stages",
     "state",
 ]

@@ -6,7 +6,8 @@
 Each stage reads and fills the request's ``FeedRequest`` (``proxy.feed.stages``) and raises a
 ``RankgateError`` to give up; the route's budget is checked at every wait and after
 every rule. Only the order of the item arrays changes (unless a rules plugin says
-otherwise): every other value is re-serialized as it was parsed.
+otherwise): a route with a body plan splices the items' own bytes back
+(``proxy.feed.splice``); any other re-serializes every value as it was parsed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import orjson
 
 from plugins.context import ItemArray, ItemsNotFound
 from plugins.run import LoadedPlugin, PluginFailure
+from proxy.feed import offload, splice
 from proxy.feed.budget import consume, past, within
 from proxy.feed.interleave import interleave_slots, seed_of
 from proxy.feed.ranking import served_order
@@ -49,7 +51,9 @@ Prefetch = list[tuple[LoadedPlugin, asyncio.Future[None]]]
 
 
 async def run(st: FeedRequest) -> None:
-    decode(st)
+    inflate(st)
+    if not await offload_find(st):
+        parse(st)
     find_items(st)
     await user_vector(st)
     # Plugin I/O (e.g. a Redis set) runs alongside the item-embedding lookup.
@@ -63,7 +67,10 @@ async def run(st: FeedRequest) -> None:
                 future.add_done_callback(consume)
     await score(st)
     arrange(st)
-    encode(st)
+    if st.offloaded:
+        await offload_join(st)
+    else:
+        encode(st)
     # Served re-ranked: only now is the page's assembled list cached (nothing is for a
     # request that was skipped; the item vectors themselves are cached as they come).
     assert st.lookup is not None
@@ -81,24 +88,76 @@ def items_only(st: FeedRequest) -> None:
 
 
 def decode(st: FeedRequest) -> None:
+    inflate(st)
+    parse(st)
+
+
+def inflate(st: FeedRequest) -> None:
     try:
         st.raw = codec.decode(st.body, st.encoding, st.svc.max_body_bytes)
     except codec.CodecError:
         raise BodyError(Reason.ENCODING) from None
+
+
+def parse(st: FeedRequest) -> None:
+    plan = st.route.reads
+    if plan is not None:
+        st.spliced = splice.find(st.raw, plan)
+        if st.spliced is not None:
+            return  # items found, no document built
     try:
         st.ctx.doc = orjson.loads(st.raw)
     except orjson.JSONDecodeError:
         raise BodyError(Reason.BAD_JSON) from None
 
 
-def find_items(st: FeedRequest) -> None:
+async def offload_find(st: FeedRequest) -> bool:
+    """A big body's ids found in a re-rank process (proxy/feed/offload.py); False: the
+    body is parsed here (not big, not a route for it, or not a body its plan takes)."""
+    off, plan = st.svc.offload, st.route.reads
+    explaining = st.explains is not None
+    if off is None or not off.takes(st.raw, plan, len(st.route.plugins.rules), explaining):
+        return False
+    assert plan is not None
+    started = time.perf_counter()
     try:
-        arrays = st.route.plugins.find_items(st.ctx)
-    except ItemsNotFound:
-        raise ItemsError(Reason.ITEMS_NOT_FOUND) from None
-    except PluginFailure as exc:
-        raise from_plugin(exc) from None
-    ids = arrays[0].ids if len(arrays) == 1 else [i for arr in arrays for i in arr.ids]
+        ids = await off.call(st.deadline, offload.find_ids, st.raw, plan.path, plan.id_path)
+    finally:
+        st.timings["offload"] = time.perf_counter() - started
+    if ids is None:
+        return False
+    assert isinstance(ids, list)
+    st.arrays, st.ids, st.offloaded = [ItemArray([None] * len(ids), ids)], ids, True
+    return True
+
+
+async def offload_join(st: FeedRequest) -> None:
+    off, plan = st.svc.offload, st.route.reads
+    assert off is not None and plan is not None
+    started = time.perf_counter()
+    try:
+        args = (st.raw, plan.path, plan.id_path, st.served[0])
+        out = await off.call(st.deadline, offload.join, *args)
+    finally:
+        st.timings["offload"] += time.perf_counter() - started
+    assert isinstance(out, bytes)
+    st.out = codec.encode(out, st.encoding)
+
+
+def find_items(st: FeedRequest) -> None:
+    if st.spliced is not None:  # found by parse
+        arrays = [st.spliced.array]
+        ids = arrays[0].ids
+    elif st.offloaded:  # found in a re-rank process
+        arrays, ids = st.arrays, st.ids
+    else:
+        try:
+            arrays = st.route.plugins.find_items(st.ctx)
+        except ItemsNotFound:
+            raise ItemsError(Reason.ITEMS_NOT_FOUND) from None
+        except PluginFailure as exc:
+            raise from_plugin(exc) from None
+        ids = arrays[0].ids if len(arrays) == 1 else [i for arr in arrays for i in arr.ids]
     if not ids:
         raise ItemsError(Reason.NO_ITEMS)
     if ids.count(None) == len(ids):
@@ -209,6 +268,8 @@ def arrange(st: FeedRequest) -> None:
             st.served = [_arranged(st, *part)[0] for part in parts]
         if not plugins.rules and past(st.deadline):
             raise Skip(Reason.BUDGET)
+        if st.spliced is not None or st.offloaded:
+            return  # the items' bytes are spliced in the served order
         for (arr, *_), source in zip(parts, st.served, strict=True):
             items = arr.items
             plugins.put(arr, [items[i] for i in source.tolist()])
@@ -258,6 +319,10 @@ def _interleave(
 
 def encode(st: FeedRequest) -> None:
     started = time.perf_counter()
+    if st.spliced is not None:
+        st.out = codec.encode(st.spliced.join(st.served[0].tolist()), st.encoding)
+        mark(st.record, "encode", started)
+        return
     out = orjson.dumps(st.ctx.doc)
     # A "+" is rare in JSON text and found by memchr; "e+" alone is a slow scan when
     # the text is full of "e"s (11 us for the bench's 12 KB feed).

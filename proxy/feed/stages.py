@@ -331,7 +331,9 @@ async def after_body(st: FeedRequest) -> web.StreamResponse:
     try:
         await rerank.run(st)
     except RankgateError as exc:
-        why = exc
+        # Without its traceback: kept in this frame, it would hold the frames (and the
+        # body) in a cycle until a full collection, which tune_gc makes rare.
+        why = exc.with_traceback(None)
     except Exception:
         log.exception("re-ranking failed on route %s", st.route.name)
         why = RankgateError(Reason.INTERNAL_ERROR)

@@ -20,6 +20,8 @@ from aiohttp import web
 from plugins.context import FeedContext, ItemArray
 from plugins.run import Watch
 from proxy.config.routes import Shadow
+from proxy.feed.offload import Offload
+from proxy.feed.splice import Spliced
 from proxy.http.forward import Forwarder
 from proxy.outcome.errors import RankgateError
 from proxy.outcome.record import RequestRecord
@@ -79,6 +81,8 @@ class FeedServices:
     # explanation in a response header (proxy/feed/explain.py); None: never.
     explain_token: bytes | None = None
     guard: Guard | None = None
+    # The re-rank processes big feeds go to (proxy/feed/offload.py); None: all on the loop.
+    offload: Offload | None = None
 
 
 _NO_FLOATS = np.empty(0, dtype=np.float32)
@@ -126,6 +130,8 @@ class FeedRequest:
     teams: list[list[str | None]] | None = None
     # After the response, a shadow model's top items ({"model", "items"}), for the record.
     shadow: dict[str, object] | None = None
+    offloaded: bool = False  # parsed and joined in a re-rank process
+    spliced: Spliced | None = None  # the body read by the route's plan (proxy/feed/splice.py)
     out: bytes = b""  # the re-ranked body, encoded as the origin's was
     # Only when explaining this request: each arranged array's rules, before and after.
     explains: list[Watch] | None = None

@@ -72,6 +72,8 @@ class Reason(StrEnum):
     MODEL_ERROR = "model-error"
     PLUGIN_ERROR = "plugin-error"
     BUDGET = "budget"
+    OFFLOAD_BUSY = "offload-busy"
+    OFFLOAD_ERROR = "offload-error"
     INTERNAL_ERROR = "internal-error"
     ORIGIN_TIMEOUT = "origin-timeout"
     ORIGIN_UNREACHABLE = "origin-unreachable"
@@ -109,7 +111,8 @@ DESCRIPTIONS: dict[Reason, str] = {
     "buffered whole)",
     Reason.ENCODING: "an unsupported or broken Content-Encoding",
     Reason.BAD_JSON: "the body does not parse",
-    Reason.UNSAFE_NUMBER: "an integer beyond 64 bits that re-serializing would round",
+    Reason.UNSAFE_NUMBER: "an integer beyond 64 bits that re-serializing would round (a route "
+    "whose items are spliced serves it as it came)",
     Reason.ITEMS_NOT_FOUND: "the items path is absent or not an array",
     Reason.NO_ITEMS: "the array is empty",
     Reason.NO_ITEM_IDS: "items were found, but none has an id at `item_id` (check the path)",
@@ -120,6 +123,9 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.MODEL_ERROR: "the model failed or returned non-finite scores",
     Reason.PLUGIN_ERROR: "a plugin raised (its name is in `plugin=NAME`)",
     Reason.BUDGET: "the route's `budget_ms` ran out",
+    Reason.OFFLOAD_BUSY: "a feed over `feed.offload_min_bytes` found every re-rank process "
+    "busy (`feed.offload_workers`, at most two feeds each)",
+    Reason.OFFLOAD_ERROR: "a re-rank process failed or died (the pool is started anew)",
     Reason.INTERNAL_ERROR: "anything else (logged with a traceback)",
     Reason.ORIGIN_TIMEOUT: "the origin did not answer in time: rankgate answers 504",
     Reason.ORIGIN_UNREACHABLE: "the origin refused or dropped the connection: 502",
@@ -180,6 +186,8 @@ class Skip(RankgateError):
             Reason.CONTROL,
             Reason.METHOD,
             Reason.BUDGET,
+            Reason.OFFLOAD_BUSY,
+            Reason.OFFLOAD_ERROR,
         }
     )
 

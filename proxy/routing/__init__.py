@@ -11,6 +11,7 @@ swapped in.
     plugins   a route's plugins by kind
     limits    bounds on what a routes version can make a process do
     signing   signed routes versions in Redis
+    reads     what a route reads of a feed body (compiled once: the parse-only-what-it-needs plan)
 """
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "current",
     "limits",
     "plugins",
+    "reads",
     "reload",
     "sessions",
     "signing",

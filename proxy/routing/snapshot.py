@@ -32,6 +32,7 @@ from proxy.routing.limits import (
     read_routes_file,
 )
 from proxy.routing.plugins import compile_plugins
+from proxy.routing.reads import BodyPlan, plan
 from proxy.routing.sessions import ModelSession, load_model
 
 # Where the models of a retired snapshot are freed: ORT returns its arenas in the
@@ -85,6 +86,8 @@ class CompiledRoute:
     arms: ArmChooser
     vary: tuple[str, ...]
     plugins: RoutePlugins = field(repr=False)
+    # What the route reads of a body; None: the whole document (proxy/routing/reads.py).
+    reads: BodyPlan | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -112,6 +115,7 @@ class CompiledRoute:
             arms=arms,
             vary=vary,
             plugins=plugins,
+            reads=plan(plugins),
         )
 
     def matches(self, method: str, path: str) -> bool:

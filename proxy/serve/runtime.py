@@ -28,6 +28,7 @@ from proxy.experiments.limiter import TokenCounts
 from proxy.experiments.shadow import ShadowRunner, ShadowStats
 from proxy.experiments.sink import RecordQueue, running_sink
 from proxy.experiments.tokens import UNIT_LABEL, SecretKeyError, TokenSigner, key_from_env
+from proxy.feed.offload import Offload
 from proxy.feed.state import FeedServices
 from proxy.http.forward import Forwarder
 from proxy.http.limits import ConnectionStats
@@ -119,8 +120,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             # Last in, first out: queued spans are flushed once the listener is down.
             stack.push_async_callback(asyncio.to_thread, tracer.close)
         f = settings.feed
-        shadow_stats = ShadowStats()
-        shadows = ShadowRunner(shadow_stats, f.thread_min_items)
+        shadows = ShadowRunner(shadow_stats := ShadowStats(), f.thread_min_items)
         guard = await _guard(stack, settings, redis_url, store, embeddings, events)
         token = settings.admin.token
         feed = FeedServices(
@@ -132,6 +132,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             shadows,
             explain_token=token.encode() if token else None,
             guard=guard,
+            offload=_offload(stack, settings),
         )
         runtime = Runtime(
             settings,
@@ -152,6 +153,16 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         if tracer is not None:
             runtime.observers.append(tracer.export)
         yield runtime
+
+
+def _offload(stack: contextlib.AsyncExitStack, settings: Settings) -> Offload | None:
+    """The re-rank processes for big feeds (started at the first one), or None."""
+    f = settings.feed
+    if f.offload_workers == 0:
+        return None
+    offload = Offload(f.offload_workers, f.offload_min_bytes)
+    stack.callback(offload.close)
+    return offload
 
 
 async def _experiment_loop(
