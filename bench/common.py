@@ -259,6 +259,37 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+def warm(urls: dict[str, str], lua: Path) -> None:
+    """Each target's headers said once (stderr), and its pools and caches warmed."""
+    for name, url in urls.items():
+        print(f"{name}: {check_headers(url)}", file=sys.stderr)
+        wrk(url, 4, 1, lua)
+
+
+def measure_in_turns(
+    urls: dict[str, str], pids: dict[str, int], rounds: int, duration: int, lua: Path
+) -> dict[str, tuple[float, float, float]]:
+    """Per target, the medians over ``rounds`` of (p50 at c1 in us, rps at c16, CPU
+    seconds per request at c16); targets measured in turns, the order reversed every
+    other round, so a slow patch of the machine falls on all of them."""
+    import statistics
+
+    p50: dict[str, list[float]] = {n: [] for n in urls}
+    rps: dict[str, list[float]] = {n: [] for n in urls}
+    cpu: dict[str, list[float]] = {n: [] for n in urls}
+    for k in range(rounds):
+        for name in list(urls) if k % 2 == 0 else list(reversed(urls)):
+            p50[name].append(wrk(urls[name], 1, duration, lua)["p50_ms"] * 1000)
+            before = tree_cpu(pids[name])
+            run = wrk(urls[name], 16, duration, lua)
+            cpu[name].append((tree_cpu(pids[name]) - before) / max(run["requests"], 1))
+            rps[name].append(run["rps"])
+    return {
+        n: (statistics.median(p50[n]), statistics.median(rps[n]), statistics.median(cpu[n]))
+        for n in urls
+    }
+
+
 def check_headers(url: str) -> str:
     """X-Rerank of one request as user u1 (a bench of a path that does not re-rank
     would measure the wrong thing)."""

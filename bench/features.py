@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import textwrap
@@ -100,26 +99,11 @@ def main() -> int:
             common.wait_port(int(url.split(":")[2].split("/")[0]))
         lua = tmp / "users.lua"
         lua.write_text(common.LUA)
-        for name, url in urls.items():
-            print(f"{name}: {common.check_headers(url)}", file=sys.stderr)
-            common.wrk(url, 4, 1, lua)
+        common.warm(urls, lua)
         same = all(
             body(urls["shadow"], f"u{k}") == body(urls["exposures"], f"u{k}") for k in range(50)
         )
-        p50: dict[str, list[float]] = {n: [] for n in urls}
-        rps: dict[str, list[float]] = {n: [] for n in urls}
-        cpu: dict[str, list[float]] = {n: [] for n in urls}
-        for k in range(args.rounds):
-            for name in list(urls) if k % 2 == 0 else list(reversed(urls)):
-                p50[name].append(common.wrk(urls[name], 1, args.duration, lua)["p50_ms"] * 1000)
-                before = common.tree_cpu(pids[name])
-                run = common.wrk(urls[name], 16, args.duration, lua)
-                cpu[name].append((common.tree_cpu(pids[name]) - before) / max(run["requests"], 1))
-                rps[name].append(run["rps"])
-    med = {
-        n: (statistics.median(p50[n]), statistics.median(rps[n]), statistics.median(cpu[n]))
-        for n in urls
-    }
+        med = common.measure_in_turns(urls, pids, args.rounds, args.duration, lua)
     base = med["plain"]
     print(f"medians of {args.rounds} rounds; ratios to plain")
     print(f"{'variant':12} {'p50 c1':>9} {'rps c16':>9} {'rps ratio':>10} {'cpu/req':>9}")
