@@ -42,9 +42,12 @@ from tests.support.common import (
 
 TOKEN_KEY = "g" * 32
 USERS = [f"u{k}" for k in range(300)]
+# A drain bounded well inside ProxyProcess.stop's 20 s (the default 15 s + the 5 s
+# watchdog met it exactly once in a loaded CI run, at the end of a two-worker test).
 EXPOSURES = """\
 exposures: {enabled: true, sink: redis, flush_interval_ms: 20, max_items: 10}
 events: {enabled: true, max_per_id: 3}
+shutdown_timeout_s: 5
 """
 
 
