@@ -25,6 +25,14 @@ from proxy.config.yamlload import ENV_NAME as _ENV
 from proxy.config.yamlload import Strict, check_redis_url
 
 
+def _http_url(value: str, example: str) -> str:
+    """A field validator's body: an http(s) URL with a host, without its trailing slash."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not a URL: {value!r} (want {example})")
+    return value.rstrip("/")
+
+
 class Listen(Strict):
     host: str = "0.0.0.0"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
@@ -58,10 +66,7 @@ class Origin(Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not a URL: {value!r} (want http://host:port)")
-        return value.rstrip("/")
+        return _http_url(value, "http://host:port")
 
 
 class Embedded(Strict):
@@ -184,10 +189,7 @@ class Tracing(Strict):
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not a URL: {value!r} (want http://host:4318)")
-        return value.rstrip("/")
+        return _http_url(value, "http://host:4318")
 
 
 class Settings(Strict):
