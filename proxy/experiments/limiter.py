@@ -19,6 +19,7 @@ token itself is refused, so nothing can be forgotten too early):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -35,9 +36,16 @@ RETRY_REDIS_S = 5.0  # after a failure, the local count alone decides this long
 
 class TokenCounts:
     def __init__(
-        self, max_per_id: int, max_age_s: float, client: aioredis.Redis | None = None
+        self,
+        max_per_id: int,
+        max_age_s: float,
+        client: aioredis.Redis | None = None,
+        timeout_s: float = 1.0,
     ) -> None:
         self.max_per_id = max_per_id
+        # The whole count in Redis, both round trips: past it the local count decides (a
+        # client that hangs must not hold a POST, whatever its socket timeouts).
+        self.timeout_s = timeout_s
         self.max_age_ms = int(max_age_s * 1000)
         self.bucket_ms = max(self.max_age_ms // BUCKETS, 1000)
         self.client = client
@@ -88,20 +96,9 @@ class TokenCounts:
         if client is None or time.monotonic() < self._redis_down_until:
             return None
         try:
-            async with client.pipeline(transaction=False) as pipe:
-                for rid, (n, ts) in wanted.items():
-                    pipe.incrby(KEY_PREFIX + rid, n)
-                    pipe.pexpireat(KEY_PREFIX + rid, ts + self.max_age_ms + 1000)
-                replies = await pipe.execute()
-            self._redis_down_until = 0.0
-            if all(count <= self.max_per_id for count in replies[0::2]):
-                return True
-            async with client.pipeline(transaction=False) as pipe:
-                for rid, (n, _) in wanted.items():
-                    pipe.decrby(KEY_PREFIX + rid, n)
-                await pipe.execute()
-            return False
-        except (redis.exceptions.RedisError, OSError) as exc:
+            async with asyncio.timeout(self.timeout_s):
+                return await self._count_shared(client, wanted)
+        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
             if self._redis_down_until == 0.0:
                 log.warning(
                     "events: cannot count tokens in Redis (%s: %s); counting per process",
@@ -110,6 +107,23 @@ class TokenCounts:
                 )
             self._redis_down_until = time.monotonic() + RETRY_REDIS_S
             return None
+
+    async def _count_shared(
+        self, client: aioredis.Redis, wanted: dict[str, tuple[int, int]]
+    ) -> bool:
+        async with client.pipeline(transaction=False) as pipe:
+            for rid, (n, ts) in wanted.items():
+                pipe.incrby(KEY_PREFIX + rid, n)
+                pipe.pexpireat(KEY_PREFIX + rid, ts + self.max_age_ms + 1000)
+            replies = await pipe.execute()
+        self._redis_down_until = 0.0
+        if all(count <= self.max_per_id for count in replies[0::2]):
+            return True
+        async with client.pipeline(transaction=False) as pipe:
+            for rid, (n, _) in wanted.items():
+                pipe.decrby(KEY_PREFIX + rid, n)
+            await pipe.execute()
+        return False
 
     async def close(self) -> None:
         if self.client is not None:

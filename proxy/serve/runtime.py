@@ -195,7 +195,7 @@ def token_counts(settings: Settings, redis_url: str) -> TokenCounts:
         client = aioredis.Redis.from_url(
             exp.redis_url or redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
-    return TokenCounts(ev.max_per_id, ev.max_age_s, client)
+    return TokenCounts(ev.max_per_id, ev.max_age_s, client, 2 * exp.timeout_ms / 1000.0)
 
 
 async def _guard(

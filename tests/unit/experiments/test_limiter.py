@@ -98,3 +98,27 @@ async def test_concurrent_posts_while_redis_fails_stay_within_the_limit() -> Non
         assert sorted(got) == [False, True] and counts.local(rid(4), now) == 2
     finally:
         await counts.close()
+
+
+async def test_a_redis_that_never_answers_holds_no_post() -> None:
+    """A server that takes the connection and never replies (a wedged proxy in front of
+    Redis): the count gives up after timeout_s and the local count decides."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(-1)  # never answers; ends when the client leaves
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = aioredis.Redis(host="127.0.0.1", port=port, socket_timeout=None)
+    counts = TokenCounts(2, 60, client, timeout_s=0.2)
+    now = int(time.time() * 1000)
+    try:
+        started = time.monotonic()
+        assert await counts.take({"r1": (2, now)}, now)
+        assert time.monotonic() - started < 2.0
+        assert counts.local("r1", now) == 2
+        assert not await counts.take({"r1": (1, now)}, now)  # local count: full
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
