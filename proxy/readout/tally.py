@@ -71,6 +71,9 @@ class ArmTally:
     wins_b: int = 0
     ties: int = 0
     unit_wins: dict[int, list[int]] = field(default_factory=dict)  # unit: [A wins, B wins]
+    # Per interleaved exposure with a credited click: its unit's index and the clicked
+    # items per team (any number of teams; proxy/readout/multileave.py reads them).
+    team_clicks: list[tuple[int, Counter[str]]] = field(default_factory=list)
 
     def expose(self, record: Exposure) -> int:
         """Count an exposure; its index in this arm."""
@@ -128,6 +131,7 @@ class ArmTally:
         wins = self.unit_wins.setdefault(self.unit_of[index], [0, 0])
         wins[0] += a > b
         wins[1] += b > a
+        self.team_clicks.append((self.unit_of[index], Counter(t for t in teams if t)))
 
     def unit_votes(self) -> list[int]:
         """Per unit with an interleaved click: +1 when more of its exposures went to A
