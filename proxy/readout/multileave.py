@@ -113,15 +113,15 @@ def multileave_report(name: str, arm: ArmTally, tuning: Tuning) -> MultileaveRep
     models = arm_models(arm)
     k = len(models)
     credited = [c for _, c in arm.team_clicks if c]
-    wins = [0.0] * k
-    ties = 0
+    wins = [0] * k  # in 60ths of an exposure: any split of a tie (1 to 6 ways) is whole,
+    ties = 0  # so the sums do not depend on the order the records were read in
     for c in credited:
         top = max(c.values())
         leaders = [i for i, t in enumerate(TEAMS[:k]) if c[t] == top]
         ties += len(leaders) > 1
         for i in leaders:
-            wins[i] += 1 / len(leaders)
-    shares = [w / len(credited) if credited else 0.0 for w in wins]
+            wins[i] += 60 // len(leaders)
+    shares = [w / 60 / len(credited) if credited else 0.0 for w in wins]
     per_user: dict[int, Counter[str]] = {}
     for unit, c in arm.team_clicks:
         if c:
