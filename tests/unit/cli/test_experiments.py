@@ -445,6 +445,10 @@ def test_a_multileaved_arm_in_text_json_and_html(
     assert "agreement: both name ranker_v3; the pairwise preferences agree in sign on " in out
     assert re.search(r"^ +ranker_v3 vs ranker_v1: ranker_v3 better: by unit ", out, re.M)
     assert "  best model: ranker_v3\n" in out
+    # docs/guides/experiments.md shows this part of the report: it must stay what it prints.
+    guide = (ROOT / "docs" / "guides" / "experiments.md").read_text()
+    shown = guide.split("multileaved_traffic(600, 3, seed=7)", 1)[1].split("```text\n", 1)[1]
+    assert shown.split("```", 1)[0] in out
     html = page.read_text()
     assert 'data-multileaved="tri" data-winner="ranker_v3"' in html
     assert '<div data-pair="ranker_v3"><span' in html
