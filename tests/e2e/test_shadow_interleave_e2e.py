@@ -173,6 +173,7 @@ async def test_an_interleaved_list_is_rebuilt_from_its_record_and_clicks_name_a_
         rebuilt, teams = team_draft(a, b, seed_of(record["id"]))
         assert served[user] == rebuilt and record["items"] == rebuilt[:8]
         assert record["teams"] == teams[:8] and record["model"] == "dot+neg"
+        assert "models_sha256" not in record  # two models: the record as it always was
     assert main(["experiments", "report", "--config", str(cfg), "--json", "--fixed-horizon"]) == 0
     (route,) = json.loads(capsys.readouterr().out)["routes"]
     (duel,) = route["interleaving"]
