@@ -21,7 +21,7 @@ slots, dropped items are gone, and the free slots take the multileaved list.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -34,20 +34,25 @@ def seed_of(request_id: str) -> int:
     return int(request_id[:16] or "0", 16)
 
 
-def _round_order(k: int, rng: random.Random) -> list[int]:
+def _round_order(k: int, draw: Callable[[], float]) -> Sequence[int]:
     """The teams of one round in a random order: each next team drawn from those left
     (in team order) by one number; none drawn for the last, so two teams take one draw
     and A goes first when it is below 0.5, as the two-team coin always did."""
+    if k == 2:  # the common case, without a list to build
+        return _AB if draw() < 0.5 else _BA
     left = list(range(k))
     order = []
     while len(left) > 1:
-        order.append(left.pop(int(rng.random() * len(left))))
+        order.append(left.pop(int(draw() * len(left))))
     return order + left
+
+
+_AB, _BA = (0, 1), (1, 0)
 
 
 def multileave(rankings: Sequence[Sequence[int]], seed: int) -> tuple[list[int], list[str]]:
     """The multileaved list of k rankings of the same items, and each entry's team."""
-    rng = random.Random(seed)
+    draw = random.Random(seed).random
     k, n = len(rankings), len(rankings[0])
     placed: set[int] = set()
     next_of = [0] * k  # per team, the index of its best item that may be unplaced
@@ -55,9 +60,7 @@ def multileave(rankings: Sequence[Sequence[int]], seed: int) -> tuple[list[int],
     teams: list[str] = []
     while len(out) < n:
         # Every team has placed as many as the others at a round's start: all pick.
-        for team in _round_order(k, rng):
-            if len(out) == n:
-                break
+        for team in _round_order(k, draw):
             ranking, i = rankings[team], next_of[team]
             while ranking[i] in placed:
                 i += 1
@@ -65,6 +68,8 @@ def multileave(rankings: Sequence[Sequence[int]], seed: int) -> tuple[list[int],
             placed.add(ranking[i])
             out.append(ranking[i])
             teams.append(TEAMS[team])
+            if len(out) == n:
+                break
     return out, teams
 
 

@@ -20,7 +20,6 @@ models, how far they agree, and a verdict per challenger against the first model
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +27,6 @@ from proxy.readout.tally import ArmTally
 from proxy.readout.verdict import Tuning, judge_pairs
 
 __all__ = ["MultileaveReport", "PairVerdict", "arm_models", "multileave_json", "multileave_report"]
-
-TEAMS = "ABCDEF"  # the team letters in the configured order (proxy/feed/interleave.py)
 
 Matrix = list[list[float | None]]
 
@@ -98,38 +95,40 @@ def _matrix(beat: list[list[int]]) -> Matrix:
     ]
 
 
-def _beats(counts: list[Counter[str]], k: int) -> list[list[int]]:
+def _beats(counts: list[tuple[int, ...]], k: int) -> list[list[int]]:
     """[i][j]: of the counts, how many have more for team i than for team j."""
     beat = [[0] * k for _ in range(k)]
     for c in counts:
-        got = [c[t] for t in TEAMS[:k]]
         for i in range(k):
             for j in range(k):
-                beat[i][j] += got[i] > got[j]
+                beat[i][j] += c[i] > c[j]
     return beat
 
 
 def multileave_report(name: str, arm: ArmTally, tuning: Tuning) -> MultileaveReport:
     models = arm_models(arm)
     k = len(models)
-    credited = [c for _, c in arm.team_clicks if c]
+    clicks = [(unit, c[:k]) for unit, c in arm.team_clicks()]
+    credited = [c for _, c in clicks if any(c)]
     wins = [0] * k  # in 60ths of an exposure: any split of a tie (1 to 6 ways) is whole,
     ties = 0  # so the sums do not depend on the order the records were read in
     for c in credited:
-        top = max(c.values())
-        leaders = [i for i, t in enumerate(TEAMS[:k]) if c[t] == top]
+        top = max(c)
+        leaders = [i for i in range(k) if c[i] == top]
         ties += len(leaders) > 1
         for i in leaders:
             wins[i] += 60 // len(leaders)
     shares = [w / 60 / len(credited) if credited else 0.0 for w in wins]
-    per_user: dict[int, Counter[str]] = {}
-    for unit, c in arm.team_clicks:
-        if c:
-            per_user.setdefault(unit, Counter()).update(c)
-    user_counts = list(per_user.values())
+    per_user: dict[int, list[int]] = {}
+    for unit, c in clicks:
+        if any(c):
+            total = per_user.setdefault(unit, [0] * k)
+            for i in range(k):
+                total[i] += c[i]
+    user_counts = [tuple(c) for c in per_user.values()]
     prefers = [0] * k
     for c in user_counts:
-        best = _best([c[t] for t in TEAMS[:k]], models)
+        best = _best(list(c), models)
         if best is not None:
             prefers[models.index(best)] += 1
     by_exposure, by_user = _beats(credited, k), _beats(user_counts, k)
@@ -139,7 +138,7 @@ def multileave_report(name: str, arm: ArmTally, tuning: Tuning) -> MultileaveRep
         for i, j in pairs
     )
     best_e, best_u = _best(shares, models), _best(prefers, models)
-    verdicts = _verdicts(arm, models, tuning)
+    verdicts = _verdicts(arm, clicks, models, tuning)
     return MultileaveReport(
         arm=name,
         model="+".join(models),
@@ -163,16 +162,19 @@ def multileave_report(name: str, arm: ArmTally, tuning: Tuning) -> MultileaveRep
     )
 
 
-def _verdicts(arm: ArmTally, models: list[str], tuning: Tuning) -> list[PairVerdict]:
-    """Per challenger, one vote per unit with a credited click (as the two-model test)."""
+def _verdicts(
+    arm: ArmTally, clicks: list[tuple[int, tuple[int, ...]]], models: list[str], tuning: Tuning
+) -> list[PairVerdict]:
+    """Per challenger, one vote per unit with a click on a served item (as the two-model
+    test: a unit whose clicks were all on fixed items votes even)."""
     k = len(models)
     # unit -> per challenger [control wins, challenger wins], over the unit's exposures
     tallies: dict[int, list[list[int]]] = {}
-    for unit, c in arm.team_clicks:
+    for unit, c in clicks:
         per = tallies.setdefault(unit, [[0, 0] for _ in range(k - 1)])
         for x in range(1, k):
-            per[x - 1][0] += c["A"] > c[TEAMS[x]]
-            per[x - 1][1] += c[TEAMS[x]] > c["A"]
+            per[x - 1][0] += c[0] > c[x]
+            per[x - 1][1] += c[x] > c[0]
     votes = [sorted(_sign(u[x][0] - u[x][1]) for u in tallies.values()) for x in range(k - 1)]
     judged = judge_pairs(votes, arm.unit_count, tuning, models[1:])
     out = []
