@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.readout.tally import ArmTally
+from proxy.readout.tally import TEAMS, ArmTally
 from proxy.readout.verdict import Tuning, judge_pairs
 
 __all__ = ["MultileaveReport", "PairVerdict", "arm_models", "multileave_json", "multileave_report"]
@@ -70,8 +70,9 @@ class MultileaveReport:
 
 
 def arm_models(arm: ArmTally) -> list[str]:
-    """An interleaved arm's models, in team order, from its model label ``A+B+C``."""
-    return arm.models.most_common(1)[0][0].split("+")
+    """An interleaved arm's models, in team order, from its model label ``A+B+C`` (at
+    most one per team letter, whatever a log says)."""
+    return arm.models.most_common(1)[0][0].split("+")[: len(TEAMS)]
 
 
 def _best(values: list[float] | list[int], models: list[str]) -> str | None:

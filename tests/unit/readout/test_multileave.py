@@ -119,3 +119,15 @@ def test_the_order_the_records_come_in_changes_nothing() -> None:
 def test_two_models_stay_in_the_interleaving_report() -> None:
     report = route_of(readout(interleaved_traffic(200, seed=2)))
     assert report.multileaving == [] and len(report.interleaving) == 1
+
+
+def test_a_label_of_more_models_than_team_letters_is_read_as_six() -> None:
+    log: list[Record] = []
+    label = "+".join(f"m{k}" for k in range(8))
+    for rid in range(3):
+        rec = exposure(
+            f"{rid:024x}", "tri", f"u{rid}", ["a", "b"], T0 + rid, model=label, teams=["F", "A"]
+        )
+        log += [rec, event(rec, "a")]
+    (m,) = route_of(readout(log)).multileaving
+    assert m.models == [f"m{k}" for k in range(6)] and m.best_by_exposure == "m5"
