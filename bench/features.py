@@ -8,6 +8,7 @@ several times side by side, each with one feature more, measured in turns.
   shadow       + a shadow model scoring every re-ranked request after its response
   shadow 10%   + the same shadow on one request in ten (the default sample)
   interleave   an interleaved arm (two models, team-draft) for every user, with the log
+  multileave 3 the same with three models (team-draft multileaving), with the log
 
 Reports medians of p50 at concurrency 1, requests/s at 16 and CPU per request, with
 ratios to `plain`, and checks that `shadow` serves the same bytes as `exposures`. The
@@ -31,11 +32,12 @@ import common
 EXPOSURES = "exposures: {enabled: true, sink: redis}\n"
 
 
-def routes(model: Path, model_b: Path, extra: str) -> str:
+def routes(model: Path, model_b: Path, model_c: Path, extra: str) -> str:
     return textwrap.dedent(f"""\
         models:
           ranker: {{path: {model}}}
           other: {{path: {model_b}}}
+          third: {{path: {model_c}}}
         routes:
           - name: feed
             match: {{path: /api/feed}}
@@ -53,6 +55,11 @@ VARIANTS = {
     "interleave": (
         "experiments:\n"
         "  - {name: duel, when: {percent: 100, salt: b}, interleave: [ranker, other]}\n",
+        EXPOSURES,
+    ),
+    "multileave 3": (
+        "experiments:\n"
+        "  - {name: tri, when: {percent: 100, salt: b}, interleave: [ranker, other, third]}\n",
         EXPOSURES,
     ),
 }
@@ -75,6 +82,7 @@ def main() -> int:
     os.environ.setdefault("RANKGATE_TOKEN_KEY", "bench-key-" + "x" * 32)
     model = common.ROOT / "models" / "ranker_v1.onnx"
     model_b = common.ROOT / "models" / "ranker_v2.onnx"
+    model_c = common.ROOT / "models" / "ranker_v1.int8.onnx"  # a third file, a third model
     with tempfile.TemporaryDirectory() as tmpdir, ExitStack() as stack:
         tmp = Path(tmpdir)
         redis_url = common.seeded_redis(stack, 1000)
@@ -90,7 +98,7 @@ def main() -> int:
                 origin=origin,
                 redis_url=redis_url,
                 workers=1,
-                routes=routes(model, model_b, route_extra),
+                routes=routes(model, model_b, model_c, route_extra),
                 extra=config_extra,
             )
             proc = common.spawn(stack, sys.executable, "-m", "proxy", "serve", "--config", str(cfg))

@@ -1,6 +1,6 @@
 """The text of ``rankgate experiments report``: the records read, the method, and per
-route a table of the arms, their verdicts, the sample ratio test, interleaving and shadow
-agreement."""
+route a table of the arms, their verdicts, the sample ratio test, interleaving (and
+multileaving) and shadow agreement."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 from proxy.readout.logreader import LogStats
+from proxy.readout.multileave import MultileaveReport
 from proxy.readout.report import Report, RouteReport, method_line
 from proxy.readout.verdict import Tuning
 
-__all__ = ["render_route", "render_text"]
+__all__ = ["multileave_lines", "render_route", "render_text"]
 
 TOP_REASONS = 3  # skip reasons per arm in the text report (--json has them all)
 
@@ -126,6 +127,8 @@ def render_route(r: RouteReport, t: Tuning, out: TextIO) -> None:
             ],
             out,
         )
+    for m in r.multileaving:
+        _block("multileaved", multileave_lines(m), out)
     for s in r.shadow:
         _block(
             "shadow",
@@ -137,6 +140,43 @@ def render_route(r: RouteReport, t: Tuning, out: TextIO) -> None:
             ],
             out,
         )
+
+
+def multileave_lines(m: MultileaveReport) -> list[str]:
+    """A multileaved arm: both credit models, their agreement, a verdict per challenger
+    against the first model, and the model the verdicts name best."""
+    teams = ", ".join(f"{model} ({chr(65 + i)})" for i, model in enumerate(m.models))
+    wins = ", ".join(f"{x} {_pct(w)}" for x, w in zip(m.models, m.exposure_wins, strict=True))
+    users = ", ".join(f"{x} {n}" for x, n in zip(m.models, m.user_prefers, strict=True))
+    both = f"both name {m.best_by_exposure}" if m.agree else "they differ on the best model"
+    lines = [
+        f"{m.arm}: {teams}: {m.credited_exposures} of {m.exposures} exposures with a "
+        f"credited click, from {m.users} users",
+        f"per exposure (ties split): won {wins} ({m.exposure_ties} tied); best "
+        f"{m.best_by_exposure or 'none (a tie)'}",
+        f"per user (a tie: no one): preferred {users} ({m.users_tied} tied); best "
+        f"{m.best_by_user or 'none (a tie)'}",
+        f"agreement: {both}; the pairwise preferences agree in sign on {m.pairs_agreeing} "
+        f"of {m.pairs} pairs",
+    ]
+    k = len(m.models)
+    for i, j in [(a, b) for a in range(k) for b in range(a + 1, k)]:
+        by_e, by_u = m.exposure_pairs[i][j], m.user_pairs[i][j]
+        lines.append(
+            f"{m.models[i]} over {m.models[j]}: {_pct(by_e)} by exposure, {_pct(by_u)} by user"
+        )
+    for v in m.verdicts:
+        ci = "" if v.preference_ci is None else f" ({_signed(v.preference_ci[0])} to "
+        ci += "" if v.preference_ci is None else f"{_signed(v.preference_ci[1])})"
+        said = {"better": f"{v.model} better", "worse": f"{v.model} worse"}
+        lines.append(
+            f"{v.model} vs {m.models[0]}: {said.get(v.decision, v.decision)}: by unit "
+            f"{v.units_control} preferred {m.models[0]}, {v.units_model} {v.model}, "
+            f"{v.units_even} even; preference for {m.models[0]} {_signed(v.preference)}{ci}, "
+            f"{_p_is(v.p_value)} (Holm); {v.reason}"
+        )
+    lines.append(f"best model: {m.winner or 'none yet (no verdict names one)'}")
+    return lines
 
 
 def render_text(report: Report, stats: LogStats, where: str, out: TextIO) -> None:

@@ -117,13 +117,18 @@ class Shadow(Strict):
     top: Annotated[int, Field(ge=1, le=1000)] = 20  # the shadow's top N in the record
 
 
+MAX_INTERLEAVED = 6  # models in one interleaved list (why: Experiment.interleave)
+
+
 class Experiment(Strict):
     name: Annotated[str, Field(pattern=_NAME)] | None = None
     when: When
     model: str | None = None
-    # Two models whose lists are team-draft interleaved (proxy/feed/interleave.py), in place
-    # of one model.
-    interleave: tuple[str, str] | None = None
+    # Two to six models whose lists are team-draft interleaved (multileaved with more than
+    # two; proxy/feed/interleave.py), in place of one model. Six at most: every model is a
+    # full run on the request path, and a page of 20 gives each of k teams 20/k slots, too
+    # few at k > 6 for a click to say much (and one letter per team, A to F).
+    interleave: tuple[str, ...] | None = None
     shadow: Shadow | None = None
     guardrails: Guardrails | None = None  # this arm's, else the route's
     # Several models, weighted by how well each does (in place of one model).
@@ -135,14 +140,18 @@ class Experiment(Strict):
         if len(given) != 1:
             raise ValueError("give exactly one of 'model', 'interleave' or 'bandit'")
         if self.interleave is not None:
-            a, b = self.interleave
-            if a == b or NONE_MODEL in (a, b):
-                raise ValueError("interleave: two different models (not 'none')")
+            models = self.interleave
+            if not 2 <= len(models) <= MAX_INTERLEAVED:
+                raise ValueError(f"interleave: 2 to {MAX_INTERLEAVED} models, not {len(models)}")
+            if len(set(models)) != len(models) or NONE_MODEL in models:
+                if len(models) == 2:
+                    raise ValueError("interleave: two different models (not 'none')")
+                raise ValueError(f"interleave: {len(models)} different models (not 'none')")
         return self
 
     @property
     def models(self) -> tuple[str, ...]:
-        """The model (or the two interleaved models) this arm ranks with; a bandit's
+        """The model (or the interleaved models) this arm ranks with; a bandit's
         first model until its weights pick one per user."""
         if self.bandit is not None:
             return (self.bandit.models[0],)
@@ -150,7 +159,8 @@ class Experiment(Strict):
 
     @property
     def label(self) -> str:
-        """What X-Rerank, metrics and records call the arm's model: ``A+B`` interleaved."""
+        """What X-Rerank, metrics and records call the arm's model: ``A+B`` (``A+B+C``...)
+        interleaved."""
         return "+".join(self.models)
 
 

@@ -120,8 +120,10 @@ class ExposureLog:
             out["scores"] = served.scores
         if served.teams is not None:
             out["teams"] = served.teams
-        if st.model_b is not None:
-            out["model_b_sha256"] = st.model_b.sha256
+        if st.others:
+            out["model_b_sha256"] = st.others[0].sha256
+            if len(st.others) > 1:  # multileaved: every model's, in team order
+                out["models_sha256"] = [m.sha256 for m in (st.model, *st.others) if m]
         if st.shadow is not None:
             shadow_items: Sequence[str] = st.shadow["items"]  # type: ignore[assignment]
             out["shadow"] = {**st.shadow, "items": [stored_id(i) for i in shadow_items]}

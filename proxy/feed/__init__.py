@@ -9,7 +9,7 @@ every step.
     respond      the response: applied, or the origin's bytes with the reason
     budget       the per-request deadline every wait goes through
     ranking      scores to an order (stable)
-    interleave   team-draft interleaving of two models
+    interleave   team-draft interleaving of two models, multileaving of up to six
     sample       one GET of a feed page, judged as the feed path would (check, init, reload
                  probes)
     explain      a page explained on request: the stages run with the rules watched

@@ -60,12 +60,12 @@ def describe(st: FeedRequest, error: RankgateError | None, took_s: float) -> Rep
         "took_ms": round(took_s * 1000, 3),
         "budget_ms": st.route.spec.budget_ms,
     }
-    if st.model_b is not None:
-        report["interleaved_with"] = st.model_b.name
+    if st.others:
+        report["interleaved_with"] = "+".join(m.name for m in st.others)
     if error is None and st.served:
         parts = split(st.arrays, st.positions, st.scores, st.vectors)
         watches = st.explains or []
-        step = 2 if st.model_b is not None else 1  # interleaved: B's rules ran, then A's
+        step = 1 + len(st.others)  # interleaved: B's (C's...) rules ran, then A's
         arrays = []
         for k, (arr, pos, scores, _) in enumerate(parts):
             watch = watches[k * step + step - 1] if rules else []

@@ -25,7 +25,7 @@ from plugins.context import ItemArray, ItemsNotFound
 from plugins.run import LoadedPlugin, PluginFailure
 from proxy.feed import offload, splice
 from proxy.feed.budget import consume, past, within
-from proxy.feed.interleave import interleave_slots, seed_of
+from proxy.feed.interleave import multileave_slots, seed_of
 from proxy.feed.ranking import served_order
 from proxy.feed.state import FeedRequest
 from proxy.http import codec
@@ -223,13 +223,12 @@ async def finish_prefetch(st: FeedRequest, pending: Prefetch) -> None:
 
 
 async def score(st: FeedRequest) -> None:
-    """One batched model run over every scored item (two on an interleaved arm)."""
+    """One batched model run over every scored item (one per model on an interleaved arm)."""
     assert st.model is not None
     started = time.perf_counter()
     try:
         st.scores = await _run(st, st.model)
-        if st.model_b is not None:
-            st.scores_b = await _run(st, st.model_b)
+        st.scores_others = [await _run(st, model) for model in st.others]
     finally:
         st.timings["inference"] = time.perf_counter() - started
         if st.record.trace is not None:
@@ -257,12 +256,12 @@ async def _run(st: FeedRequest, model: ModelSession) -> np.ndarray:
 
 def arrange(st: FeedRequest) -> None:
     """Each array in its new order: the rules plugins, or a stable sort by score; on an
-    interleaved arm, the team-draft of both models' orders (proxy/feed/interleave.py)."""
+    interleaved arm, the team-draft of the models' orders (proxy/feed/interleave.py)."""
     plugins = st.route.plugins
     parts = split(st.arrays, st.positions, st.scores, st.vectors)
     started = time.perf_counter()
     try:
-        if st.scores_b is not None:
+        if st.scores_others:
             _interleave(st, parts)
         else:
             st.served = [_arranged(st, *part)[0] for part in parts]
@@ -303,16 +302,15 @@ def _arranged(
 def _interleave(
     st: FeedRequest, parts: list[tuple[ItemArray, np.ndarray, np.ndarray, np.ndarray]]
 ) -> None:
-    """Each array arranged by each model's scores (B's first, so that a rule writing
-    into the items, like annotate, leaves A's), then team-drafted."""
-    assert st.scores_b is not None
+    """Each array arranged by each model's scores (B's, C's... first, so that a rule
+    writing into the items, like annotate, leaves A's), then team-drafted."""
     seed = seed_of(st.request_id)
-    parts_b = split(st.arrays, st.positions, st.scores_b, st.vectors)
+    parts_others = [split(st.arrays, st.positions, s, st.vectors) for s in st.scores_others]
     st.served, st.teams = [], []
-    for k, (part_a, part_b) in enumerate(zip(parts, parts_b, strict=True)):
-        source_b, _ = _arranged(st, *part_b)
+    for k, part_a in enumerate(parts):
+        sources = [_arranged(st, *others[k])[0] for others in parts_others]
         source_a, fixed = _arranged(st, *part_a)
-        source, teams = interleave_slots(source_a, fixed, source_b, seed + k)
+        source, teams = multileave_slots(source_a, fixed, sources, seed + k)
         st.served.append(source)
         st.teams.append(teams)
 

@@ -211,7 +211,10 @@ def choose_arm(st: FeedRequest) -> None:
     models = st.snapshot.models
     st.model = models.get(arm.models[0])
     if arm.interleaved:
-        st.model_b = models.get(arm.models[1])
+        others = [models.get(m) for m in arm.models[1:]]
+        st.others = [m for m in others if m is not None]
+        if len(st.others) < len(others):  # a missing model: not a fair comparison
+            st.others = []
         if not st.request_id:  # the coin's seed, so the list can be rebuilt
             st.request_id = new_request_id()
 

@@ -102,7 +102,8 @@ class FeedRequest:
     arm: Arm | None = None
     moved_from: str | None = None  # the arm a tripped guardrail moved this request from
     model: ModelSession | None = None
-    model_b: ModelSession | None = None  # an interleaved arm's second model
+    # An interleaved arm's models after the first (B, C, ...), in team order.
+    others: list[ModelSession] = field(default_factory=list)
     request_id: str = ""  # with exposures on: names the request in its record and token
     ts_ms: int = 0  # when the response was ready (the token's and the record's time)
     skip: RankgateError | None = None  # a reason found before the origin answered
@@ -122,11 +123,11 @@ class FeedRequest:
     positions: np.ndarray = field(default_factory=lambda: _NO_INDEX)
     vectors: np.ndarray = field(default_factory=lambda: _NO_FLOATS)
     scores: np.ndarray = field(default_factory=lambda: _NO_FLOATS)
-    scores_b: np.ndarray | None = None  # the second model's, on an interleaved arm
+    scores_others: list[np.ndarray] = field(default_factory=list)  # ``others``' scores
     # Per item array, the index (into that array, in origin order) of the item served in
     # each slot: what the response carries, for the exposure record.
     served: list[np.ndarray] = field(default_factory=list)
-    # Interleaved: per item array, each slot's team ("A", "B", or None when fixed).
+    # Interleaved: per item array, each slot's team ("A", "B", ..., or None when fixed).
     teams: list[list[str | None]] | None = None
     # After the response, a shadow model's top items ({"model", "items"}), for the record.
     shadow: dict[str, object] | None = None

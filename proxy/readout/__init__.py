@@ -4,6 +4,7 @@ logreader   JSONL files or a Redis Stream into checked records
 join        events joined to their exposures
 tally       per route and arm counts
 report      the report: CTR, lift, p-values, SRM, interleaving, shadow agreement
+multileave  a multileaved arm (3+ models): both credit models, their agreement, verdicts
 stats       the statistics (intervals, tests)
 srm         the sample ratio mismatch test
 served      how a record names what was served (long ids hashed, item_hashes)
@@ -19,6 +20,7 @@ __all__ = [
     "html",
     "join",
     "logreader",
+    "multileave",
     "plan",
     "report",
     "sequential",

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from html import escape
 
 from proxy.readout.compare import ArmFigures
+from proxy.readout.multileave import MultileaveReport
 from proxy.readout.report import InterleaveReport, Report, RouteReport, method_line
 from proxy.readout.verdict import Tuning
 
@@ -219,6 +220,43 @@ def _interleave_card(i: InterleaveReport) -> str:
     )
 
 
+def _multileave_card(m: MultileaveReport) -> str:
+    """Both credit models per model, the pairwise shares (row over column: by exposure /
+    by user), the verdicts against the first model, and their agreement."""
+    k = len(m.models)
+    head = "".join(f"<th>{escape(x)}</th>" for x in m.models)
+    rows = []
+    for i, x in enumerate(m.models):
+        pairs = [(m.exposure_pairs[i][j], m.user_pairs[i][j]) for j in range(k)]
+        cells = "".join(
+            "<td>-</td>" if i == j else f"<td>{_pct(e, False)} / {_pct(u, False)}</td>"
+            for j, (e, u) in enumerate(pairs)
+        )
+        rows.append(
+            f"<tr><td>{escape(x)} ({chr(65 + i)})</td><td>{_pct(m.exposure_wins[i], False)}</td>"
+            f"<td>{m.user_prefers[i]}</td>{cells}</tr>"
+        )
+    verdicts = "".join(
+        f'<div data-pair="{escape(v.model)}">{_badge(v.decision)} {escape(v.model)} vs '
+        f"{escape(m.models[0])}: preference for {escape(m.models[0])} "
+        f"{'-' if v.preference is None else f'{v.preference:+.2f}'}, {_p(v.p_value)} (Holm)"
+        f'<p class="reason">{escape(v.reason)}</p></div>'
+        for v in m.verdicts
+    )
+    agree = f"both name {escape(m.best_by_exposure or '')}" if m.agree else "they differ"
+    return (
+        f'<div class="card" data-multileaved="{escape(m.arm)}" '
+        f'data-winner="{escape(m.winner or "")}"><h3>{escape(m.arm)}: {k} models, '
+        f"multileaved</h3><div>{m.credited_exposures} of {m.exposures} exposures with a "
+        f"credited click, {m.users} users; best by exposure "
+        f"{escape(m.best_by_exposure or 'none')}, by user {escape(m.best_by_user or 'none')}: "
+        f"{agree}; pairwise signs agree on {m.pairs_agreeing} of {m.pairs}</div>"
+        f"<table><tr><th>model</th><th>exposures won</th><th>users preferring</th>{head}</tr>"
+        f"{''.join(rows)}</table>{verdicts}"
+        f"<div>best model: {escape(m.winner or 'none yet')}</div></div>"
+    )
+
+
 def _table(r: RouteReport) -> str:
     head = "<tr><th>arm</th><th>model</th><th>units</th><th>exposures</th><th>applied</th>"
     head += "<th>CTR</th><th>interval</th><th>lift</th><th>p</th><th>MRR</th></tr>"
@@ -245,6 +283,7 @@ def _route(r: RouteReport, tuning: Tuning) -> str:
         if a.decision is not None
     ]
     cards += [_interleave_card(i) for i in r.interleaving]
+    cards += [_multileave_card(m) for m in r.multileaving]
     return (
         f'<section class="route" id="route-{escape(r.route)}"><h2>route {escape(r.route)}</h2>'
         f'<p class="sub">{r.exposures} exposures</p>{_split(r)}'

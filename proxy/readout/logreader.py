@@ -46,7 +46,7 @@ DEFAULT_STREAM = "rankgate:exposures"
 STREAM_FIELD = b"r"  # each stream entry holds one record, as JSON, in this field
 OUTCOMES = frozenset({"applied", "skipped", "control"})
 KINDS = frozenset({"click", "conversion"})
-TEAMS = frozenset({"A", "B", None})
+TEAMS = frozenset({*"ABCDEF", None})  # one letter per interleaved model (at most 6)
 MAX_EXAMPLES = 3  # malformed records quoted in the warning
 
 
@@ -144,7 +144,7 @@ def _exposure(rec: dict[str, Any]) -> Exposure:
     teams = rec.get("teams")
     if teams is not None:
         if not isinstance(teams, list) or not all(t in TEAMS for t in teams):
-            raise Malformed('teams: want a list of "A", "B" or null')
+            raise Malformed('teams: want a list of "A" to "F" or null')
         if len(teams) != len(items):
             raise Malformed("teams: not one per item")
         teams = tuple(teams)

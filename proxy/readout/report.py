@@ -10,6 +10,12 @@ from typing import Any
 
 from proxy.config.routes import DEFAULT_ARM, Route, arm_name
 from proxy.readout.compare import ArmFigures, compare_arms, series, time_points
+from proxy.readout.multileave import (
+    MultileaveReport,
+    arm_models,
+    multileave_json,
+    multileave_report,
+)
 from proxy.readout.srm import SrmResult, expected_split, srm_test
 from proxy.readout.tally import ArmTally, ShadowTally
 from proxy.readout.verdict import DEFAULT_TUNING, Tuning, judge_interleaving
@@ -99,6 +105,7 @@ class RouteReport:
     shadow: list[ShadowReport]
     # The arms' figures at cut-offs through the log (the last: the end), when asked for.
     over_time: list[tuple[int, list[ArmFigures]]] = field(default_factory=list)
+    multileaving: list[MultileaveReport] = field(default_factory=list)  # 3+ models
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,7 @@ def _route_json(r: RouteReport) -> dict[str, Any]:
         "srm": srm,
         "arms": [_lists(vars(a)) for a in r.arms],
         "interleaving": [_lists(vars(i)) for i in r.interleaving],
+        "multileaving": [multileave_json(m) for m in r.multileaving],
         "shadow": [vars(s) for s in r.shadow],
     }
 
@@ -211,7 +219,9 @@ def route_report(
     figures = compare_arms(arms, order, tuning)
     over_time = series(arms, order, tuning, time_points(*span)) if span[2] else []
     arm_reports = [_arm_report(f, arms[f.arm]) for f in figures]
-    interleaving = [_interleave_report(a, arms[a], tuning) for a in order if arms[a].interleaved]
+    leaved = [a for a in order if arms[a].interleaved]
+    interleaving = [_interleave_report(a, arms[a], tuning) for a in leaved if _pair(arms[a])]
+    multi = [multileave_report(a, arms[a], tuning) for a in leaved if not _pair(arms[a])]
     shadow_reports = [_shadow_report(model, s) for model, s in sorted(shadows.items())]
     srm = None
     if route is not None:
@@ -226,7 +236,12 @@ def route_report(
         interleaving=interleaving,
         shadow=shadow_reports,
         over_time=over_time,
+        multileaving=multi,
     )
+
+
+def _pair(arm: ArmTally) -> bool:
+    return len(arm_models(arm)) <= 2
 
 
 def _arm_report(f: ArmFigures, arm: ArmTally) -> ArmReport:

@@ -17,6 +17,7 @@ from proxy.readout.logreader import Event, Exposure
 from proxy.readout.stats import kendall_tau, top_k_overlap
 
 OVERLAP_K = 10
+TEAMS = "ABCDEF"  # an interleaved arm's team letters, in the configured order of its models
 NEVER = 2**62  # the click time of an exposure without a click
 
 
@@ -71,6 +72,10 @@ class ArmTally:
     wins_b: int = 0
     ties: int = 0
     unit_wins: dict[int, list[int]] = field(default_factory=dict)  # unit: [A wins, B wins]
+    # Per interleaved exposure with a click on a served item: its unit's index, and the
+    # clicked items per team A to F (six counts each; proxy/readout/multileave.py).
+    ml_unit: array[int] = field(default_factory=lambda: array("q"))
+    ml_clicks: array[int] = field(default_factory=lambda: array("H"))
 
     def expose(self, record: Exposure) -> int:
         """Count an exposure; its index in this arm."""
@@ -128,11 +133,18 @@ class ArmTally:
         wins = self.unit_wins.setdefault(self.unit_of[index], [0, 0])
         wins[0] += a > b
         wins[1] += b > a
+        self.ml_unit.append(self.unit_of[index])
+        self.ml_clicks.extend(min(teams.count(t), 0xFFFF) for t in TEAMS)
 
     def unit_votes(self) -> list[int]:
         """Per unit with an interleaved click: +1 when more of its exposures went to A
         than to B, -1 the other way, 0 even."""
         return sorted((a > b) - (b > a) for a, b in self.unit_wins.values())
+
+    def team_clicks(self) -> list[tuple[int, tuple[int, ...]]]:
+        """Per interleaved exposure with a click: (its unit's index, clicks per team A-F)."""
+        k = len(TEAMS)
+        return [(u, tuple(self.ml_clicks[i * k : i * k + k])) for i, u in enumerate(self.ml_unit)]
 
 
 @dataclass

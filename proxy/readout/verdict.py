@@ -1,4 +1,5 @@
-"""The readout's verdicts: per arm against the default, and per interleaved arm, one of
+"""The readout's verdicts: per arm against the default, and per interleaved arm (per
+challenger against the first model when multileaved), one of
 ``keep running``, ``better``, ``worse`` or ``no difference``, with the reason.
 
 Several arms against one default are several tests: their p-values are Holm-Bonferroni
@@ -22,7 +23,15 @@ from proxy.readout.sequential import (
 )
 from proxy.readout.stats import holm_adjust, sign_test
 
-__all__ = ["DECISIONS", "DEFAULT_TUNING", "Tuning", "Verdict", "judge_arms", "judge_interleaving"]
+__all__ = [
+    "DECISIONS",
+    "DEFAULT_TUNING",
+    "Tuning",
+    "Verdict",
+    "judge_arms",
+    "judge_interleaving",
+    "judge_pairs",
+]
 
 DECISIONS = ("keep running", "better", "worse", "no difference")
 
@@ -143,23 +152,46 @@ def judge_interleaving(
     the units the arm reached (a planned size counts them). The preference is the mean
     vote (> 0 favours A); the verdict is B's, the challenger's, against A: always-valid on
     the mean vote, or at a fixed horizon the exact sign test of the votes."""
-    est = mean_estimate(np.asarray(votes, dtype=np.float64))
-    if est is None:
-        return None, Verdict("keep running", "no unit clicked a served item yet", None, None, None)
-    if est.units < tuning.min_units:
-        reason = f"{est.units} units with a click: a verdict needs {tuning.min_units}"
-        return est.ratio, Verdict("keep running", reason, None, None, None)
-    pref, n = est.ratio, est.units
-    # Unanimous votes have no sample variance; a floor of one vote's worth (1/n, the
-    # votes being in [-1, 1]) keeps the interval honest instead of giving no verdict.
-    variance = est.variance or 1.0 / n
-    if tuning.sequential:
-        p = tuning.p_value(pref, variance, n)
-    else:  # read once: the exact sign test of the units' votes (even votes left out)
-        p = sign_test(votes.count(1), votes.count(-1)) or 1.0
-    half = tuning.halfwidth(variance, n)
-    ci = (pref - half, pref + half)
-    # B's verdict: B better when the preference for A is below 0.
-    what = f"{model_b}'s preference"
-    decision, reason = _decide(-pref, (-ci[1], -ci[0]), p, exposed, tuning, what, share=True)
-    return pref, Verdict(decision, reason, p, p, ci)
+    return judge_pairs([votes], exposed, tuning, [model_b])[0]
+
+
+def judge_pairs(
+    votes: list[list[int]], exposed: int, tuning: Tuning, challengers: list[str]
+) -> list[tuple[float | None, Verdict]]:
+    """:func:`judge_interleaving` for several challengers against one first model (a
+    multileaved arm's B, C, ... against A), one list of votes each: the p-values Holm
+    adjusted across the pairs and each interval drawn at its Holm step's level, as
+    :func:`judge_arms` does across arms. With one challenger, exactly the two-model test."""
+    estimates = [mean_estimate(np.asarray(v, dtype=np.float64)) for v in votes]
+    raw: list[float | None] = []
+    for v, est in zip(votes, estimates, strict=True):
+        if est is None or est.units < tuning.min_units:
+            raw.append(None)
+        elif tuning.sequential:
+            # Unanimous votes have no sample variance; a floor of one vote's worth (1/n,
+            # the votes being in [-1, 1]) keeps the interval honest instead of no verdict.
+            raw.append(tuning.p_value(est.ratio, est.variance or 1.0 / est.units, est.units))
+        else:  # read once: the exact sign test of the units' votes (even votes left out)
+            raw.append(sign_test(v.count(1), v.count(-1)) or 1.0)
+    adjusted = holm_adjust(raw)
+    tested = sorted((p, i) for i, p in enumerate(raw) if p is not None)
+    step = {i: len(tested) - rank for rank, (_, i) in enumerate(tested)}
+    out: list[tuple[float | None, Verdict]] = []
+    for i, (est, model) in enumerate(zip(estimates, challengers, strict=True)):
+        p, p_adj = raw[i], adjusted[i]
+        if est is None:
+            reason = "no unit clicked a served item yet"
+            out.append((None, Verdict("keep running", reason, None, None, None)))
+            continue
+        if p is None or p_adj is None:
+            reason = f"{est.units} units with a click: a verdict needs {tuning.min_units}"
+            out.append((est.ratio, Verdict("keep running", reason, None, None, None)))
+            continue
+        pref, n = est.ratio, est.units
+        half = tuning.halfwidth(est.variance or 1.0 / n, n, tuning.alpha / step[i])
+        ci = (pref - half, pref + half)
+        # The challenger's verdict: better when the preference for A is below 0.
+        what = f"{model}'s preference"
+        decision, reason = _decide(-pref, (-ci[1], -ci[0]), p_adj, exposed, tuning, what, True)
+        out.append((pref, Verdict(decision, reason, p_adj, p, ci)))
+    return out

@@ -30,7 +30,7 @@ __all__ = ["DEFAULT_ARM", "Arm", "ArmChooser", "bucket", "default_salt"]
 class Arm:
     name: str
     model: str  # a model name from the registry, "none" (control), or "A+B" (interleaved)
-    models: tuple[str, ...] = ()  # the one model, or the two interleaved ones
+    models: tuple[str, ...] = ()  # the one model, or the interleaved ones (2 to 6)
     shadow: Shadow | None = None  # the arm's own, else the route's
 
     def __post_init__(self) -> None:
@@ -39,7 +39,7 @@ class Arm:
 
     @property
     def interleaved(self) -> bool:
-        return len(self.models) == 2
+        return len(self.models) >= 2
 
 
 def bucket(salt: str, user_id: str) -> float:

@@ -22,6 +22,7 @@ from aiohttp import web
 from proxy.cli.explain import render, run
 from proxy.config.settings import load_settings
 from proxy.serve.server import ProxyServer
+from tests.e2e.test_shadow_interleave_e2e import mid_model
 from tests.support.common import (
     DIM,
     dot_model,
@@ -42,6 +43,7 @@ ROUTES = f"""\
 models:
   dot: {{path: dot.onnx}}
   neg: {{path: neg.onnx}}
+  mid: {{path: mid.onnx}}
 routes:
   - name: duel
     match: {{path: /api/duel}}
@@ -51,6 +53,14 @@ routes:
     experiments:
       - {{name: duel, when: {{percent: 100, salt: s}}, interleave: [dot, neg]}}
     plugins: [{{use: pin, field: sponsored}}]
+  - name: trio
+    match: {{path: /api/trio}}
+    model: dot
+    budget_ms: 500
+    user: [header:X-User-Id]
+    experiments:
+      - {{name: trio, when: {{percent: 100, salt: s}}, interleave: [dot, neg, mid]}}
+    plugins: [{{use: pin, field: sponsored}}, {{use: boost, field: fresh, weight: {WEIGHT}}}]
   - name: rules
     match: {{path: /api/rules}}
     model: dot
@@ -77,6 +87,7 @@ def origin_app(seen: list[dict[str, str]]) -> web.Application:
     app = web.Application()
     app.router.add_get("/api/rules", feed)
     app.router.add_get("/api/duel", feed)
+    app.router.add_get("/api/trio", feed)
     return app
 
 
@@ -88,6 +99,7 @@ async def env(tmp_path: Path, redis_url: str, redis_db: redis.Redis) -> AsyncIte
     store_vectors(redis_db, USER_VECS, ITEM_VECS)
     dot_model(tmp_path / "dot.onnx")
     dot_model(tmp_path / "neg.onnx", sign=-1.0)
+    mid_model(tmp_path / "mid.onnx")
     seen: list[dict[str, str]] = []
     runner, origin = await start_app(origin_app(seen))
     cfg = write_config(tmp_path, origin, redis_url, ROUTES)
@@ -209,12 +221,36 @@ async def test_an_interleaved_arm_shows_each_slots_team(env: Env) -> None:
     assert {t for i, t in teams.items() if i != "i2"} == {"A", "B"}
 
 
+async def test_a_multileaved_arm_explains_the_first_models_rules(env: Env) -> None:
+    """Three models, each arranged by the rules (pin, boost) on its own scores, A's last:
+    the explanation shows A's (dot's) scores and boosts, and each slot's team."""
+    proxy, _, _ = env
+    hdrs = {"X-Rankgate-Explain": TOKEN}
+    resp, body = await proxy_get(proxy, "/api/trio", user="u1", headers=hdrs)
+    assert resp.headers["X-Rerank"] == "applied; model=dot+neg+mid; arm=trio"
+    report = orjson.loads(resp.headers["X-Rankgate-Explanation"])
+    assert report["arm"] == "trio" and report["interleaved_with"] == "neg+mid"
+    (arr,) = report["arrays"]
+    assert [it["id"] for it in arr["items"]] == [it["id"] for it in served(body)]
+    teams = {it["id"]: it["team"] for it in arr["items"]}
+    assert teams["i2"] is None and "pin: pinned at 2" in arr["items"][2]["effects"]
+    assert {t for i, t in teams.items() if i != "i2"} == {"A", "B", "C"}
+    fresh = {it["id"]: it["fresh"] for it in ITEMS}
+    for it in arr["items"]:
+        if it["id"] == "i2":
+            continue
+        dot = float(USER_VECS["u1"] @ ITEM_VECS[it["id"]])
+        assert it["score"] == pytest.approx(dot, abs=1e-4)
+        assert it["final_score"] == pytest.approx(dot + WEIGHT * fresh[it["id"]], abs=1e-4)
+
+
 async def test_no_token_configured_never_explains(
     tmp_path: Path, redis_url: str, redis_db: redis.Redis
 ) -> None:
     store_vectors(redis_db, USER_VECS, ITEM_VECS)
     dot_model(tmp_path / "dot.onnx")
     dot_model(tmp_path / "neg.onnx", sign=-1.0)
+    mid_model(tmp_path / "mid.onnx")
     seen: list[dict[str, str]] = []
     runner, origin = await start_app(origin_app(seen))
     cfg = write_config(tmp_path, origin, redis_url, ROUTES)

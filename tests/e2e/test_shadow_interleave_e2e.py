@@ -1,22 +1,27 @@
 """Shadow scoring and team-draft interleaving over real sockets: a shadow changes no byte
-served and its agreement reaches metrics and records; an interleaved list can be rebuilt
-from its record, and clicks that favour one model's items make the report name it."""
+served and its agreement reaches metrics and records; an interleaved list (two models, or
+three multileaved) can be rebuilt from its record, and clicks that favour one model's
+items make the report name it."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jsonschema
 import numpy as np
+import onnx
 import onnxruntime as ort
 import orjson
 import pytest
 import redis
+from onnx import TensorProto, helper
 
-from proxy.feed.interleave import seed_of, team_draft
+from proxy.feed.interleave import multileave, seed_of, team_draft
 from tests.e2e.test_exposures_e2e import (
     SCHEMA,
     TOKEN_KEY,
@@ -29,6 +34,7 @@ from tests.e2e.test_exposures_e2e import (
     until,
 )
 from tests.support.common import (
+    DIM,
     dot_model,
     metric,
     parse_metrics,
@@ -167,9 +173,94 @@ async def test_an_interleaved_list_is_rebuilt_from_its_record_and_clicks_name_a_
         rebuilt, teams = team_draft(a, b, seed_of(record["id"]))
         assert served[user] == rebuilt and record["items"] == rebuilt[:8]
         assert record["teams"] == teams[:8] and record["model"] == "dot+neg"
+        assert "models_sha256" not in record  # two models: the record as it always was
     assert main(["experiments", "report", "--config", str(cfg), "--json", "--fixed-horizon"]) == 0
     (route,) = json.loads(capsys.readouterr().out)["routes"]
     (duel,) = route["interleaving"]
     assert duel["wins_b"] > duel["wins_a"] and duel["p_value"] < 0.05
     assert duel["winner"] == "neg" and duel["decision"] == "better"
     assert orjson.loads(orjson.dumps(SCHEMA))  # the schema file still parses
+
+
+def mid_model(path: Path) -> None:
+    """score = -<user, item>^2: the items a user is least decided about first, an order
+    unlike dot's and neg's (a third model for a multileaved arm)."""
+    user = helper.make_tensor_value_info("user_embedding", TensorProto.FLOAT, ["N", DIM])
+    item = helper.make_tensor_value_info("item_embedding", TensorProto.FLOAT, ["N", DIM])
+    score = helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    nodes = [
+        helper.make_node("Mul", ["user_embedding", "item_embedding"], ["prod"]),
+        helper.make_node("ReduceSum", ["prod", "axes"], ["dot"], keepdims=1),
+        helper.make_node("Mul", ["dot", "dot"], ["square"]),
+        helper.make_node("Neg", ["square"], ["score"]),
+    ]
+    graph = helper.make_graph(nodes, "mid", [user, item], [score], initializer=[axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+async def test_three_multileaved_models_rebuild_from_records_and_clicks_name_the_third(
+    tmp_path: Path,
+    valkey: tuple[str, redis.Redis],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from proxy.cli.main import main
+
+    monkeypatch.setenv("RANKGATE_TOKEN_KEY", TOKEN_KEY)
+    url, client = valkey
+    dot_and_neg(tmp_path)
+    mid_model(tmp_path / "mid.onnx")
+    runner, origin = await start_app(origin_app())
+    arm = (
+        "    experiments:\n"
+        "      - {name: tri, when: {percent: 100, salt: s}, interleave: [dot, neg, mid]}\n"
+    )
+    models = "models: {dot: {path: dot.onnx}, neg: {path: neg.onnx}, mid: {path: mid.onnx}}\n"
+    text = models + routes(arm).split("\n", 1)[1]
+    extra = exposures_conf() + "readout: {min_units: 20, expected_units: 90}\n"
+    cfg = write_config(tmp_path, origin, url, text, extra)
+    rng = np.random.default_rng(4)
+    served: dict[str, list[str]] = {}
+    async with running_proxy(cfg) as proxy:
+        for k in range(90):
+            headers, ids = await get_feed(proxy, f"u{k}")
+            assert headers["X-Rerank"] == "applied; model=dot+neg+mid; arm=tri"
+            served[f"u{k}"] = ids
+            # Users prefer what the third model (mid, team C) ranks first.
+            liked = set(order(tmp_path / "mid.onnx", client, f"u{k}")[:2])
+            for item in ids[:4]:
+                if item in liked and rng.random() < 0.7:
+                    click = {"id": headers["X-Rankgate-Id"], "item": item, "type": "click"}
+                    assert (await post(proxy, click))[0] == 202
+                    break
+        await until(lambda: sum(r["type"] == "exposure" for r in stream(client)) == 90)
+        await asyncio.sleep(0.2)
+    await runner.cleanup()
+    names = ("dot", "neg", "mid")
+    sha = {m: hashlib.sha256((tmp_path / f"{m}.onnx").read_bytes()).hexdigest() for m in names}
+    for record in (r for r in stream(client) if r["type"] == "exposure"):
+        jsonschema.validate(record, SCHEMA)
+        user = record["unit"]
+        ranks = [order(tmp_path / f"{m}.onnx", client, user) for m in ("dot", "neg", "mid")]
+        rebuilt, teams = multileave(ranks, seed_of(record["id"]))
+        assert served[user] == rebuilt and record["items"] == rebuilt[:8]
+        assert record["teams"] == teams[:8] and set(teams) == {"A", "B", "C"}
+        assert record["models_sha256"] == [sha["dot"], sha["neg"], sha["mid"]]
+        assert record["model_b_sha256"] == sha["neg"]
+    # 90 users: a test planned at that size, read once (--fixed-horizon).
+    args = ["experiments", "report", "--config", str(cfg), "--fixed-horizon"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "  multileaved  tri: dot (A), neg (B), mid (C): " in out
+    assert "agreement: both name mid; " in out and "  best model: mid\n" in out
+    assert main([*args, "--json"]) == 0
+    (route,) = json.loads(capsys.readouterr().out)["routes"]
+    (tri,) = route["multileaving"]
+    assert tri["best_by_exposure"] == tri["best_by_user"] == tri["winner"] == "mid"
+    neg, mid = tri["verdicts"]
+    assert mid["decision"] == "better" and mid["p_value"] < 0.05
+    assert neg["decision"] != "better"

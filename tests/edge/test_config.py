@@ -202,3 +202,24 @@ routes:
         "routes[0].experiments[0].guardrails: does not run at the edge; remove it",
         "routes[0].experiments[1].bandit: does not run at the edge; remove it",
     ]
+
+
+def test_interleaved_and_multileaved_arms_are_refused_by_path(tmp_path: Path) -> None:
+    out = compile_routes(
+        tmp_path,
+        MODELS
+        + """\
+routes:
+  - name: r
+    match: {path: /f}
+    model: a
+    experiments:
+      - {name: two, when: {percent: 10}, interleave: [a, b]}
+      - {name: three, when: {percent: 10}, interleave: [a, b, unused]}
+""",
+    )
+    assert out.problems == [
+        f"routes[0].experiments[{k}].interleave: interleaved arms do not run at the edge; "
+        "remove it to build"
+        for k in (0, 1)
+    ]

@@ -239,6 +239,38 @@ def interleaved_traffic(n: int, seed: int, ts: int = T0) -> list[Record]:
     return out
 
 
+ML_MODELS = ("ranker_v1", "ranker_v2", "ranker_v3")
+ML_NOISES = (0.6, 0.3, 0.05)  # ranker_v3 by far the best, ranker_v1 the worst
+
+
+def multileaved_traffic(
+    users: int, per_user: int, seed: int, ts: int = T0, arm: str = "tri"
+) -> list[Record]:
+    """``per_user`` exposures for each of ``users`` users of one arm multileaving three
+    rankers (proxy/feed/interleave.py's team-draft, seeded from the request id as
+    rankgate does), each ranker noisier than the next; clicks from the click model."""
+    from proxy.feed.interleave import multileave, seed_of
+
+    rng = random.Random(seed)
+    appeal = catalog_appeal(random.Random(1))
+    out: list[Record] = []
+    for i in range(users * per_user):
+        candidates = rng.sample(CATALOG, 30)
+        orders = [
+            sorted(range(30), key=lambda x: -(appeal[candidates[x]] + rng.gauss(0, noise)))
+            for noise in ML_NOISES
+        ]
+        rid = request_id(rng)
+        picked, teams = multileave(orders, seed_of(rid))
+        items = [candidates[x] for x in picked[:10]]
+        unit = f"u{i % users}"
+        model = "+".join(ML_MODELS)
+        rec = exposure(rid, arm, unit, items, ts + i, model=model, teams=teams[:10])
+        out.append(rec)
+        out += [event(rec, item) for item in clicks_on(rng, items, appeal)]
+    return out
+
+
 def percent_traffic(
     units: int,
     seed: int,

@@ -26,6 +26,7 @@ from tests.support.exposure_logs import (
     event,
     exposure,
     interleaved_traffic,
+    multileaved_traffic,
     percent_traffic,
     readme_log,
     write_jsonl,
@@ -423,3 +424,36 @@ def test_plan(capsys: pytest.CaptureFixture[str]) -> None:
     assert caught.value.code == 2 and "write it as 12%" in capsys.readouterr().err
     assert main(["experiments", "plan", "--baseline-ctr", "0.9", "--mde", "20%"]) == 2
     assert "keeps the CTR in (0, 1)" in capsys.readouterr().err
+
+
+def test_a_multileaved_arm_in_text_json_and_html(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three rankers multileaved, the third clearly best: every form of the report names
+    it, by both credit models and by the verdicts against the first."""
+    cfg = config(tmp_path, extra="readout: {min_units: 50}\n")
+    log = write_jsonl(tmp_path / "log.jsonl", multileaved_traffic(600, 3, seed=7))
+    page = tmp_path / "report.html"
+    code, out, err = report(capsys, "--config", str(cfg), "--from", str(log), "--html", str(page))
+    assert code == 0 and err == ""
+    head = "  multileaved  tri: ranker_v1 (A), ranker_v2 (B), ranker_v3 (C): "
+    assert head in out and "exposures with a credited click, from " in out
+    assert re.search(
+        r"^ +per exposure \(ties split\): won ranker_v1 [\d.]+%, .*best ranker_v3$", out, re.M
+    )
+    assert re.search(r"^ +per user \(a tie: no one\): preferred .*; best ranker_v3$", out, re.M)
+    assert "agreement: both name ranker_v3; the pairwise preferences agree in sign on " in out
+    assert re.search(r"^ +ranker_v3 vs ranker_v1: ranker_v3 better: by unit ", out, re.M)
+    assert "  best model: ranker_v3\n" in out
+    # docs/guides/experiments.md shows this part of the report: it must stay what it prints.
+    guide = (ROOT / "docs" / "guides" / "experiments.md").read_text()
+    shown = guide.split("multileaved_traffic(600, 3, seed=7)", 1)[1].split("```text\n", 1)[1]
+    assert shown.split("```", 1)[0] in out
+    html = page.read_text()
+    assert 'data-multileaved="tri" data-winner="ranker_v3"' in html
+    assert '<div data-pair="ranker_v3"><span' in html
+    (route,) = json_report(capsys, "--config", str(cfg), "--from", str(log))["routes"]
+    (tri,) = route["multileaving"]
+    assert route["interleaving"] == [] and tri["winner"] == "ranker_v3"
+    assert tri["best_by_exposure"] == tri["best_by_user"] == "ranker_v3" and tri["agree"]
+    assert [v["model"] for v in tri["verdicts"]] == ["ranker_v2", "ranker_v3"]

@@ -179,3 +179,40 @@ def test_bandits_and_guardrails_are_checked_with_their_path(experiment: str, pro
     )
     found = problems(text)
     assert any(problem in p and p.startswith("routes[0].experiments[0]") for p in found), found
+
+
+SIX = "models: {" + ", ".join(f"m{k}: {{path: m{k}.onnx}}" for k in range(7)) + "}\n"
+
+
+def interleaved(models: str) -> str:
+    return (
+        SIX + "routes:\n"
+        "  - {name: r, match: {path: /f}, model: m0,\n"
+        f"     experiments: [{{when: {{percent: 5}}, interleave: {models}}}]}}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("models", "problem"),
+    [
+        ("[m1]", "interleave: 2 to 6 models, not 1"),
+        ("[m0, m1, m2, m3, m4, m5, m6]", "interleave: 2 to 6 models, not 7"),
+        ("[m1, m1]", "interleave: two different models (not 'none')"),
+        ("[m1, none]", "interleave: two different models (not 'none')"),
+        ("[m1, m2, m1]", "interleave: 3 different models (not 'none')"),
+        ("[m1, m2, none]", "interleave: 3 different models (not 'none')"),
+        ("[m1, m2, zz]", "experiments[0].interleave[2]: unknown model 'zz'"),
+    ],
+)
+def test_interleave_takes_two_to_six_different_models(models: str, problem: str) -> None:
+    found = problems(interleaved(models))
+    assert any(problem in p and p.startswith("routes[0].experiments[0]") for p in found), found
+
+
+def test_three_to_six_models_interleave_in_their_order() -> None:
+    for k in (2, 3, 6):
+        names = [f"m{i}" for i in range(1, k + 1)]
+        spec = parse(interleaved("[" + ", ".join(names) + "]"))
+        exp = spec.routes[0].experiments[0]
+        assert exp.interleave == tuple(names) and exp.models == tuple(names)
+        assert exp.label == "+".join(names)

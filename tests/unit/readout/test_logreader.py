@@ -106,7 +106,7 @@ GOOD = exposure("b" * 24, "default", "u", ["x", "y"], T0)
         (orjson.dumps({**GOOD, "items": ["x", 1]}), "items: want a list of strings"),
         (orjson.dumps({**GOOD, "outcome": "maybe"}), "outcome: want applied, skipped or control"),
         (orjson.dumps({**GOOD, "teams": ["A"]}), "teams: not one per item"),
-        (orjson.dumps({**GOOD, "teams": ["A", "C"]}), 'teams: want a list of "A", "B" or null'),
+        (orjson.dumps({**GOOD, "teams": ["A", "G"]}), 'teams: want a list of "A" to "F" or null'),
         (orjson.dumps({**GOOD, "shadow": {"model": "m"}}), "shadow.items: want a list of strings"),
         (orjson.dumps({**event(GOOD, "x"), "kind": "view"}), "kind: want click or conversion"),
         (orjson.dumps({**event(GOOD, "x"), "value": "1"}), "value: want a number"),

@@ -7,7 +7,7 @@ import pytest
 
 from proxy.readout.sequential import always_valid_p, cs_halfwidth, fixed_halfwidth
 from proxy.readout.stats import sign_test
-from proxy.readout.verdict import Tuning, judge_arms, judge_interleaving
+from proxy.readout.verdict import Tuning, judge_arms, judge_interleaving, judge_pairs
 
 T = Tuning()  # alpha 0.05, 5000 expected units, min effect 2%, min units 100
 
@@ -110,3 +110,28 @@ def test_unanimous_votes_are_a_verdict_not_a_missing_variance() -> None:
     assert once.decision == "better" and once.p_value == sign_test(0, 200)
     _, few = judge_interleaving(votes[:10], 200, T, "b")
     assert few.decision == "keep running" and "needs" in few.reason
+
+
+def test_challengers_against_one_model_are_holm_adjusted_over_the_pairs() -> None:
+    """Three challengers of a multileaved arm against A: each one's raw p is its
+    two-model test's; adjusted by Holm over the three; each interval at its Holm level."""
+    strong = [1] * 150 + [-1] * 330 + [0] * 120  # C: clearly preferred to A
+    mild = [1] * 270 + [-1] * 300 + [0] * 30  # B: not clearly
+    none = [1] * 300 + [-1] * 300  # D: even
+    judged = judge_pairs([mild, strong, none], 1000, T, ["b", "c", "d"])
+    alone = [judge_interleaving(v, 1000, T, m)[1] for v, m in ((mild, "b"), (strong, "c"))]
+    raw = [v.p_value_unadjusted for _, v in judged]
+    assert raw[:2] == [alone[0].p_value, alone[1].p_value]
+    assert None not in raw
+    p_c = min(1.0, 3 * raw[1])  # the smallest p, times the 3 tests
+    assert judged[1][1].p_value == pytest.approx(p_c) and judged[1][1].decision == "better"
+    p_b = min(1.0, max(p_c, 2 * raw[0]))
+    assert judged[0][1].p_value == pytest.approx(p_b)
+    assert judged[2][1].p_value == pytest.approx(max(p_b, raw[2]))
+    assert judged[1][0] == pytest.approx(-0.3)  # C's: (150 - 330) / 600
+    # C's interval drawn at alpha / 3 (its Holm step): wider than C's alone, at alpha.
+    ci, ci_alone = judged[1][1].interval, alone[1].interval
+    assert ci is not None and ci_alone is not None
+    assert ci[0] < ci_alone[0] and ci[1] > ci_alone[1]
+    # One challenger alone is exactly the two-model verdict.
+    assert judge_pairs([strong], 1000, T, ["c"])[0] == judge_interleaving(strong, 1000, T, "c")
