@@ -182,10 +182,12 @@ def origin_app(service: str, items: int, budget_ms: float) -> web.Application:
 
 
 def listen(port: int) -> socket.socket:
-    """A bound socket (port 0: any free one), its port printed for whoever started us."""
+    """A listening socket (port 0: any free one), its port printed for whoever started
+    us: connections made from then on wait in its backlog until the server accepts."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
+    sock.listen(1024)
     print(f"port {sock.getsockname()[1]}", flush=True)
     return sock
 
