@@ -87,14 +87,13 @@ def measure(
 ) -> dict[str, float]:
     """p50/p99 at concurrency 1; at 16, requests/s and the CPU (user + system, /proc) that
     ``pid`` (or each of several) and its children spent per request."""
-    pids = pid if isinstance(pid, tuple) else (pid,) if pid else ()
     one = common.wrk(url, 1, duration, lua)
     out = {"p50_ms": one["p50_ms"], "p99_ms": one["p99_ms"], "errors": one["errors"]}
     if c16:
-        before = sum(common.tree_cpu(p) for p in pids)
+        before = common.cpu_of(pid) if pid else 0.0
         many = common.wrk(url, 16, duration, lua)
-        if pids:
-            spent = sum(common.tree_cpu(p) for p in pids) - before
+        if pid:
+            spent = common.cpu_of(pid) - before
             out["cpu_us"] = spent / max(many["requests"], 1) * 1e6
         out.update(
             rps=many["rps"], p99_ms_c16=many["p99_ms"], errors=out["errors"] + many["errors"]

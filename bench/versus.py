@@ -50,7 +50,8 @@ def main() -> int:
             ALT_BASE: f"{alt}/api/feed/unranked",
             ALT: f"{alt}/api/feed",
         }
-        pids = {"origin direct": origin.pid, RR: proc.pid, ALT_BASE: alt_pid, ALT: service_pid}
+        pids: dict[str, int | tuple[int, ...]] = {"origin direct": origin.pid, RR: proc.pid}
+        pids.update({ALT_BASE: alt_pid, ALT: (service_pid, alt_pid)})
         lua = tmp / "users.lua"
         lua.write_text(common.LUA)
         common.warm(targets, lua)
@@ -66,7 +67,7 @@ def report(args: argparse.Namespace, got: dict[str, tuple[float, float, float]])
     print(f"{'target':24} {'p50 c1':>9} {'rps c16':>9} {'cpu/req':>8}")
     for name, (p50, rps, cpu) in got.items():
         print(f"{name:24} {p50:7.0f}us {rps:9.0f} {cpu * 1e6:6.0f}us")
-    print(f"cpu/req: the serving process; {ALT}: the service's alone (its origin's: the row above)")
+    print(f"cpu/req: of the serving process; for {ALT}, of the service and its origin")
     rankgate = got[RR][0] - got["origin direct"][0]
     service = got[ALT][0] - got[ALT_BASE][0]
     print(f"\nadded p50: rankgate {rankgate:.0f}us (over the origin direct), FastAPI ranking")
