@@ -152,7 +152,13 @@ def alternative(stack: ExitStack, tmp: Path, args: argparse.Namespace, redis_url
     )  # fmt: skip
     common.wait_port(service_port)
     common.wait_port(origin_port)
-    return f"http://127.0.0.1:{origin_port}", (service.pid, origin.pid)
+    url = f"http://127.0.0.1:{origin_port}"
+    deadline = time.monotonic() + 30  # the ports listen before the model is loaded
+    while common.check_headers(f"{url}/api/feed") != "applied":
+        if time.monotonic() > deadline:
+            raise RuntimeError("the FastAPI ranking service did not rank within 30 s")
+        time.sleep(0.05)
+    return url, (service.pid, origin.pid)
 
 
 def same_order(one: str, other: str, users: int = 20) -> int:
