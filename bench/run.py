@@ -161,15 +161,19 @@ def alternative(stack: ExitStack, tmp: Path, args: argparse.Namespace, redis_url
     return url, (service.pid, origin.pid)
 
 
-def same_order(one: str, other: str, users: int = 20) -> int:
-    """How many of ``users`` users get the same ids in the same order from both URLs."""
+def same_order(one: str, other: str, users: int = 20) -> str:
+    """Of ``users`` users, how many both URLs served ranked, and how many of those got the
+    same ids in the same order from both (a request past its budget is served unranked)."""
 
-    def ids(url: str, user: str) -> list[str]:
+    def ids(url: str, user: str) -> tuple[list[str], bool]:
         req = urllib.request.Request(url, headers={"X-User-Id": user})
         with urllib.request.urlopen(req) as resp:
-            return [item["id"] for item in json.loads(resp.read())["items"]]
+            applied = resp.headers.get("X-Rerank", "").startswith("applied")
+            return [item["id"] for item in json.loads(resp.read())["items"]], applied
 
-    return sum(ids(one, f"u{k}") == ids(other, f"u{k}") for k in range(users))
+    served = [(ids(one, f"u{k}"), ids(other, f"u{k}")) for k in range(users)]
+    ranked = [a == b for (a, ok_a), (b, ok_b) in served if ok_a and ok_b]
+    return f"the same order for {sum(ranked)} of the {len(ranked)} of {users} users both ranked"
 
 
 def fill_cache(rankgate: str) -> None:
@@ -286,7 +290,7 @@ def main() -> int:
             pids.update({ALT_BASE: alt_pid, ALT: (service_pid, alt_pid)})
             print(f"{ALT}: X-Rerank {common.check_headers(targets[ALT])}", file=sys.stderr)
             agree = same_order(targets["rankgate re-rank 100"], targets[ALT])
-            print(f"{ALT}: the order rankgate serves for {agree} of 20 users", file=sys.stderr)
+            print(f"{ALT} and rankgate: {agree}", file=sys.stderr)
         for url in targets.values():
             common.wrk(url, 4, 1, lua)  # warm pools and caches
         results = {

@@ -55,8 +55,7 @@ def main() -> int:
         lua = tmp / "users.lua"
         lua.write_text(common.LUA)
         common.warm(targets, lua)
-        agree = run.same_order(targets[RR], targets[ALT])
-        print(f"the same order from both for {agree} of 20 users", file=sys.stderr)
+        print(f"{ALT} and rankgate: {run.same_order(targets[RR], targets[ALT])}", file=sys.stderr)
         got = common.measure_in_turns(targets, pids, args.rounds, args.duration, lua)
     report(args, got)
     return 0
