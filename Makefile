@@ -5,7 +5,7 @@ EXTRAS ?= dev
 comma := ,
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
-# Exact versions of every package of the default and dev extras, from pyproject.toml's
+# Exact versions of every package of the default, dev and bench extras, from pyproject.toml's
 # ranges (`make lock` regenerates it). A constraints file: torch (the train extra, a
 # build pip takes from this machine's disk) stays out of it and unconstrained.
 LOCK := requirements/lock.txt
@@ -71,9 +71,11 @@ lint: setup
 lock:
 	test -x $(VENV)/bin/uv || { $(PYTHON) -m venv $(VENV) && $(PY) -m pip install -q uv; }
 	$(VENV)/bin/uv pip compile -q --upgrade --universal --python-version 3.11 \
-		--custom-compile-command 'make lock' pyproject.toml --extra dev -o $(LOCK)
+		--custom-compile-command 'make lock' pyproject.toml --extra dev --extra bench -o $(LOCK)
 
-bench: setup
+# The bench extra too: bench/run.py measures the FastAPI ranking service beside rankgate.
+bench:
+	$(MAKE) setup EXTRAS=dev,bench
 	$(PY) bench/run.py
 
 # Rebuild every committed model artifact (seeded; models/README.md says what each is).

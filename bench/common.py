@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 import urllib.request
+from collections.abc import Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -259,6 +260,11 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+def cpu_of(pids: int | tuple[int, ...]) -> float:
+    """``tree_cpu`` of one process, or summed over several (a service and its caller)."""
+    return sum(tree_cpu(p) for p in (pids if isinstance(pids, tuple) else (pids,)))
+
+
 def warm(urls: dict[str, str], lua: Path) -> None:
     """Each target's headers said once (stderr), and its pools and caches warmed."""
     for name, url in urls.items():
@@ -267,7 +273,11 @@ def warm(urls: dict[str, str], lua: Path) -> None:
 
 
 def measure_in_turns(
-    urls: dict[str, str], pids: dict[str, int], rounds: int, duration: int, lua: Path
+    urls: dict[str, str],
+    pids: Mapping[str, int | tuple[int, ...]],
+    rounds: int,
+    duration: int,
+    lua: Path,
 ) -> dict[str, tuple[float, float, float]]:
     """Per target, the medians over ``rounds`` of (p50 at c1 in us, rps at c16, CPU
     seconds per request at c16); targets measured in turns, the order reversed every
@@ -280,9 +290,9 @@ def measure_in_turns(
     for k in range(rounds):
         for name in list(urls) if k % 2 == 0 else list(reversed(urls)):
             p50[name].append(wrk(urls[name], 1, duration, lua)["p50_ms"] * 1000)
-            before = tree_cpu(pids[name])
+            before = cpu_of(pids[name])
             run = wrk(urls[name], 16, duration, lua)
-            cpu[name].append((tree_cpu(pids[name]) - before) / max(run["requests"], 1))
+            cpu[name].append((cpu_of(pids[name]) - before) / max(run["requests"], 1))
             rps[name].append(run["rps"])
     return {
         n: (statistics.median(p50[n]), statistics.median(rps[n]), statistics.median(cpu[n]))

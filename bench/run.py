@@ -12,11 +12,18 @@ figures move 2-3x between machines of one kind: only the ratios of one run compa
 Needs wrk. Starts its own Valkey (or uses REDIS_URL); results also go to bench/results/.
 ``--only startup`` measures just start-up to ready, the first request against warm ones
 (each on a new connection, as a user's first request is) and RSS, without wrk.
+
+Beside rankgate, the alternative a team would build (``bench/alternative.py``): the origin
+calling a FastAPI ranking service with the page's ids, on the same model, feed and
+Valkey; its added p50 is over that origin serving the page unranked. It needs the bench
+extra (fastapi, uvicorn: ``make bench`` installs it); ``--no-alternative`` leaves it out.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -30,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import common
-from goals import checks
+from goals import ALT, ALT_BASE, checks
 
 ITEMS = 100_000  # item vectors in Redis: enough to fill a 100,000-vector cache
 EXPOSURES = "exposures: {enabled: true, sink: redis}\n"  # a second rankgate, the log on
@@ -76,17 +83,17 @@ def ready_after(admin: str, started: float, limit_s: float = 30) -> float:
 
 
 def measure(
-    url: str, duration: int, lua: Path, c16: bool = True, pid: int | None = None
+    url: str, duration: int, lua: Path, c16: bool = True, pid: int | tuple[int, ...] | None = None
 ) -> dict[str, float]:
     """p50/p99 at concurrency 1; at 16, requests/s and the CPU (user + system, /proc) that
-    ``pid`` and its children spent per request."""
+    ``pid`` (or each of several) and its children spent per request."""
     one = common.wrk(url, 1, duration, lua)
     out = {"p50_ms": one["p50_ms"], "p99_ms": one["p99_ms"], "errors": one["errors"]}
     if c16:
-        before = common.tree_cpu(pid) if pid else 0.0
+        before = common.cpu_of(pid) if pid else 0.0
         many = common.wrk(url, 16, duration, lua)
         if pid:
-            spent = common.tree_cpu(pid) - before
+            spent = common.cpu_of(pid) - before
             out["cpu_us"] = spent / max(many["requests"], 1) * 1e6
         out.update(
             rps=many["rps"], p99_ms_c16=many["p99_ms"], errors=out["errors"] + many["errors"]
@@ -127,6 +134,46 @@ def serve(
     ready = ready_after(f"http://127.0.0.1:{admin_port}", started)
     first, _ = get(f"http://127.0.0.1:{port}/api/feed")
     return proc, f"http://127.0.0.1:{port}", ready, first
+
+
+def alternative(stack: ExitStack, tmp: Path, args: argparse.Namespace, redis_url: str) -> Any:
+    """bench/alternative.py's service and its origin: the origin's URL and both pids."""
+    model = Path(args.model) if args.model else common.default_model(tmp)
+    service_port, origin_port = common.free_port(), common.free_port()
+    script = str(common.HERE / "alternative.py")
+    budget = ["--budget-ms", f"{args.budget_ms:g}"]
+    service = common.spawn(
+        stack, sys.executable, script, "service", "--port", str(service_port),
+        "--model", str(model), "--redis", redis_url, *budget,
+    )  # fmt: skip
+    origin = common.spawn(
+        stack, sys.executable, script, "origin", "--port", str(origin_port),
+        "--service", f"http://127.0.0.1:{service_port}", *budget,
+    )  # fmt: skip
+    common.wait_port(service_port)
+    common.wait_port(origin_port)
+    url = f"http://127.0.0.1:{origin_port}"
+    deadline = time.monotonic() + 30  # the ports listen before the model is loaded
+    while common.check_headers(f"{url}/api/feed") != "applied":
+        if time.monotonic() > deadline:
+            raise RuntimeError("the FastAPI ranking service did not rank within 30 s")
+        time.sleep(0.05)
+    return url, (service.pid, origin.pid)
+
+
+def same_order(one: str, other: str, users: int = 20) -> str:
+    """Of ``users`` users, how many both URLs served ranked, and how many of those got the
+    same ids in the same order from both (a request past its budget is served unranked)."""
+
+    def ids(url: str, user: str) -> tuple[list[str], bool]:
+        req = urllib.request.Request(url, headers={"X-User-Id": user})
+        with urllib.request.urlopen(req) as resp:
+            applied = resp.headers.get("X-Rerank", "").startswith("applied")
+            return [item["id"] for item in json.loads(resp.read())["items"]], applied
+
+    served = [(ids(one, f"u{k}"), ids(other, f"u{k}")) for k in range(users)]
+    ranked = [a == b for (a, ok_a), (b, ok_b) in served if ok_a and ok_b]
+    return f"the same order for {sum(ranked)} of the {len(ranked)} of {users} users both ranked"
 
 
 def fill_cache(rankgate: str) -> None:
@@ -180,11 +227,24 @@ def main() -> int:
     parser.add_argument("--budget-ms", type=float, default=50.0)
     parser.add_argument("--model", help="ONNX file (default: models/ranker_v1.onnx)")
     parser.add_argument("--only", choices=["all", "startup"], default="all")
+    parser.add_argument(
+        "--no-alternative",
+        action="store_true",
+        help="leave out the FastAPI ranking service (bench/alternative.py)",
+    )
     args = parser.parse_args()
     if args.only == "startup":
         return startup(args)
     if not shutil.which("wrk"):
         print("bench needs wrk: apt-get install wrk", file=sys.stderr)
+        return 2
+    missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing and not args.no_alternative:
+        print(
+            f"bench/alternative.py needs {' and '.join(missing)} (the bench extra): "
+            "pip install -e '.[bench]' (make bench does), or pass --no-alternative",
+            file=sys.stderr,
+        )
         return 2
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -221,8 +281,16 @@ def main() -> int:
             "rankgate re-rank 100": f"{rankgate}/api/feed",
             "re-rank 100, exposures": f"{logged[1]}/api/feed",
         }
-        pids = {"plain hop": hop.pid, "plain hop /static": hop.pid, "origin direct": None}
-        pids["re-rank 100, exposures"] = logged[0].pid
+        pids: dict[str, Any] = {"plain hop": hop.pid, "plain hop /static": hop.pid}
+        pids.update({"origin direct": None, "re-rank 100, exposures": logged[0].pid})
+        if not args.no_alternative:
+            alt, (service_pid, alt_pid) = alternative(stack, tmp, args, urls["redis"])
+            targets[ALT_BASE] = f"{alt}/api/feed/unranked"
+            targets[ALT] = f"{alt}/api/feed"
+            pids.update({ALT_BASE: alt_pid, ALT: (service_pid, alt_pid)})
+            print(f"{ALT}: X-Rerank {common.check_headers(targets[ALT])}", file=sys.stderr)
+            agree = same_order(targets["rankgate re-rank 100"], targets[ALT])
+            print(f"{ALT} and rankgate: {agree}", file=sys.stderr)
         for url in targets.values():
             common.wrk(url, 4, 1, lua)  # warm pools and caches
         results = {
@@ -253,10 +321,10 @@ def report(
     first: tuple[float, float],
     rss: float,
 ) -> None:
-    origin = results["origin direct"]
-
     def added(name: str, key: str = "p50_ms") -> float:
-        return (results[name][key] - origin[key]) * 1000
+        # The alternative's ranking over its own origin serving the page unranked.
+        base = results[ALT_BASE if name == ALT else "origin direct"]
+        return (results[name][key] - base[key]) * 1000
 
     print(f"\none run, {args.duration}s per figure, wrk, {args.workers} worker(s), 2 shared cores")
     head = ("target", "p50 c1", "p99 c1", "+p50", "+p99", "rps c16", "cpu/req")
@@ -269,6 +337,8 @@ def report(
             f"{added(name, 'p99_ms'):6.0f}us {rps} {cpu}"
         )
     print("cpu/req: user + system CPU of the serving process (and children) per request at c16")
+    if ALT in results:
+        print(f"{ALT}: +p50/+p99 over {ALT_BASE}; cpu/req of the service and that origin")
     print("\nthe issue's table, from this run")
     for label, value, bound, kind in checks(results, big, hol, added):
         if value is None:
