@@ -49,6 +49,7 @@ class Bandits:
         self.states: dict[str, dict[str, Any]] = {}  # "ROUTE ARM" -> the stored state
         self.salts: dict[str, str] = {}
         self._arms: dict[tuple[str, str, str], Arm] = {}
+        self._tags: dict[str, dict[str, Any]] = {}  # "ROUTE ARM" -> the current period's tag
         self.rng = np.random.default_rng(seed)
         self.clock = time.time  # what numbers the periods
 
@@ -67,6 +68,26 @@ class Bandits:
             sub = Arm(model_arm(arm.name, model), model, shadow=arm.shadow)
             self._arms[(route, arm.name, model)] = sub
         return sub
+
+    def tag(self, route: str, arm: str) -> dict[str, Any] | None:
+        """What an exposure record of a bandit arm carries (``bandit``): the arm, the
+        period the user was assigned in, its models and weights; the report weighs each
+        period apart and tests each period's split from the log alone. One dict per
+        period, shared by its records."""
+        key = field_of(route, arm)
+        state = self.states.get(key)
+        if state is None:
+            return None
+        tag = self._tags.get(key)
+        if tag is None or tag["period"] != state["period"] or tag["weights"] != state["weights"]:
+            tag = {
+                "arm": arm,
+                "period": state["period"],
+                "models": state["models"],
+                "weights": state["weights"],
+            }
+            self._tags[key] = tag
+        return tag
 
     def prepare(self, routes: Iterable[Route]) -> None:
         """Equal weights for a bandit not read from the fleet yet (at start, after a
