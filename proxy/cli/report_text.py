@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TextIO
 
+from proxy.readout.banditview import bandit_lines
 from proxy.readout.logreader import LogStats
 from proxy.readout.report import Report, RouteReport, method_line
 from proxy.readout.verdict import Tuning
@@ -111,6 +112,8 @@ def render_route(r: RouteReport, t: Tuning, out: TextIO) -> None:
     ]
     _block("not applied", skips, out)
     _block("sample ratio", [_srm_line(r)], out)
+    for b in r.bandits:  # period by period: the fair comparison of a bandit's models
+        _block("bandit", bandit_lines(b, interval_label(t)), out)
     for i in r.interleaving:
         said = {"better": f"{i.model_b} better", "worse": f"{i.model_b} worse"}
         ci = "" if i.preference_ci is None else f" ({_signed(i.preference_ci[0])} to "

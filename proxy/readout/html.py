@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from html import escape
 
+from proxy.readout.banditview import bandit_html
 from proxy.readout.compare import ArmFigures
 from proxy.readout.report import InterleaveReport, Report, RouteReport, method_line
 from proxy.readout.verdict import Tuning
@@ -245,6 +246,7 @@ def _route(r: RouteReport, tuning: Tuning) -> str:
         if a.decision is not None
     ]
     cards += [_interleave_card(i) for i in r.interleaving]
+    cards += [bandit_html(b) for b in r.bandits]
     return (
         f'<section class="route" id="route-{escape(r.route)}"><h2>route {escape(r.route)}</h2>'
         f'<p class="sub">{r.exposures} exposures</p>{_split(r)}'

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.config.routes import DEFAULT_ARM, Route, arm_name
+from proxy.readout.banditview import bandit_json
 from proxy.readout.compare import ArmFigures, compare_arms, series, time_points
+from proxy.readout.periods import BanditReport, BanditTally, bandit_reports, split_units
 from proxy.readout.srm import SrmResult, expected_split, srm_test
 from proxy.readout.tally import ArmTally, ShadowTally
 from proxy.readout.verdict import DEFAULT_TUNING, Tuning, judge_interleaving
@@ -99,6 +101,8 @@ class RouteReport:
     shadow: list[ShadowReport]
     # The arms' figures at cut-offs through the log (the last: the end), when asked for.
     over_time: list[tuple[int, list[ArmFigures]]] = field(default_factory=list)
+    # Each bandit experiment, period by period (proxy/readout/periods.py).
+    bandits: list[BanditReport] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,7 @@ def _route_json(r: RouteReport) -> dict[str, Any]:
         "arms": [_lists(vars(a)) for a in r.arms],
         "interleaving": [_lists(vars(i)) for i in r.interleaving],
         "shadow": [vars(s) for s in r.shadow],
+        "bandits": [bandit_json(b) for b in r.bandits],
     }
 
 
@@ -203,6 +208,7 @@ def route_report(
     route: Route | None,
     tuning: Tuning = DEFAULT_TUNING,
     span: tuple[int | None, int | None, int] = (None, None, 0),
+    bandits: dict[str, BanditTally] | None = None,
 ) -> RouteReport:
     """One route's report; ``route`` (from routes.yaml) gives the arm order and the
     split, else there is no sample ratio test. ``span``: (first ts, last ts, cut-offs)
@@ -216,7 +222,8 @@ def route_report(
     srm = None
     if route is not None:
         split = expected_split(route)
-        srm = srm_test({a: len(arms[a].units) for a in split if a in arms}, split)
+        units = split_units(route, arms)  # a bandit arm's units are its models'
+        srm = srm_test({a: units[a] for a in split if a in units}, split)
     return RouteReport(
         route=name,
         exposures=sum(a.exposures for a in arms.values()),
@@ -226,6 +233,7 @@ def route_report(
         interleaving=interleaving,
         shadow=shadow_reports,
         over_time=over_time,
+        bandits=bandit_reports(bandits or {}, tuning),
     )
 
 
