@@ -8,6 +8,7 @@ sample ratio test; then the test combined over the periods.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
@@ -57,6 +58,10 @@ def _columns(rows: list[list[str]]) -> list[str]:
     ]
 
 
+def _from(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%m-%d %H:%M:%S")
+
+
 def _period_cell(p: PeriodFigures, k: int) -> str:
     m = p.models[k]
     return f"{m.weight:.2f} / {m.units} / {_pct(m.ctr)}"
@@ -66,8 +71,9 @@ def bandit_lines(b: BanditReport, interval: str) -> list[str]:
     """The text report's lines for one bandit (``interval``: the CTR interval's label)."""
     weighed = sum(p.share is not None for p in b.periods)
     out = [
-        f"bandit {b.arm}: {', '.join(b.models)}; {len(b.periods)} periods, {weighed} in which "
-        f"every model was served; each model against {b.control} on its CTR weighted by period"
+        f"{b.arm}: {', '.join(b.models)}; {len(b.periods)} periods, {weighed} in which every "
+        f"model was served; each model against {b.control} on its CTR weighted by period "
+        "(units summed over those periods)"
     ]
     rows = [["model", "units", "exposures", "CTR", interval, "lift", "p", "verdict"]]
     for r in b.results:
@@ -78,12 +84,13 @@ def bandit_lines(b: BanditReport, interval: str) -> list[str]:
         )  # fmt: skip
     out += ["  " + line for line in _columns(rows)]
     out += [f"  {r.model}: {r.decision}: {r.reason}" for r in b.results if r.decision]
-    rows = [["period", "share", *(f"{m} weight / units / CTR" for m in b.models), "sample ratio"]]
+    rows = [["period", "from (UTC)", "share", *(f"{m} weight / units / CTR" for m in b.models)]]
+    rows[0].append("sample ratio")
     for p in b.periods:
         share = "-" if p.share is None else f"{p.share:.3f}"
         cells = [_period_cell(p, k) for k in range(len(b.models))]
         srm = srm_word(p.srm) + ("" if p.srm.p_value is None else f" p = {_p(p.srm.p_value)}")
-        rows.append([str(p.period), share, *cells, srm])
+        rows.append([str(p.period), _from(p.first_ts), share, *cells, srm])
     out += ["  " + line for line in _columns(rows)]
     out.append(f"  sample ratio by period: {_srm_text(b.srm, len(b.periods))}")
     if b.mismatched:
@@ -112,11 +119,12 @@ def bandit_html(b: BanditReport) -> str:
         for r in b.results
         if r.decision
     )
-    phead = "<th>period</th><th>share</th>" + "".join(
+    phead = "<th>period</th><th>from (UTC)</th><th>share</th>" + "".join(
         f"<th>{escape(m)} weight / units / CTR</th>" for m in b.models
     )
     prows = "".join(
-        f"<tr><td>{p.period}</td><td>{'-' if p.share is None else f'{p.share:.3f}'}</td>"
+        f"<tr><td>{p.period}</td><td>{_from(p.first_ts)}</td>"
+        f"<td>{'-' if p.share is None else f'{p.share:.3f}'}</td>"
         + "".join(f"<td>{_period_cell(p, k)}</td>" for k in range(len(b.models)))
         + f'<td class="srm-{srm_word(p.srm)}">{srm_word(p.srm)} {_p(p.srm.p_value)}</td></tr>'
         for p in b.periods
@@ -150,6 +158,7 @@ def bandit_json(b: BanditReport) -> dict[str, Any]:
         "periods": [
             {
                 "period": p.period,
+                "first_ts": p.first_ts,
                 "share": p.share,
                 "models": [vars(m) for m in p.models],
                 "srm": srm_json(p.srm),

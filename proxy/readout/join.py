@@ -88,7 +88,7 @@ class Readout:
         if (tag := record.bandit) is not None:
             bandits = self._bandits.setdefault(record.route, {})
             bandit = bandits.setdefault(tag.arm, BanditTally(tag.models))
-            bandit.add(tag, record.arm, arm, index)
+            bandit.add(tag, record.arm, arm, index, record.ts)
         shadow = None
         if record.shadow_model is not None and record.shadow_items is not None:
             shadow = self._shadows.setdefault(record.route, {}).setdefault(

@@ -51,6 +51,7 @@ class _Period:
     weights: tuple[float, ...]
     # Per model: the indices of the period's exposures in that model's arm tally.
     indices: list[array[int]]
+    first_ts: int  # the period's first exposure read
 
 
 @dataclass
@@ -63,7 +64,7 @@ class BanditTally:
     periods: dict[int, _Period] = field(default_factory=dict)
     mismatched: int = 0  # records whose models or weights are not their period's: left out
 
-    def add(self, tag: BanditTag, arm: str, tally: ArmTally, index: int) -> None:
+    def add(self, tag: BanditTag, arm: str, tally: ArmTally, index: int, ts: int) -> None:
         model = arm[len(tag.arm) + 1 :]
         period = self.periods.get(tag.period)
         if tag.models != self.models or (period is not None and period.weights != tag.weights):
@@ -71,7 +72,8 @@ class BanditTally:
             return
         if period is None:
             indices = [array("q") for _ in self.models]
-            period = self.periods[tag.period] = _Period(tag.weights, indices)
+            period = self.periods[tag.period] = _Period(tag.weights, indices, ts)
+        period.first_ts = min(period.first_ts, ts)
         k = self.models.index(model)
         self.arms[model] = tally
         period.indices[k].append(index)
@@ -90,6 +92,7 @@ class PeriodModel:
 @dataclass(frozen=True)
 class PeriodFigures:
     period: int
+    first_ts: int  # its first exposure in the log read
     models: list[PeriodModel]
     share: float | None  # the period's weight in the weighted CTR (None: not every model served)
     srm: SrmResult
@@ -176,7 +179,7 @@ def _period(
         rows.append(PeriodModel(model, p.weights[k], len(n), len(p.indices[k]), clicked, ctr))
     split = dict(zip(bandit.models, p.weights, strict=True))
     srm = srm_test({r.model: r.units for r in rows}, split)
-    return PeriodFigures(number, rows, None, srm), ratios
+    return PeriodFigures(number, p.first_ts, rows, None, srm), ratios
 
 
 def _weighted(ratios: list[tuple[float, Ratio]]) -> tuple[Ratio, int] | None:
@@ -255,7 +258,9 @@ def bandit_report(arm: str, bandit: BanditTally, tuning: Tuning) -> BanditReport
             full.append((fig, served))
     total = sum(sum(m.exposures for m in f.models) for f, _ in full)
     shares = {f.period: sum(m.exposures for m in f.models) / total for f, _ in full}
-    figures = [PeriodFigures(f.period, f.models, shares.get(f.period), f.srm) for f in figures]
+    figures = [
+        PeriodFigures(f.period, f.first_ts, f.models, shares.get(f.period), f.srm) for f in figures
+    ]
     weighted: list[Ratio | None] = []
     exposures: list[int] = []
     for k in range(len(bandit.models)):
