@@ -7,7 +7,9 @@ proxy/experiments/bandit.py) and stores them with the period; the others read th
 their next poll (0.5 s). Every process assigns users with the stored period and weights
 (never its own clock), so a user keeps one model within a period, fleet-wide, except for
 at most one poll at the turn of a period. Each model is counted as its own arm,
-``EXPERIMENT.MODEL`` (in X-Rerank, metrics and exposure records).
+``EXPERIMENT.MODEL`` (in X-Rerank, metrics and exposure records); its exposure records
+also carry the period and its weights (``tag``), which the report weighs and tests
+period by period (proxy/readout/periods.py).
 """
 
 from __future__ import annotations

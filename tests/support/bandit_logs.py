@@ -57,7 +57,7 @@ def bandit_log(
             unit = f"u{user}"
             k = assign(SALT, number, unit, p.assigned or p.weights)
             for _ in range(rng.randint(1, 3)):
-                ts = T0 + number * 60_000 + rng.randrange(60_000)
+                ts = T0 + j * 60_000 + rng.randrange(60_000)
                 rec = exposure(
                     request_id(rng), f"{ARM}.{models[k]}", unit, ["a", "b", "c"], ts,
                     model=models[k],
