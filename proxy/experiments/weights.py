@@ -30,6 +30,7 @@ from proxy.routing.arms import Arm, default_salt
 __all__ = ["Bandits", "bandit_arms", "model_arm"]
 
 HISTORY = 100  # periods kept in the stored history
+TAG_DIGITS = 4  # of the weights an exposure record carries
 
 
 def model_arm(arm: str, model: str) -> str:
@@ -51,7 +52,8 @@ class Bandits:
         self.states: dict[str, dict[str, Any]] = {}  # "ROUTE ARM" -> the stored state
         self.salts: dict[str, str] = {}
         self._arms: dict[tuple[str, str, str], Arm] = {}
-        self._tags: dict[str, dict[str, Any]] = {}  # "ROUTE ARM" -> the current period's tag
+        # "ROUTE ARM" -> (the state it was made from, the current period's tag)
+        self._tags: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self.rng = np.random.default_rng(seed)
         self.clock = time.time  # what numbers the periods
 
@@ -80,15 +82,17 @@ class Bandits:
         state = self.states.get(key)
         if state is None:
             return None
-        tag = self._tags.get(key)
-        if tag is None or tag["period"] != state["period"] or tag["weights"] != state["weights"]:
-            tag = {
-                "arm": arm,
-                "period": state["period"],
-                "models": state["models"],
-                "weights": state["weights"],
-            }
-            self._tags[key] = tag
+        made = self._tags.get(key)
+        if made is not None and made[0] is state:
+            return made[1]
+        tag = {
+            "arm": arm,
+            "period": state["period"],
+            "models": state["models"],
+            # Four digits: a record stays short, and a sample ratio test is none the worse.
+            "weights": [round(w, TAG_DIGITS) for w in state["weights"]],
+        }
+        self._tags[key] = (state, tag)
         return tag
 
     def prepare(self, routes: Iterable[Route]) -> None:

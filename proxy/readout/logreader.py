@@ -158,7 +158,7 @@ def _bandit(value: Any, arm: str) -> BanditTag | None:
         or len(weights) != len(models)
         or len(models) < 2
         or not all(type(w) in (int, float) and 0.0 <= w <= 1.0 for w in weights)
-        or abs(math.fsum(weights) - 1.0) > 1e-6
+        or abs(math.fsum(weights) - 1.0) > 1e-3  # rounded to 4 digits when written
     ):
         raise Malformed("bandit.weights: want one share per model, summing to 1")
     tag = BanditTag(_str(value, "arm"), _int(value, "period"), models, tuple(map(float, weights)))

@@ -52,7 +52,8 @@ def bandit_log(
     records: list[Record] = []
     for j, p in enumerate(periods):
         number = first + j
-        tag = {"arm": ARM, "period": number, "models": list(models), "weights": list(p.weights)}
+        weights = [round(w, 4) for w in p.weights]  # as the proxy writes them
+        tag = {"arm": ARM, "period": number, "models": list(models), "weights": weights}
         for user in rng.sample(range(pool), users_per_period):
             unit = f"u{user}"
             k = assign(SALT, number, unit, p.assigned or p.weights)
