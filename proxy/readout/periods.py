@@ -177,7 +177,8 @@ def _period(
         ratios.append(ratio)
         ctr = ratio.ratio if ratio else None
         rows.append(PeriodModel(model, p.weights[k], len(n), len(p.indices[k]), clicked, ctr))
-    split = dict(zip(bandit.models, p.weights, strict=True))
+    total = math.fsum(p.weights)  # 1 up to the 4 digits a record keeps
+    split = {m: w / total for m, w in zip(bandit.models, p.weights, strict=True)}
     srm = srm_test({r.model: r.units for r in rows}, split)
     return PeriodFigures(number, p.first_ts, rows, None, srm), ratios
 
