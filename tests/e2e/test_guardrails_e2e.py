@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import subprocess
 import sys
 import time
@@ -337,15 +336,14 @@ async def test_a_bandit_moves_two_workers_to_the_best_model(
         assert record["arm"] == f"versions.{record['model']}" and tag["arm"] == "versions"
         assert tag["models"] == list(RATES) and abs(sum(tag["weights"]) - 1) < 1e-3
     assert len({r["bandit"]["period"] for r in exposures}) >= 3
-    report = cli(cfg, "report", "--json")
-    (bandit,) = orjson.loads(report.stdout)["routes"][0]["bandits"]
+    report = cli(cfg, "report", "--json")  # one run of the CLI (the text: tests/unit/cli)
+    (route,) = orjson.loads(report.stdout)["routes"]
+    (bandit,) = route["bandits"]
+    assert "versions" not in {a["arm"] for a in route["arms"]}  # every user got a model
     assert bandit["arm"] == "versions" and len(bandit["periods"]) >= 3
     # Per period, each model's users against that period's weights: a fair assignment.
     assert bandit["srm"]["p_value"] is not None and not bandit["srm"]["alarm"], bandit["srm"]
     print(len(bandit["periods"]), "periods; sample ratio by period p =", bandit["srm"]["p_value"])
     v1, v3 = bandit["results"][0], bandit["results"][2]
     assert v3["weighted_ctr"] > v1["weighted_ctr"] and v1["decision"] is None
-    text = cli(cfg, "report").stdout
-    assert re.search(r"^  bandit +versions: v1, v2, v3; \d+ periods", text, re.M), text
-    assert not re.search(r"^  versions +v1 ", text, re.M)  # every user got a model
-    assert "sample ratio by period: ok" in text, text
+
