@@ -175,7 +175,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"rankgate: {args.html}: {exc.strerror or exc}", file=sys.stderr)
             return 1
-    extras = experiments_status.report_extras(args)  # trips and bandit weights, if any
+    extras = experiments_status.report_extras(args)  # the guardrails' trips, if any
     if args.json:
         body = report.to_json()
         body["records"]["malformed"] = stats.malformed

@@ -23,9 +23,8 @@ from proxy.cli.options import add_config, config_path
 from proxy.config import yamlload
 from proxy.config.routes import RoutesFile
 from proxy.config.settings import load_settings
-from proxy.experiments.bandit import by_period
 from proxy.experiments.guardrails import Guard
-from proxy.experiments.guardstore import BANDITS, TRIPS, RedisGuardStore
+from proxy.experiments.guardstore import TRIPS, RedisGuardStore
 
 __all__ = ["register"]
 
@@ -59,18 +58,16 @@ def _stored(url: str) -> dict[str, Any]:
     # Blocking, and short: a report (maybe from files, maybe inside a loop) never waits long.
     client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
     try:
-        trips, bandits = client.hgetall(TRIPS), client.hgetall(BANDITS)
+        trips = client.hgetall(TRIPS)
     finally:
         client.close()
-    return {
-        "guardrails": [orjson.loads(v) for v in trips.values()],
-        "bandits": {k.decode(): orjson.loads(v) for k, v in bandits.items()},
-    }
+    return {"guardrails": [orjson.loads(v) for v in trips.values()]}
 
 
 def report_extras(args: argparse.Namespace) -> dict[str, Any]:
-    """For ``experiments report``: the trips and the bandits' weights per period, from
-    the Redis of the config (or --redis-url); nothing when there is none."""
+    """For ``experiments report``: the trips, from the Redis of the config (or
+    --redis-url); nothing when there is none. (A bandit's periods come from the exposure
+    log itself, each record carrying its period: proxy/readout/periods.py.)"""
     try:
         settings = load_settings(args.config)
         url = args.redis_url or settings.redis.url
@@ -80,15 +77,8 @@ def report_extras(args: argparse.Namespace) -> dict[str, Any]:
     except (RedisError, OSError):
         return {}
     route = getattr(args, "route", None)
-    extras = {
-        "guardrails": [t for t in stored["guardrails"] if route in (None, t.get("route"))],
-        "bandits": [
-            {"route": k.split(" ", 1)[0], "arm": k.split(" ", 1)[1], **v, **by_period(v)}
-            for k, v in stored["bandits"].items()
-            if route in (None, k.split(" ", 1)[0])
-        ],
-    }
-    return {k: v for k, v in extras.items() if v}
+    trips = [t for t in stored["guardrails"] if route in (None, t.get("route"))]
+    return {"guardrails": trips} if trips else {}
 
 
 def render_extras(extras: dict[str, Any], out: TextIO) -> None:
@@ -99,22 +89,6 @@ def render_extras(extras: dict[str, Any], out: TextIO) -> None:
             f"\nguardrail: {trip['route']} {trip['arm']} tripped {at} by {trip['guardrail']}"
             f" ({figures}); since then its users are counted with the default arm\n"
         )
-    for bandit in extras.get("bandits", []):
-        out.write(
-            f"\nbandit {bandit['route']} {bandit['arm']}: per period, weight / exposures / CTR\n"
-        )
-        models = bandit.get("models", [])
-        for p in bandit.get("periods", []):
-            cells = "  ".join(
-                f"{m} {w:.2f}/{n}/{'-' if c is None else f'{c:.3f}'}"
-                for m, w, n, c in zip(models, p["weights"], p["exposures"], p["ctr"], strict=True)
-            )
-            out.write(f"  period {p['period']}  {cells}\n")
-        weighted = "  ".join(
-            f"{m} {'-' if c is None else f'{c:.4f}'}"
-            for m, c in zip(models, bandit.get("weighted_ctr", []), strict=True)
-        )
-        out.write(f"  CTR weighted by period: {weighted}\n")
 
 
 def _no_url(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TextIO
 
+from proxy.readout.banditview import bandit_lines
 from proxy.readout.logreader import LogStats
 from proxy.readout.multileave import MultileaveReport
 from proxy.readout.report import Report, RouteReport, method_line
@@ -112,6 +113,8 @@ def render_route(r: RouteReport, t: Tuning, out: TextIO) -> None:
     ]
     _block("not applied", skips, out)
     _block("sample ratio", [_srm_line(r)], out)
+    for b in r.bandits:  # period by period: the fair comparison of a bandit's models
+        _block("bandit", bandit_lines(b, interval_label(t)), out)
     for i in r.interleaving:
         said = {"better": f"{i.model_b} better", "worse": f"{i.model_b} worse"}
         ci = "" if i.preference_ci is None else f" ({_signed(i.preference_ci[0])} to "

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from proxy.readout.sequential import Ratio
 from proxy.routing.arms import bucket
 
-__all__ = ["DRAWS", "BanditSpec", "assign", "by_period", "weights"]
+__all__ = ["DRAWS", "BanditSpec", "assign", "weights"]
 
 DRAWS = 10_000
 
@@ -86,34 +85,3 @@ def assign(salt: str, period: int, user: str, shares: Sequence[float]) -> int:
             return i
     return len(shares) - 1
 
-
-def by_period(state: dict[str, Any]) -> dict[str, Any]:
-    """A stored bandit's periods (proxy/experiments/weights.py): each period's weights and
-    each model's exposures, clicked exposures and CTR within it, and each model's CTR
-    weighted by period (GrowthBook's "weight by period"): sum over periods of the
-    period's share of all exposures times the model's CTR in it, over the periods in
-    which every model was served. A model that gained traffic while CTR rose for all is
-    then not credited for the rise, as a pooled CTR would credit it."""
-    models = list(state.get("models", []))
-    history = list(state.get("history", []))
-    # A period ends where the next begins; the current one is still running (not shown).
-    ends = [h.get("counts") for h in history[1:]]
-    periods = []
-    for entry, end in zip(history, ends, strict=False):
-        start = entry.get("counts")
-        if start is None or end is None or len(end) != len(models):
-            continue
-        n = [e[0] - s[0] for s, e in zip(start, end, strict=True)]
-        x = [e[1] - s[1] for s, e in zip(start, end, strict=True)]
-        ctr = [xi / ni if ni > 0 else None for xi, ni in zip(x, n, strict=True)]
-        periods.append(
-            {"period": entry["period"], "weights": entry["weights"], "exposures": n, "ctr": ctr}
-        )
-    full = [p for p in periods if all(c is not None for c in p["ctr"])]
-    total = sum(sum(p["exposures"]) for p in full)
-    weighted: list[float | None] = [None] * len(models)
-    if total > 0:
-        weighted = [
-            sum(sum(p["exposures"]) / total * p["ctr"][i] for p in full) for i in range(len(models))
-        ]
-    return {"models": models, "periods": periods, "weighted_ctr": weighted}

@@ -129,6 +129,8 @@ class ExposureLog:
             out["shadow"] = {**st.shadow, "items": [stored_id(i) for i in shadow_items]}
         if st.moved_from is not None:  # a guardrail sent this request to the default arm
             out["guardrail"] = st.moved_from
+        if st.bandit is not None:  # the period the model was picked in, and its weights
+            out["bandit"] = st.bandit
         return out
 
 

@@ -106,6 +106,10 @@ class Guard:
         """A bandit arm's model for this user in this period; any other arm as it is."""
         return self.bandits.pick(route, arm, user)
 
+    def period(self, route: str, arm: str) -> dict[str, Any] | None:
+        """A bandit arm's current period, models and weights (for its exposure records)."""
+        return self.bandits.tag(route, arm)
+
     def _key(self, route: str, arm: str) -> str:
         return f"{arm}:{self.epochs.get(field_of(route, arm), 0)}"
 

@@ -7,7 +7,9 @@ proxy/experiments/bandit.py) and stores them with the period; the others read th
 their next poll (0.5 s). Every process assigns users with the stored period and weights
 (never its own clock), so a user keeps one model within a period, fleet-wide, except for
 at most one poll at the turn of a period. Each model is counted as its own arm,
-``EXPERIMENT.MODEL`` (in X-Rerank, metrics and exposure records).
+``EXPERIMENT.MODEL`` (in X-Rerank, metrics and exposure records); its exposure records
+also carry the period and its weights (``tag``), which the report weighs and tests
+period by period (proxy/readout/periods.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from proxy.routing.arms import Arm, default_salt
 __all__ = ["Bandits", "bandit_arms", "model_arm"]
 
 HISTORY = 100  # periods kept in the stored history
+TAG_DIGITS = 4  # of the weights an exposure record carries
 
 
 def model_arm(arm: str, model: str) -> str:
@@ -49,6 +52,8 @@ class Bandits:
         self.states: dict[str, dict[str, Any]] = {}  # "ROUTE ARM" -> the stored state
         self.salts: dict[str, str] = {}
         self._arms: dict[tuple[str, str, str], Arm] = {}
+        # "ROUTE ARM" -> (the state it was made from, the current period's tag)
+        self._tags: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self.rng = np.random.default_rng(seed)
         self.clock = time.time  # what numbers the periods
 
@@ -67,6 +72,28 @@ class Bandits:
             sub = Arm(model_arm(arm.name, model), model, shadow=arm.shadow)
             self._arms[(route, arm.name, model)] = sub
         return sub
+
+    def tag(self, route: str, arm: str) -> dict[str, Any] | None:
+        """What an exposure record of a bandit arm carries (``bandit``): the arm, the
+        period the user was assigned in, its models and weights; the report weighs each
+        period apart and tests each period's split from the log alone. One dict per
+        period, shared by its records."""
+        key = field_of(route, arm)
+        state = self.states.get(key)
+        if state is None:
+            return None
+        made = self._tags.get(key)
+        if made is not None and made[0] is state:
+            return made[1]
+        tag = {
+            "arm": arm,
+            "period": state["period"],
+            "models": state["models"],
+            # Four digits: a record stays short, and a sample ratio test is none the worse.
+            "weights": [round(w, TAG_DIGITS) for w in state["weights"]],
+        }
+        self._tags[key] = (state, tag)
+        return tag
 
     def prepare(self, routes: Iterable[Route]) -> None:
         """Equal weights for a bandit not read from the fleet yet (at start, after a

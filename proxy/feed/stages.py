@@ -225,7 +225,10 @@ def _steered(st: FeedRequest, arm: Arm) -> Arm:
     if guard is None:
         return arm
     if not guard.moved(st.route.name, arm.name):
-        return guard.pick(st.route.name, arm, st.ctx.user_id)
+        picked = guard.pick(st.route.name, arm, st.ctx.user_id)
+        if picked is not arm:  # a bandit's model: its record names the period it was in
+            st.bandit = guard.period(st.route.name, arm.name)
+        return picked
     st.moved_from = arm.name
     return st.route.arms.default
 

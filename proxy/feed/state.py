@@ -63,6 +63,9 @@ class Guard(Protocol):
     def pick(self, route: str, arm: Arm, user: str | None) -> Arm:
         """A bandit arm's model for this user now (its own arm); any other arm as is."""
 
+    def period(self, route: str, arm: str) -> dict[str, object] | None:
+        """A bandit arm's current period, models and weights: what its records carry."""
+
     def exposed(self, st: FeedRequest) -> None:
         """A response with a click token went out: its user and request id, counted."""
 
@@ -101,6 +104,7 @@ class FeedRequest:
     ctx: FeedContext
     arm: Arm | None = None
     moved_from: str | None = None  # the arm a tripped guardrail moved this request from
+    bandit: dict[str, object] | None = None  # a bandit arm's period and weights (its record's)
     model: ModelSession | None = None
     # An interleaved arm's models after the first (B, C, ...), in team order.
     others: list[ModelSession] = field(default_factory=list)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from html import escape
 
+from proxy.readout.banditview import bandit_html
 from proxy.readout.compare import ArmFigures
 from proxy.readout.multileave import MultileaveReport
 from proxy.readout.report import InterleaveReport, Report, RouteReport, method_line
@@ -284,6 +285,7 @@ def _route(r: RouteReport, tuning: Tuning) -> str:
     ]
     cards += [_interleave_card(i) for i in r.interleaving]
     cards += [_multileave_card(m) for m in r.multileaving]
+    cards += [bandit_html(b) for b in r.bandits]
     return (
         f'<section class="route" id="route-{escape(r.route)}"><h2>route {escape(r.route)}</h2>'
         f'<p class="sub">{r.exposures} exposures</p>{_split(r)}'

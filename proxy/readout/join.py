@@ -35,6 +35,7 @@ from collections.abc import Iterable, Sequence
 
 from proxy.config.routes import Route
 from proxy.readout.logreader import Event, Exposure
+from proxy.readout.periods import BanditTally
 from proxy.readout.report import Report, route_report
 from proxy.readout.served import item_hash, unpack
 from proxy.readout.tally import ArmTally, Join, ShadowTally
@@ -50,6 +51,7 @@ class Readout:
         self.route = route  # only this route, when given
         self._arms: dict[str, dict[str, ArmTally]] = {}
         self._shadows: dict[str, dict[str, ShadowTally]] = {}
+        self._bandits: dict[str, dict[str, BanditTally]] = {}  # route -> bandit arm -> periods
         self._joins: dict[str, Join] = {}
         self._hashes: dict[str, str] = {}  # request id -> item_hashes, unpacked when joined
         self._unserved = 0
@@ -83,6 +85,10 @@ class Readout:
         self._exposures += 1
         arm = self._arms.setdefault(record.route, {}).setdefault(record.arm, ArmTally())
         index = arm.expose(record)
+        if (tag := record.bandit) is not None:
+            bandits = self._bandits.setdefault(record.route, {})
+            bandit = bandits.setdefault(tag.arm, BanditTally(tag.models))
+            bandit.add(tag, record.arm, arm, index, record.ts)
         shadow = None
         if record.shadow_model is not None and record.shadow_items is not None:
             shadow = self._shadows.setdefault(record.route, {}).setdefault(
@@ -151,6 +157,7 @@ class Readout:
                 configured.get(name),
                 tuning,
                 (self._first, self._last, points),
+                self._bandits.get(name, {}),
             )
             for name in names
         ]

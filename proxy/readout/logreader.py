@@ -26,6 +26,7 @@ from proxy.readout.served import unpack
 __all__ = [
     "DEFAULT_STREAM",
     "SCHEMA_VERSION",
+    "BanditTag",
     "Event",
     "Exposure",
     "LogStats",
@@ -51,6 +52,17 @@ MAX_EXAMPLES = 3  # malformed records quoted in the warning
 
 
 @dataclass(frozen=True, slots=True)
+class BanditTag:
+    """A bandit model's exposure: its bandit arm, the weight period it was assigned in,
+    the bandit's models and the period's weights (in the order of ``models``)."""
+
+    arm: str
+    period: int
+    models: tuple[str, ...]
+    weights: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Exposure:
     ts: int
     id: str
@@ -66,6 +78,7 @@ class Exposure:
     shadow_items: tuple[str, ...] | None = None
     # Version 2: the served ids beyond ``items``, hashed (proxy/readout/served.py).
     item_hashes: str | None = None
+    bandit: BanditTag | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +146,27 @@ def _ids(value: Any, key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _bandit(value: Any, arm: str) -> BanditTag | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise Malformed("bandit: want an object")
+    models = _ids(value.get("models"), "bandit.models")
+    weights = value.get("weights")
+    if (
+        not isinstance(weights, list)
+        or len(weights) != len(models)
+        or len(models) < 2
+        or not all(type(w) in (int, float) and 0.0 <= w <= 1.0 for w in weights)
+        or abs(math.fsum(weights) - 1.0) > 1e-3  # rounded to 4 digits when written
+    ):
+        raise Malformed("bandit.weights: want one share per model, summing to 1")
+    tag = BanditTag(_str(value, "arm"), _int(value, "period"), models, tuple(map(float, weights)))
+    if arm not in {f"{tag.arm}.{m}" for m in models}:
+        raise Malformed("bandit: arm is not one of the bandit's models")
+    return tag
+
+
 def _exposure(rec: dict[str, Any]) -> Exposure:
     outcome = rec.get("outcome")
     if outcome not in OUTCOMES:
@@ -172,6 +206,7 @@ def _exposure(rec: dict[str, Any]) -> Exposure:
         shadow_model=shadow_model,
         shadow_items=shadow_items,
         item_hashes=hashes,
+        bandit=_bandit(rec.get("bandit"), _str(rec, "arm")),
     )
 
 

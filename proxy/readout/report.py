@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.config.routes import DEFAULT_ARM, Route, arm_name
+from proxy.readout.banditview import bandit_json
 from proxy.readout.compare import ArmFigures, compare_arms, series, time_points
 from proxy.readout.multileave import (
     MultileaveReport,
@@ -16,6 +17,7 @@ from proxy.readout.multileave import (
     multileave_json,
     multileave_report,
 )
+from proxy.readout.periods import BanditReport, BanditTally, bandit_reports, split_units
 from proxy.readout.srm import SrmResult, expected_split, srm_test
 from proxy.readout.tally import ArmTally, ShadowTally
 from proxy.readout.verdict import DEFAULT_TUNING, Tuning, judge_interleaving
@@ -106,6 +108,8 @@ class RouteReport:
     # The arms' figures at cut-offs through the log (the last: the end), when asked for.
     over_time: list[tuple[int, list[ArmFigures]]] = field(default_factory=list)
     multileaving: list[MultileaveReport] = field(default_factory=list)  # 3+ models
+    # Each bandit experiment, period by period (proxy/readout/periods.py).
+    bandits: list[BanditReport] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,7 @@ def _route_json(r: RouteReport) -> dict[str, Any]:
         "interleaving": [_lists(vars(i)) for i in r.interleaving],
         "multileaving": [multileave_json(m) for m in r.multileaving],
         "shadow": [vars(s) for s in r.shadow],
+        "bandits": [bandit_json(b) for b in r.bandits],
     }
 
 
@@ -211,6 +216,7 @@ def route_report(
     route: Route | None,
     tuning: Tuning = DEFAULT_TUNING,
     span: tuple[int | None, int | None, int] = (None, None, 0),
+    bandits: dict[str, BanditTally] | None = None,
 ) -> RouteReport:
     """One route's report; ``route`` (from routes.yaml) gives the arm order and the
     split, else there is no sample ratio test. ``span``: (first ts, last ts, cut-offs)
@@ -226,7 +232,8 @@ def route_report(
     srm = None
     if route is not None:
         split = expected_split(route)
-        srm = srm_test({a: len(arms[a].units) for a in split if a in arms}, split)
+        units = split_units(route, arms)  # a bandit arm's units are its models'
+        srm = srm_test({a: units[a] for a in split if a in units}, split)
     return RouteReport(
         route=name,
         exposures=sum(a.exposures for a in arms.values()),
@@ -237,6 +244,7 @@ def route_report(
         shadow=shadow_reports,
         over_time=over_time,
         multileaving=multi,
+        bandits=bandit_reports(bandits or {}, tuning),
     )
 
 

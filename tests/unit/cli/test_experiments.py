@@ -457,3 +457,39 @@ def test_a_multileaved_arm_in_text_json_and_html(
     assert route["interleaving"] == [] and tri["winner"] == "ranker_v3"
     assert tri["best_by_exposure"] == tri["best_by_user"] == "ranker_v3" and tri["agree"]
     assert [v["model"] for v in tri["verdicts"]] == ["ranker_v2", "ranker_v3"]
+
+
+BANDIT_ROUTES = """\
+models: {v1: {path: v1.onnx}, v2: {path: v2.onnx}, v3: {path: v3.onnx}}
+routes:
+  - name: home-feed
+    match: {path: /api/feed}
+    model: v1
+    experiments:
+      - name: versions
+        when: {percent: 100, salt: versions-salt}
+        bandit: {models: [v1, v2, v3]}
+"""
+
+
+def test_a_bandit_per_period_in_text_json_and_html(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.support.bandit_logs import Period, bandit_log
+
+    cfg = config(tmp_path)
+    (tmp_path / "routes.yaml").write_text(BANDIT_ROUTES)
+    rates = [0.05, 0.1, 0.2]
+    periods = [Period([1 / 3] * 3, rates), Period([0.2, 0.3, 0.5], rates)]
+    log = write_jsonl(tmp_path / "logs" / "bandit.jsonl", bandit_log(periods, 2000, seed=6))
+    page = tmp_path / "report.html"
+    code, out, err = report(capsys, "--config", str(cfg), "--from", str(log), "--html", str(page))
+    assert code == 0, err
+    assert re.search(r"^  bandit       versions: v1, v2, v3; 2 periods, 2 in which", out, re.M), out
+    assert re.search(r"^                 v3 .* better$", out, re.M), out
+    assert "sample ratio by period: ok" in out
+    (route,) = json_report(capsys, "--config", str(cfg), "--from", str(log))["routes"]
+    (bandit,) = route["bandits"]
+    assert [p["period"] for p in bandit["periods"]] == [1000, 1001]
+    assert bandit["results"][2]["decision"] == "better"
+    assert 'data-bandit="versions"' in page.read_text()

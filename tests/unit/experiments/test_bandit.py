@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from proxy.experiments.bandit import BanditSpec, assign, by_period, weights
+from proxy.experiments.bandit import BanditSpec, assign, weights
 from proxy.readout.sequential import ratio_estimate
 
 RATES = (0.05, 0.10, 0.20)
@@ -71,22 +71,3 @@ def test_a_user_keeps_a_model_within_a_period() -> None:
     moved = sum(p != assign("s", 8, f"u{k}", shares) for k, p in enumerate(picks))
     assert moved > 5000  # a new period draws again
 
-
-def test_by_period_does_not_credit_a_model_for_a_rise_of_all() -> None:
-    # Period 1: both models at 10% / 5%, A gets most traffic. Period 2: CTR doubles for
-    # both, and B gets most traffic. Pooled, B looks better (14.9% vs 11%); weighted by
-    # period, A is (15% vs 10.5%), as it is in every period.
-    state = {
-        "models": ["A", "B"],
-        "history": [
-            {"period": 1, "weights": [0.9, 0.1], "counts": [[0, 0], [0, 0]]},
-            {"period": 2, "weights": [0.1, 0.9], "counts": [[900, 90], [100, 5]]},
-            {"period": 3, "weights": [0.5, 0.5], "counts": [[1000, 110], [1000, 149]]},
-        ],
-    }
-    table = by_period(state)
-    assert [p["exposures"] for p in table["periods"]] == [[900, 100], [100, 900]]
-    assert table["periods"][1]["ctr"] == [0.2, 0.16]
-    a, b = table["weighted_ctr"]
-    assert a == pytest.approx(0.5 * 0.1 + 0.5 * 0.2) and b == pytest.approx(0.5 * 0.05 + 0.5 * 0.16)
-    assert a > b and 110 / 1000 < 149 / 1000

@@ -52,6 +52,15 @@ async def test_a_live_bandit_moves_traffic_to_the_best_model() -> None:
         await guard.tick()
         await other.tick()  # reads the period's weights, does not recompute them
         assert other.bandits.states == guard.bandits.states
+        # What the period's exposure records carry: the same on every process.
+        tag = guard.period("feed", "versions")
+        assert tag is not None and tag == other.period("feed", "versions")
+        assert tag["period"] == period and tag["models"] == list(RATES)
+        exact = guard.bandits.states["feed versions"]["weights"]
+        assert (
+            tag["weights"] == [round(w, 4) for w in exact] and abs(sum(tag["weights"]) - 1) < 1e-3
+        )
+        assert guard.period("feed", "versions") is tag  # made once per period
         counts = dict.fromkeys(RATES, 0)
         for k in range(300):
             user = f"u{rng.randrange(3000)}"

@@ -187,3 +187,58 @@ async def test_items_without_vectors_are_no_item_vectors(
         await rerank.item_vectors(st)
     assert caught.value.reason is Reason.NO_ITEM_VECTORS
     assert np.asarray(st.user).shape == (DIM,)
+
+
+BANDIT_ROUTES = """\
+models: {m: {path: m.onnx}, m2: {path: m.onnx}}
+routes:
+  - name: feed
+    match: {path: /feed}
+    model: m
+    items: data.items
+    item_id: id
+    user: [header:X-User-Id]
+    experiments:
+      - {name: versions, when: {percent: 100}, bandit: {models: [m, m2]}}
+"""
+
+
+async def test_a_bandit_arm_names_its_period_and_weights_for_the_record(
+    services: FeedServices, tmp_path: Path
+) -> None:
+    from proxy.experiments.bandit import assign
+    from proxy.experiments.guardrails import Guard
+    from proxy.experiments.guardstore import MemoryGuardStore
+
+    dot_model(tmp_path / "m.onnx")
+    (tmp_path / "routes.yaml").write_text(BANDIT_ROUTES)
+    snap = build_snapshot(tmp_path / "routes.yaml", DIM, 1, None)
+    guard = Guard(MemoryGuardStore(), lambda: [r.spec for r in snap.routes])
+    guard.bandits.clock = lambda: 600.0  # period 10 of update_s 60
+    await guard.tick()
+    svc = FeedServices(None, services.embeddings, 8 << 20, 2048, guard=guard)  # type: ignore[arg-type]
+    seen = set()
+    for k in range(40):
+        st = feed_request(svc, snap, {"X-User-Id": f"u{k}"})
+        stages.resolve_user(st)
+        stages.choose_arm(st)
+        tag = st.bandit
+        assert tag == {
+            "arm": "versions",
+            "period": 10,
+            "models": ["m", "m2"],
+            "weights": [0.5, 0.5],
+        }
+        model = tag["models"][assign("feed:versions", 10, f"u{k}", tag["weights"])]
+        assert st.arm is not None and st.arm.name == f"versions.{model}" == st.ctx.arm
+        seen.add(model)
+    assert seen == {"m", "m2"}
+    plain = feed_request(services, snapshot_of(tmp_path), {"X-User-Id": "u1"})
+    stages.resolve_user(plain)
+    stages.choose_arm(plain)
+    assert plain.bandit is None  # no bandit, no tag
+
+
+def snapshot_of(tmp_path: Path) -> Snapshot:
+    (tmp_path / "plain.yaml").write_text(textwrap.dedent(ROUTES))
+    return build_snapshot(tmp_path / "plain.yaml", DIM, 1, None)

@@ -87,6 +87,26 @@ def test_parse_exposure_and_event() -> None:
 
 
 GOOD = exposure("b" * 24, "default", "u", ["x", "y"], T0)
+BANDIT = {**GOOD, "arm": "versions.v2", "model": "v2"}
+WEIGHTS = "bandit.weights: want one share per model, summing to 1"
+
+
+def tagged(**tag: object) -> dict[str, object]:
+    return {
+        **BANDIT,
+        "bandit": {"arm": "versions", "period": 7, "models": ["v1", "v2"], "weights": [0.3, 0.7]}
+        | tag,
+    }
+
+
+def test_a_bandit_record_carries_its_period() -> None:
+    rec = tagged()
+    assert not schema_problems(rec)
+    parsed = parse_record(orjson.dumps(rec))
+    assert isinstance(parsed, Exposure) and parsed.bandit is not None
+    assert (parsed.bandit.arm, parsed.bandit.period) == ("versions", 7)
+    assert parsed.bandit.models == ("v1", "v2") and parsed.bandit.weights == (0.3, 0.7)
+    assert parse_record(orjson.dumps(GOOD)).bandit is None  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
@@ -108,6 +128,13 @@ GOOD = exposure("b" * 24, "default", "u", ["x", "y"], T0)
         (orjson.dumps({**GOOD, "teams": ["A"]}), "teams: not one per item"),
         (orjson.dumps({**GOOD, "teams": ["A", "G"]}), 'teams: want a list of "A" to "F" or null'),
         (orjson.dumps({**GOOD, "shadow": {"model": "m"}}), "shadow.items: want a list of strings"),
+        (orjson.dumps({**BANDIT, "bandit": [1]}), "bandit: want an object"),
+        (orjson.dumps(tagged(weights=[0.5, 0.6])), WEIGHTS),
+        (orjson.dumps(tagged(weights=[0.5, 0.5, 0.0])), WEIGHTS),
+        (orjson.dumps(tagged(weights=[True, 0.0])), WEIGHTS),
+        (orjson.dumps(tagged(models=["v1"], weights=[1.0])), WEIGHTS),
+        (orjson.dumps(tagged(period=-1)), "period: want an integer from 0 to 253402300799999"),
+        (orjson.dumps(tagged(arm="other")), "bandit: arm is not one of the bandit's models"),
         (orjson.dumps({**event(GOOD, "x"), "kind": "view"}), "kind: want click or conversion"),
         (orjson.dumps({**event(GOOD, "x"), "value": "1"}), "value: want a number"),
     ],
