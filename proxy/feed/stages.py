@@ -222,15 +222,13 @@ def choose_arm(st: FeedRequest) -> None:
 def _steered(st: FeedRequest, arm: Arm) -> Arm:
     """The default arm in place of one a guardrail took off the air; a bandit's model."""
     guard = st.svc.guard
-    if guard is None:
-        return arm
-    if not guard.moved(st.route.name, arm.name):
-        picked = guard.pick(st.route.name, arm, st.ctx.user_id)
-        if picked is not arm:  # a bandit's model: its record names the period it was in
-            st.bandit = guard.period(st.route.name, arm.name)
-        return picked
-    st.moved_from = arm.name
-    return st.route.arms.default
+    if guard is not None and guard.moved(st.route.name, arm.name):
+        st.moved_from = arm.name
+        return st.route.arms.default
+    picked = arm if guard is None else guard.pick(st.route.name, arm, st.ctx.user_id)
+    if guard is not None and picked is not arm:  # a bandit's model: its record names its period
+        st.bandit = guard.period(st.route.name, arm.name)
+    return picked
 
 
 def check_request(st: FeedRequest, failure: RankgateError | None) -> None:
