@@ -48,7 +48,6 @@ log = logging.getLogger("rankgate.feed")
 _BIG_INT = re.compile(rb"(?<![\w.])-?\d{20,}(?![\w.])")
 
 Prefetch = list[tuple[LoadedPlugin, asyncio.Future[None]]]
-_NO_MASK = np.zeros(0, dtype=bool)
 
 
 async def run(st: FeedRequest) -> None:
@@ -288,13 +287,10 @@ def _arranged(
     """One array by one model's scores: the item per slot, and the fixed items' mask
     (unscored items, and those a rule pinned)."""
     plugins = st.route.plugins
-    n = len(arr.items)
-    if not plugins.rules and st.scores_b is None:
-        return served_order(n, pos, scores), _NO_MASK  # the mask is only interleaving's
-    fixed = np.ones(n, dtype=bool)
+    fixed = np.ones(len(arr.items), dtype=bool)
     fixed[pos] = False
     if not plugins.rules:
-        return served_order(n, pos, scores), fixed
+        return served_order(len(arr.items), pos, scores), fixed
     st.ctx.user_embedding = st.user
     watch = None
     if st.explains is not None:  # explaining: each rule's before and after, kept

@@ -37,12 +37,7 @@ def end_to_end(
     headers: CIMultiDictProxy[str] | CIMultiDict[str], drop: Iterable[str] = ()
 ) -> CIMultiDict[str]:
     """A copy of ``headers`` without hop-by-hop ones (and those Connection names)."""
-    # Sets built only when there is something to add: most messages have neither.
-    skip: frozenset[str] | set[str] = HOP_BY_HOP
-    if "Connection" in headers:
-        skip = skip | connection_listed(headers)
-    if drop:
-        skip = skip | {d.lower() for d in drop}
+    skip = HOP_BY_HOP | connection_listed(headers) | {d.lower() for d in drop}
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         lname = name.lower()

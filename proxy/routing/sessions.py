@@ -36,8 +36,7 @@ class ModelSession:
 
     def score(self, user: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Scores for N items (rows of ``items``) for one user: one batched run()."""
-        # The method, not np.repeat: the same array without numpy's Python dispatch.
-        users = user.reshape(1, -1).repeat(items.shape[0], axis=0)  # C-contiguous
+        users = np.repeat(user.reshape(1, -1), items.shape[0], axis=0)  # C-contiguous
         out = self.session.run(None, {USER_INPUT: users, ITEM_INPUT: items})[0]
         scores = np.asarray(out, dtype=np.float32).reshape(-1)
         if scores.shape[0] != items.shape[0]:
