@@ -66,7 +66,22 @@ def locate(raw: bytes, plan: BodyPlan) -> tuple[list[Raw], int, int] | None:
 
 
 def find(raw: bytes, plan: BodyPlan) -> Spliced | None:
-    """The body's items by the plan; None when the full parse must run instead."""
+    """The body's items by the plan; None when the full parse must run instead. A body
+    the route has read before (the same bytes) is not read again: its Spliced is shared,
+    read-only (nothing writes into items on a route with a memo: no rules plugins)."""
+    memo = plan.memo
+    if memo is None:
+        return scan(raw, plan)
+    spliced: Spliced | None = memo.get(raw)
+    if spliced is None:
+        spliced = scan(raw, plan)
+        if spliced is not None:
+            memo.put(raw, spliced)
+    return spliced
+
+
+def scan(raw: bytes, plan: BodyPlan) -> Spliced | None:
+    """``find`` without the memo: the body scanned."""
     located = locate(raw, plan)
     if located is None:
         return None

@@ -12,13 +12,48 @@ items (annotate) or needs whole items, takes the full parse (``proxy.feed.rerank
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 import msgspec
 from msgspec import Raw
 
 from plugins.run import RoutePlugins
+
+# What a route keeps of the bodies it has read (BodyMemo): a page is usually sent as the same
+# bytes to many users. Bounded by count and by the bodies' bytes (the items read from them
+# take about as much again at the bench's shape).
+MEMO_BODIES = 32
+MEMO_BYTES = 1 << 20  # of bodies, per route; a body over an eighth of it is not kept
+
+
+class BodyMemo:
+    """The last bodies read by one plan, by their bytes: a body the origin sends again
+    (the same page for another user) is not scanned again. Its bytes are the key, so a
+    hit is the same bytes (one hash of the body, then a compare)."""
+
+    def __init__(self) -> None:
+        self._found: OrderedDict[bytes, Any] = OrderedDict()
+        self.nbytes = 0
+
+    def get(self, raw: bytes) -> Any | None:
+        found = self._found.get(raw)
+        if found is not None:
+            self._found.move_to_end(raw)
+        return found
+
+    def put(self, raw: bytes, found: Any) -> None:
+        if len(raw) > MEMO_BYTES // 8 or raw in self._found:
+            return
+        self._found[raw] = found
+        self.nbytes += len(raw)
+        while len(self._found) > MEMO_BODIES or self.nbytes > MEMO_BYTES:
+            old, _ = self._found.popitem(last=False)
+            self.nbytes -= len(old)
+
+    def __len__(self) -> int:
+        return len(self._found)
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,6 +65,9 @@ class BodyPlan:
     items: msgspec.json.Decoder[list[dict[str, Any]]]  # the array -> the keys read
     id_path: tuple[str, ...]
     fields: tuple[str, ...]  # the item keys the rules read (besides the id)
+    # Only on a route without rules plugins: what is read from a body is then shared by
+    # every request that gets the same bytes, and nothing writes into it.
+    memo: BodyMemo | None = field(default=None, repr=False)
 
 
 def _nested(path: tuple[str, ...], leaf: Any, name: str) -> Any:
@@ -53,11 +91,18 @@ def plan(plugins: RoutePlugins) -> BodyPlan | None:
         if rule.item_fields is None:
             return None
         fields.update(rule.item_fields)
-    return build(dotted.path, dotted.id_path, tuple(sorted(fields)))
+    memo = BodyMemo() if not plugins.rules else None
+    return build(dotted.path, dotted.id_path, tuple(sorted(fields)), memo)
 
 
-def build(path: tuple[str, ...], id_path: tuple[str, ...], fields: tuple[str, ...]) -> BodyPlan:
-    """The decoders for an array at ``path``, ids at ``id_path``, and ``fields`` read."""
+def build(
+    path: tuple[str, ...],
+    id_path: tuple[str, ...],
+    fields: tuple[str, ...],
+    memo: BodyMemo | None = None,
+) -> BodyPlan:
+    """The decoders for an array at ``path``, ids at ``id_path``, and ``fields`` read
+    (``memo``: the bodies read are kept for the next request with the same bytes)."""
     head, rest = id_path[0], id_path[1:]
     keys: dict[str, Any] = dict.fromkeys(fields, Any)
     if head not in keys:
@@ -69,4 +114,5 @@ def build(path: tuple[str, ...], id_path: tuple[str, ...], fields: tuple[str, ..
         items=msgspec.json.Decoder(list[item]),  # type: ignore[valid-type]
         id_path=id_path,
         fields=fields,
+        memo=memo,
     )

@@ -114,3 +114,25 @@ def test_items_hold_only_the_keys_the_rules_read() -> None:
     found = splice.find(raw, route_plan(rules=rules))
     assert found is not None
     assert found.array.items == [{"id": "a", "sponsored": True, "stats": {"ctr": 2}}]
+
+
+def test_a_body_sent_again_is_not_scanned_again() -> None:
+    plan = route_plan()
+    raw = b'{"items": [{"id": "a", "n": 1}, {"id": "b"}], "page": 1}'
+    first = splice.find(raw, plan)
+    again = splice.find(bytes(bytearray(raw)), plan)  # equal bytes, another object
+    assert first is not None and again is first
+    assert again.join([1, 0]) == b'{"items": [{"id": "b"},{"id": "a", "n": 1}], "page": 1}'
+    other = splice.find(raw.replace(b'"b"', b'"c"'), plan)
+    assert other is not None and other is not first
+    assert other.array.ids == ["a", "c"] and first.array.ids == ["a", "b"]
+    assert splice.find(b'{"items": []}', plan) is None  # a body it cannot take: not kept
+    assert plan.memo is not None and len(plan.memo) == 2
+
+
+def test_a_route_with_rules_reads_every_body() -> None:
+    # Its items go to the rules: one request's must not be another's.
+    plan = route_plan(rules=({"use": "pin", "field": "sponsored"},))
+    raw = b'{"items": [{"id": "a", "sponsored": true}]}'
+    assert plan.memo is None
+    assert splice.find(raw, plan) is not splice.find(raw, plan)
