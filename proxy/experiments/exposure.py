@@ -21,6 +21,7 @@ key in ``record()``.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -34,7 +35,7 @@ from proxy.experiments.sink import RecordQueue
 from proxy.experiments.tokens import TokenSigner
 from proxy.feed.state import FeedRequest, new_request_id
 from proxy.outcome.errors import Outcome, Reason
-from proxy.readout.served import pack_hashes, stored_id
+from proxy.readout.served import item_crcs, stored_id, stored_ids
 
 SCHEMA_VERSION = 2
 MAX_MEMO_UNITS = 65_536  # hashed units remembered (a user makes many requests)
@@ -42,6 +43,7 @@ MAX_MEMO_UNITS = 65_536  # hashed units remembered (a user makes many requests)
 # builds the record at once (the compact form), so a sink that hangs under big feeds
 # holds no more memory than records would.
 MAX_HELD_IDS = 250_000
+MAX_PAGE_IDS = 50_000  # ids of the recent pages whose stored ids and hashes are kept
 
 
 def list_served(st: FeedRequest) -> bool:
@@ -99,6 +101,7 @@ class ExposureLog:
         self.unit_key = unit_key
         self._units: dict[str, str] = {}
         self.held_ids = 0  # in pending exposures not built yet
+        self.pages = Pages(MAX_PAGE_IDS)
 
     def start(self, st: FeedRequest) -> None:
         st.request_id = new_request_id()
@@ -163,7 +166,8 @@ class ExposureLog:
         """The record of a pending exposure (``held``: counted in ``held_ids``)."""
         if held:
             self.held_ids -= len(p.ids)
-        served = served_items(p, self.cfg.max_items, self.cfg.scores)
+        page = self.pages.get(p.ids)
+        served = served_items(p, page, self.cfg.max_items, self.cfg.scores)
         out: dict[str, Any] = {
             "v": SCHEMA_VERSION,
             "type": "exposure",
@@ -180,8 +184,8 @@ class ExposureLog:
             "origin_pos": served.origin_pos,
             "ms": round(max(p.ms, 0.0) * 1000, 3),
         }
-        if served.rest:
-            out["item_hashes"] = pack_hashes(served.rest)
+        if served.hashes:
+            out["item_hashes"] = served.hashes
         if served.scores is not None:
             out["scores"] = served.scores
         if served.teams is not None:
@@ -198,38 +202,78 @@ class ExposureLog:
 
 @dataclass(slots=True)
 class Served:
-    """The first served items that have an id, as the record lists them, and the stored
-    ids of the ones after them (for ``item_hashes``)."""
+    """The first served items that have an id, as the record lists them, and the
+    ``item_hashes`` of the ones after them."""
 
     items: list[str]
     origin_pos: list[int]
     scores: list[float | None] | None  # with exposures.scores
     teams: list[str | None] | None  # an interleaved arm's
-    rest: list[str]
+    hashes: str  # "" when nothing was served after the listed ones
 
 
-def served_items(p: Pending, limit: int, with_scores: bool) -> Served:
-    """The first ``limit`` served items that have an id: their ids, their index in the
-    origin's order, each one's score (with_scores; the first model's on an interleaved
-    arm) and team; and the ids served after them. Before re-ranking (a skip after the
-    items were found) the served order is the origin's; before the items were found,
-    nothing is known."""
+class Page(NamedTuple):
+    """A page's ids as records store them, and each one's CRC-32 (big-endian; 0 for an
+    item without an id) by origin position: computed once for a page many users get."""
+
+    stored: list[str | None]
+    crcs: np.ndarray
+
+    @classmethod
+    def of(cls, ids: list[str | None]) -> Page:
+        if None in ids:
+            stored = [None if i is None else stored_id(i) for i in ids]
+        else:
+            stored = stored_ids(ids)  # type: ignore[arg-type]
+        crcs = np.array(item_crcs(s or "" for s in stored), dtype=np.uint32)
+        return cls(stored, crcs.astype(">u4"))
+
+
+class Pages:
+    """Recent pages by their ids, up to ``max_ids`` ids in all (then forgotten)."""
+
+    def __init__(self, max_ids: int) -> None:
+        self.max_ids = max_ids
+        self.held = 0
+        self.pages: dict[tuple[str | None, ...], Page] = {}
+
+    def get(self, ids: list[str | None]) -> Page:
+        key = tuple(ids)
+        page = self.pages.get(key)
+        if page is None:
+            page = Page.of(ids)
+            if len(ids) <= self.max_ids:
+                if self.held + len(ids) > self.max_ids:
+                    self.pages.clear()
+                    self.held = 0
+                self.pages[key] = page
+                self.held += len(ids)
+        return page
+
+
+def served_items(p: Pending, page: Page, limit: int, with_scores: bool) -> Served:
+    """The first ``limit`` served items that have an id: their stored ids, their index in
+    the origin's order, each one's score (with_scores; the first model's on an
+    interleaved arm) and team; and the hashes of the ids served after them. Before
+    re-ranking (a skip after the items were found) the served order is the origin's;
+    before the items were found, nothing is known."""
     ids = p.ids
     applied = bool(p.outcome is Outcome.APPLIED and p.served)
+    after: Any
     if applied and len(p.served) == 1 and p.positions.size == len(ids):
         # The common case, in C: one array, every item scored (so every item has an id).
         pos_out = p.served[0][:limit].tolist()
         picked = list(range(len(pos_out)))
         slot_teams = p.teams[0] if p.teams is not None else []
-        after = p.served[0][limit:].tolist() if len(ids) > limit else []
+        after = p.served[0][limit:]
     else:
         source, slot_teams = _source(p, applied)
         with_id = [k for k, i in enumerate(source) if ids[i] is not None]
         picked = with_id[:limit]
         pos_out = [source[k] for k in picked]
-        after = [source[k] for k in with_id[limit:]]
-    items = [stored_id(ids[i]) for i in pos_out]  # type: ignore[arg-type]
-    rest = [stored_id(ids[i]) for i in after]  # type: ignore[arg-type]
+        after = np.array([source[k] for k in with_id[limit:]], dtype=np.intp)
+    items: list[str] = list(map(page.stored.__getitem__, pos_out))  # type: ignore[arg-type]
+    hashes = base64.b64encode(page.crcs[after].tobytes()).decode("ascii") if len(after) else ""
     teams = [slot_teams[k] for k in picked] if applied and p.teams is not None else None
     scores: list[float | None] | None = None
     if with_scores:
@@ -237,7 +281,7 @@ def served_items(p: Pending, limit: int, with_scores: bool) -> Served:
         if applied and p.scores.size:
             score_of = dict(zip(p.positions.tolist(), np.asarray(p.scores).tolist(), strict=True))
         scores = [score_of.get(i) for i in pos_out]
-    return Served(items, pos_out, scores, teams, rest)
+    return Served(items, pos_out, scores, teams, hashes)
 
 
 def _source(p: Pending, applied: bool) -> tuple[list[int], list[str | None]]:
