@@ -116,11 +116,14 @@ class ExposureLog:
     def emit(self, st: FeedRequest) -> None:
         if not st.ts_ms:  # no token was issued: that is what makes an exposure
             return
-        pending = self.pending(st)
+        self.put(self.pending(st))
+
+    def put(self, pending: Pending) -> None:
+        """Queued for the flusher to build; built now past ``MAX_HELD_IDS`` held ids."""
         if self.held_ids > MAX_HELD_IDS:
             self.queue.put(self.record(pending, held=False))
         elif self.queue.put(pending):
-            self.held_ids += len(st.ids)
+            self.held_ids += len(pending.ids)
 
     def pending(self, st: FeedRequest) -> Pending:
         rec = st.record
