@@ -24,38 +24,63 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import common
+import redis
 
 EXPOSURES = "exposures: {enabled: true, sink: redis}\n"
 GOAL = 0.95
 
 
+Run = tuple[float, float, float]  # requests/s, CPU s per request: rankgate's, Redis's
+
+
+def redis_cpu(client: redis.Redis | None) -> float:
+    """CPU seconds (user + system) the Redis server has used, by its own count."""
+    if client is None:
+        return 0.0
+    info: dict[str, float] = client.info("cpu")  # type: ignore[assignment]
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def rps_in_turns(
-    urls: dict[str, str], pids: dict[str, int], rounds: int, duration: int, lua: Path
-) -> dict[str, list[tuple[float, float]]]:
-    """Per target, each round's (requests/s at c16, CPU seconds per request); targets in
+    urls: dict[str, str],
+    pids: dict[str, int],
+    rounds: int,
+    duration: int,
+    lua: Path,
+    redis_url: str | None = None,
+) -> dict[str, list[Run]]:
+    """Per target, each round's requests/s at c16 and CPU per request (the rankgate's and,
+    with ``redis_url``, the Redis server's: where the log's writes land); targets in
     turns, the order reversed every other round."""
-    out: dict[str, list[tuple[float, float]]] = {n: [] for n in urls}
+    client = redis.Redis.from_url(redis_url) if redis_url else None
+    out: dict[str, list[Run]] = {n: [] for n in urls}
     for k in range(rounds):
         for name in list(urls) if k % 2 == 0 else list(reversed(urls)):
-            before = common.tree_cpu(pids[name])
+            before, server = common.tree_cpu(pids[name]), redis_cpu(client)
             run = common.wrk(urls[name], 16, duration, lua)
-            spent = common.tree_cpu(pids[name]) - before
-            out[name].append((run["rps"], spent / max(run["requests"], 1)))
+            n = max(run["requests"], 1)
+            spent = (common.tree_cpu(pids[name]) - before) / n
+            out[name].append((run["rps"], spent, (redis_cpu(client) - server) / n))
+    if client is not None:
+        client.close()
     return out
 
 
-def cost(off: list[tuple[float, float]], on: list[tuple[float, float]]) -> dict[str, float]:
+def cost(off: list[Run], on: list[Run]) -> dict[str, float]:
     """Each round's on/off ratio of requests/s: the median, the lowest and the highest;
-    and the median CPU per request each side (us)."""
-    ratios = [b[0] / a[0] for a, b in zip(off, on, strict=True) if a[0] > 0]
+    the median CPU per request each side, and of each round's difference (us)."""
+    pairs = list(zip(off, on, strict=True))
+    ratios = [b[0] / a[0] for a, b in pairs if a[0] > 0]
     return {
         "ratio": statistics.median(ratios) if ratios else 0.0,
         "low": min(ratios, default=0.0),
         "high": max(ratios, default=0.0),
-        "rps_off": statistics.median(r for r, _ in off),
-        "rps_on": statistics.median(r for r, _ in on),
-        "cpu_off_us": statistics.median(c for _, c in off) * 1e6,
-        "cpu_on_us": statistics.median(c for _, c in on) * 1e6,
+        "rps_off": statistics.median(r[0] for r in off),
+        "rps_on": statistics.median(r[0] for r in on),
+        "cpu_off_us": statistics.median(r[1] for r in off) * 1e6,
+        "cpu_on_us": statistics.median(r[1] for r in on) * 1e6,
+        "cpu_added_us": statistics.median(b[1] - a[1] for a, b in pairs) * 1e6,
+        "redis_added_us": statistics.median(b[2] - a[2] for a, b in pairs) * 1e6,
     }
 
 
@@ -66,10 +91,12 @@ def measure(
     rounds: int,
     duration: int,
     lua: Path,
+    redis_url: str | None = None,
 ) -> dict[str, float]:
     """The log's cost between two running rankgates (``bench/run.py`` calls this)."""
     urls = {"off": off_url, "on": on_url}
-    runs = rps_in_turns(urls, {"off": pids[0], "on": pids[1]}, rounds, duration, lua)
+    pids_of = {"off": pids[0], "on": pids[1]}
+    runs = rps_in_turns(urls, pids_of, rounds, duration, lua, redis_url)
     return cost(runs["off"], runs["on"])
 
 
@@ -119,27 +146,24 @@ def main() -> int:
         lua.write_text(common.LUA)
         urls = {n: u for n, (u, _) in served.items()}
         common.warm(urls, lua)
-        runs = rps_in_turns(
-            urls, {n: p for n, (_, p) in served.items()}, args.rounds, args.duration, lua
-        )
+        pids = {n: p for n, (_, p) in served.items()}
+        runs = rps_in_turns(urls, pids, args.rounds, args.duration, lua, redis_url)
     report(args, trees, runs)
     return 0
 
 
-def report(
-    args: argparse.Namespace, trees: dict[str, Path], runs: dict[str, list[tuple[float, float]]]
-) -> None:
+def report(args: argparse.Namespace, trees: dict[str, Path], runs: dict[str, list[Run]]) -> None:
     print(f"{args.rounds} rounds of {args.duration}s at c16, in turns; 2 cores shared")
     for name in trees:
         off, on = runs[f"{name} off"], runs[f"{name} on"]
         per_round = " ".join(f"{b[0] / a[0]:.3f}" for a, b in zip(off, on, strict=True))
         c = cost(off, on)
-        label = f"{name} ({args.base})" if name == "base" else f"{name} (working tree)"
-        print(f"{label}")
+        print(f"{name} ({args.base})" if name == "base" else f"{name} (working tree)")
         print(f"  rps off {c['rps_off']:7.0f}  on {c['rps_on']:7.0f}   (medians)")
         print(
             f"  cpu/req off {c['cpu_off_us']:5.0f}us  on {c['cpu_on_us']:5.0f}us  "
-            f"log {c['cpu_on_us'] - c['cpu_off_us']:+4.0f}us"
+            f"the log {c['cpu_added_us']:+4.0f}us, and Redis's {c['redis_added_us']:+4.1f}us "
+            "(medians of each round's difference)"
         )
         print(f"  on/off per round: {per_round}")
         ok = "met " if c["ratio"] >= GOAL else "MISS"

@@ -242,6 +242,7 @@ def main() -> int:
             args.exposure_rounds,
             3,
             lua,
+            urls["redis"],
         )
         for n in ("1000", "10000"):
             common.wrk(f"{rankgate}/api/feed/{n}", 2, 1, lua)
@@ -295,7 +296,8 @@ def report(
     print(
         f"  (the exposure log: {args.exposure_rounds} rounds of 3 s at c16 in turns, on/off "
         f"{exposures['low']:.2f}-{exposures['high']:.2f}; CPU per request "
-        f"{exposures['cpu_off_us']:.0f} -> {exposures['cpu_on_us']:.0f} us)"
+        f"{exposures['cpu_off_us']:.0f} -> {exposures['cpu_on_us']:.0f} us, the log "
+        f"{exposures['cpu_added_us']:+.0f} us and Redis's {exposures['redis_added_us']:+.1f} us)"
     )
     cpu = {n: r["cpu_us"] for n, r in results.items() if "cpu_us" in r}
     print(
