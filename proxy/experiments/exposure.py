@@ -54,7 +54,8 @@ def list_served(st: FeedRequest) -> bool:
         and upstream is not None
         and upstream.status == 200
         and st.body_complete
-        and any(i is not None for i in st.ids)
+        and bool(ids := st.ids)
+        and (ids[0] is not None or any(i is not None for i in ids))  # the first, usually
     )
 
 
@@ -266,7 +267,7 @@ def served_items(p: Pending, page: Page, limit: int, with_scores: bool) -> Serve
     if applied and len(p.served) == 1 and p.positions.size == len(ids):
         # The common case, in C: one array, every item scored (so every item has an id).
         pos_out = p.served[0][:limit].tolist()
-        picked = list(range(len(pos_out)))
+        picked: Any = range(len(pos_out))
         slot_teams = p.teams[0] if p.teams is not None else []
         after = p.served[0][limit:]
     else:
