@@ -39,7 +39,7 @@ from proxy.readout.served import item_crcs, stored_id, stored_ids
 
 SCHEMA_VERSION = 2
 MAX_MEMO_UNITS = 65_536  # hashed units remembered (a user makes many requests)
-# Ids that pending exposures may hold before the flusher builds them: past it, emit()
+# Ids that pending exposures may hold before the flusher builds them: past it, put()
 # builds the record at once (the compact form), so a sink that hangs under big feeds
 # holds no more memory than records would.
 MAX_HELD_IDS = 250_000
