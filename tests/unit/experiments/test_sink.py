@@ -4,6 +4,7 @@ logged once when it starts and once when it ends."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from pathlib import Path
@@ -133,3 +134,31 @@ async def test_deferred_records_are_built_in_the_batch_and_a_failure_is_counted(
     assert _records(tmp_path) == [{"built": True}, {"plain": 1}]
     assert (queue.written, queue.dropped) == (2, 2)
     assert len(caplog.records) == 1 and "could not be built" in caplog.records[0].getMessage()
+
+
+async def test_a_sink_that_does_not_answer_costs_one_timeout_per_batch(
+    redis_url: str, redis_db: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Valkey holding every write (CLIENT PAUSE WRITE): a batch's replies are read under
+    one timeout (``timeout_ms``), the batch is dropped and counted, the outage logged
+    once; once Valkey answers again, the next batch is written."""
+    queue = RecordQueue(100, 5)
+    writer = RedisStreamWriter(redis_url, "t:paused", 1000, 200)
+    flusher = Flusher(queue, writer, 0.01, "exposures (redis)")
+    await writer.client.ping()  # connected before the pause
+    caplog.set_level(logging.WARNING, "rankgate.sink")
+    redis_db.execute_command("CLIENT", "PAUSE", 3000, "WRITE")
+    try:
+        for round_ in range(2):
+            for k in range(5):
+                queue.put({"round": round_, "k": k})
+            await asyncio.wait_for(flusher.flush(), 2)
+    finally:
+        redis_db.execute_command("CLIENT", "UNPAUSE")
+    assert (queue.written, queue.dropped) == (0, 10)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and "TimeoutError" in messages[0], messages
+    queue.put({"after": True})
+    await flusher.flush()
+    await writer.close()
+    assert queue.written == 1 and "writing again" in caplog.records[-1].getMessage()
