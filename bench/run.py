@@ -2,13 +2,15 @@
 rankgate (one worker, access log on) passing through and re-ranking, with every target
 of the performance issue printed beside its figure.
 
-    python bench/run.py [--duration 8] [--workers 1] [--only startup]
+    python bench/run.py [--duration 8] [--workers 1] [--exposure-rounds 6] [--only startup]
 
 Latency at concurrency 1 (p50, p99), throughput at 16; feeds of 100, 1,000 and 10,000
 items; a pass-through client's p99 while 10,000-item feeds are re-ranked on the same
 worker; start-up to ready (the route has a `sample:` page, as `rankgate init` writes it,
-so the warm-up caches its items); RSS with a full item cache of 100,000 vectors. Absolute
-figures move 2-3x between machines of one kind: only the ratios of one run compare.
+so the warm-up caches its items); RSS with a full item cache of 100,000 vectors; the
+re-rank with the exposure log on against off, measured in turns (bench/exposure_cost.py,
+the median of each round's ratio). Absolute figures move 2-3x between machines of one
+kind: only the ratios of one run compare.
 Needs wrk. Starts its own Valkey (or uses REDIS_URL); results also go to bench/results/.
 ``--only startup`` measures just start-up to ready, the first request against warm ones
 (each on a new connection, as a user's first request is) and RSS, without wrk.
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import common
+import exposure_cost
 from goals import ALT, ALT_BASE, checks
 
 ITEMS = 100_000  # item vectors in Redis: enough to fill a 100,000-vector cache
@@ -228,6 +231,9 @@ def main() -> int:
     parser.add_argument("--model", help="ONNX file (default: models/ranker_v1.onnx)")
     parser.add_argument("--only", choices=["all", "startup"], default="all")
     parser.add_argument(
+        "--exposure-rounds", type=int, default=6, help="rounds of the log on/off, in turns"
+    )
+    parser.add_argument(
         "--no-alternative",
         action="store_true",
         help="leave out the FastAPI ranking service (bench/alternative.py)",
@@ -279,10 +285,9 @@ def main() -> int:
             "plain hop /static": f"{plain}/static",
             "rankgate pass-through": f"{rankgate}/static",
             "rankgate re-rank 100": f"{rankgate}/api/feed",
-            "re-rank 100, exposures": f"{logged[1]}/api/feed",
         }
         pids: dict[str, Any] = {"plain hop": hop.pid, "plain hop /static": hop.pid}
-        pids.update({"origin direct": None, "re-rank 100, exposures": logged[0].pid})
+        pids.update({"origin direct": None})
         if not args.no_alternative:
             alt, (service_pid, alt_pid) = alternative(stack, tmp, args, urls["redis"])
             targets[ALT_BASE] = f"{alt}/api/feed/unranked"
@@ -291,12 +296,23 @@ def main() -> int:
             print(f"{ALT}: X-Rerank {common.check_headers(targets[ALT])}", file=sys.stderr)
             agree = same_order(targets["rankgate re-rank 100"], targets[ALT])
             print(f"{ALT} and rankgate: {agree}", file=sys.stderr)
-        for url in targets.values():
+        for url in [*targets.values(), f"{logged[1]}/api/feed"]:
             common.wrk(url, 4, 1, lua)  # warm pools and caches
         results = {
             name: measure(url, args.duration, lua, pid=pids.get(name, proc.pid))
             for name, url in targets.items()
         }
+        # The log on and off measured in turns (one after the other, it moved by more
+        # than the 5% it is judged by).
+        exposures = exposure_cost.measure(
+            targets["rankgate re-rank 100"],
+            f"{logged[1]}/api/feed",
+            (proc.pid, logged[0].pid),
+            args.exposure_rounds,
+            3,
+            lua,
+            urls["redis"],
+        )
         for n in ("1000", "10000"):
             common.wrk(f"{rankgate}/api/feed/{n}", 2, 1, lua)
             results[f"rankgate re-rank {n}"] = measure(
@@ -308,7 +324,7 @@ def main() -> int:
         )
         fill_cache(rankgate)
         rss = rss_mb(proc.pid)
-    report(args, results, big, (alone, busy), ready, (first, first_ratio), rss)
+    report(args, results, big, (alone, busy), ready, (first, first_ratio), rss, exposures)
     return 0
 
 
@@ -320,6 +336,7 @@ def report(
     ready: float,
     first: tuple[float, float],
     rss: float,
+    exposures: dict[str, float],
 ) -> None:
     def added(name: str, key: str = "p50_ms") -> float:
         # The alternative's ranking over its own origin serving the page unranked.
@@ -340,13 +357,19 @@ def report(
     if ALT in results:
         print(f"{ALT}: +p50/+p99 over {ALT_BASE}; cpu/req of the service and that origin")
     print("\nthe issue's table, from this run")
-    for label, value, bound, kind in checks(results, big, hol, added):
+    for label, value, bound, kind in checks(results, big, hol, added, exposures):
         if value is None:
             print(f"  ----  {label:52} {'not measured':>8}")
             continue
         ok = value >= bound if kind == ">" else value <= bound
         goal = f"{'>=' if kind == '>' else '<='} {bound:g}"
         print(f"  {'met ' if ok else 'MISS'}  {label:52} {value:8.2f}  (goal {goal})")
+    print(
+        f"  (the exposure log: {args.exposure_rounds} rounds of 3 s at c16 in turns, on/off "
+        f"{exposures['low']:.2f}-{exposures['high']:.2f}; CPU per request "
+        f"{exposures['cpu_off_us']:.0f} -> {exposures['cpu_on_us']:.0f} us, the log "
+        f"{exposures['cpu_added_us']:+.0f} us and Redis's {exposures['redis_added_us']:+.1f} us)"
+    )
     cpu = {n: r["cpu_us"] for n, r in results.items() if "cpu_us" in r}
     print(
         "\nCPU per request at c16, over the bare hop's (the issue's item 3: halve the feed's own)"
@@ -373,6 +396,7 @@ def report(
             "first_over_warm": first[1],
             "rss_mb": rss,
             "big_applied": big,
+            "exposures": exposures,
         },
     )
 

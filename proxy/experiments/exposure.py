@@ -2,9 +2,10 @@
 
 The schema is docs/exposures.schema.json (documented in docs/exposures.md). The feed
 path asks ``token()`` for the response's ``X-Rankgate-Id`` and calls ``emit()`` once the
-response is on its way; ``emit`` defers the record's assembly to the next turn of the
-event loop, after the response's bytes are handed to the transport, and only appends it
-to the sink's bounded queue.
+response is on its way. ``emit`` keeps only a ``Pending`` exposure (references to what
+the request already holds: its ids, the served orders, scores, arm, model, timings) in
+the sink's bounded queue; the flusher builds the records (stored ids, item hashes, the
+unit's HMAC) and serializes them in its batch, off the request's turn.
 
 A token is issued, and a record written, exactly when a list was served to a known user:
 a GET whose origin answered 200 and whose items were found (re-ranked, a control arm, or
@@ -12,17 +13,20 @@ skipped after the items were found). Nothing for HEAD, a 304 or 206, another sta
 body whose items were not found, or an anonymous request (whose response may be cached
 and shared). The record lists the first ``max_items`` served ids and, hashed, every one
 after them, so that any click can be checked against what was served.
+
+A field of the record is added in three places: a field of ``Pending`` (what the request
+holds, by reference: no work on the request's turn), its value in ``pending()``, and the
+key in ``record()``.
 """
 
 from __future__ import annotations
 
-import asyncio
+import base64
 import hashlib
 import hmac
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -30,11 +34,16 @@ from proxy.config.settings import Exposures
 from proxy.experiments.sink import RecordQueue
 from proxy.experiments.tokens import TokenSigner
 from proxy.feed.state import FeedRequest, new_request_id
-from proxy.outcome.errors import Outcome
-from proxy.readout.served import pack_hashes, stored_id
+from proxy.outcome.errors import Outcome, Reason
+from proxy.readout.served import item_crcs, stored_id, stored_ids
 
 SCHEMA_VERSION = 2
 MAX_MEMO_UNITS = 65_536  # hashed units remembered (a user makes many requests)
+# Ids that pending exposures may hold before the flusher builds them: past it, put()
+# builds the record at once (the compact form), so a sink that hangs under big feeds
+# holds no more memory than records would.
+MAX_HELD_IDS = 250_000
+MAX_PAGE_IDS = 50_000  # ids of the recent pages whose stored ids and hashes are kept
 
 
 def list_served(st: FeedRequest) -> bool:
@@ -45,8 +54,39 @@ def list_served(st: FeedRequest) -> bool:
         and upstream is not None
         and upstream.status == 200
         and st.body_complete
-        and any(i is not None for i in st.ids)
+        and bool(ids := st.ids)
+        and (ids[0] is not None or any(i is not None for i in ids))  # the first, usually
     )
+
+
+class Pending(NamedTuple):
+    """One exposure as the request left it: references, no work. The flusher calls
+    ``build()`` in its batch."""
+
+    log: ExposureLog
+    request_id: str
+    ts: int
+    route: str
+    user_id: str | None
+    arm: str | None
+    model: str | None
+    model_sha256: str | None
+    outcome: Outcome
+    reason: Reason | None
+    ms: float  # rankgate's own time, in seconds
+    ids: list[str | None]
+    served: list[np.ndarray]
+    positions: np.ndarray
+    scores: np.ndarray
+    teams: list[list[str | None]] | None
+    lengths: list[int] | None  # each item array's length, when there are several
+    others_sha256: list[str] | None  # an interleaved arm's models after the first
+    shadow: dict[str, object] | None
+    moved_from: str | None
+    bandit: dict[str, object] | None = None  # a bandit arm's period and weights
+
+    def build(self) -> dict[str, Any]:
+        return self.log.record(self)
 
 
 class ExposureLog:
@@ -62,6 +102,8 @@ class ExposureLog:
         self.signer = signer
         self.unit_key = unit_key
         self._units: dict[str, str] = {}
+        self.held_ids = 0  # in pending exposures not built yet
+        self.pages = Pages(MAX_PAGE_IDS)
 
     def start(self, st: FeedRequest) -> None:
         st.request_id = new_request_id()
@@ -70,15 +112,48 @@ class ExposureLog:
         """The response's X-Rankgate-Id: for a list served to a known user, else None."""
         if st.ctx.user_id is None or not list_served(st):
             return None
-        st.ts_ms = int(time.time() * 1000)
-        return self.signer.sign(st.request_id, st.ts_ms, st.route.name, st.ctx.arm or "")
+        token, st.ts_ms = self.signer.sign_now(st.request_id, st.route.name, st.ctx.arm or "")
+        return token
 
     def emit(self, st: FeedRequest) -> None:
-        if st.ts_ms:  # a token was issued: that is what makes an exposure
-            asyncio.get_running_loop().call_soon(self._put, st)
+        if not st.ts_ms:  # no token was issued: that is what makes an exposure
+            return
+        self.put(self.pending(st))
 
-    def _put(self, st: FeedRequest) -> None:
-        self.queue.put(self.record(st))
+    def put(self, pending: Pending) -> None:
+        """Queued for the flusher to build; built now past ``MAX_HELD_IDS`` held ids."""
+        if self.held_ids > MAX_HELD_IDS:
+            self.queue.put(self.record(pending, held=False))
+        elif self.queue.put(pending):
+            self.held_ids += len(pending.ids)
+
+    def pending(self, st: FeedRequest) -> Pending:
+        rec = st.record
+        timings = rec.timings
+        arrays = st.arrays
+        return Pending(
+            self,
+            st.request_id,
+            st.ts_ms,
+            st.route.name,
+            st.ctx.user_id,
+            st.ctx.arm,
+            st.ctx.model,
+            st.model.sha256 if st.model is not None else None,
+            rec.outcome,
+            rec.reason,
+            timings.get("total", 0.0) - timings.get("origin", 0.0),
+            st.ids,
+            st.served,
+            st.positions,
+            st.scores,
+            st.teams,
+            [len(a.items) for a in arrays] if len(arrays) > 1 else None,
+            [m.sha256 for m in st.others] if st.others else None,
+            st.shadow,
+            st.moved_from,
+            st.bandit,
+        )
 
     def unit(self, user_id: str | None) -> str | None:
         if user_id is None:
@@ -93,102 +168,144 @@ class ExposureLog:
             hashed = self._units[user_id] = digest
         return hashed
 
-    def record(self, st: FeedRequest) -> dict[str, Any]:
-        rec = st.record
-        timings = rec.timings
-        ours = timings.get("total", 0.0) - timings.get("origin", 0.0)
-        served = served_items(st, self.cfg.max_items, self.cfg.scores)
+    def record(self, p: Pending, held: bool = True) -> dict[str, Any]:
+        """The record of a pending exposure (``held``: counted in ``held_ids``)."""
+        if held:
+            self.held_ids -= len(p.ids)
+        page = self.pages.get(p.ids)
+        served = served_items(p, page, self.cfg.max_items, self.cfg.scores)
         out: dict[str, Any] = {
             "v": SCHEMA_VERSION,
             "type": "exposure",
-            "ts": st.ts_ms or int(time.time() * 1000),
-            "id": st.request_id,
-            "route": st.route.name,
-            "unit": self.unit(st.ctx.user_id),
-            "arm": st.ctx.arm,
-            "model": st.ctx.model,
-            "model_sha256": st.model.sha256 if st.model is not None else None,
-            "outcome": rec.outcome.value,
-            "reason": rec.reason.value if rec.reason is not None else None,
+            "ts": p.ts,
+            "id": p.request_id,
+            "route": p.route,
+            "unit": self.unit(p.user_id),
+            "arm": p.arm,
+            "model": p.model,
+            "model_sha256": p.model_sha256,
+            "outcome": p.outcome.value,
+            "reason": p.reason.value if p.reason is not None else None,
             "items": served.items,
             "origin_pos": served.origin_pos,
-            "ms": round(max(ours, 0.0) * 1000, 3),
+            "ms": round(max(p.ms, 0.0) * 1000, 3),
         }
-        if served.rest:
-            out["item_hashes"] = pack_hashes(served.rest)
+        if served.hashes:
+            out["item_hashes"] = served.hashes
         if served.scores is not None:
             out["scores"] = served.scores
         if served.teams is not None:
             out["teams"] = served.teams
-        if st.others:
-            out["model_b_sha256"] = st.others[0].sha256
-            if len(st.others) > 1:  # multileaved: every model's, in team order
-                out["models_sha256"] = [m.sha256 for m in (st.model, *st.others) if m]
-        if st.shadow is not None:
-            shadow_items: Sequence[str] = st.shadow["items"]  # type: ignore[assignment]
-            out["shadow"] = {**st.shadow, "items": [stored_id(i) for i in shadow_items]}
-        if st.moved_from is not None:  # a guardrail sent this request to the default arm
-            out["guardrail"] = st.moved_from
-        if st.bandit is not None:  # the period the model was picked in, and its weights
-            out["bandit"] = st.bandit
+        if p.others_sha256:
+            out["model_b_sha256"] = p.others_sha256[0]
+            if len(p.others_sha256) > 1:  # multileaved: every model's, in team order
+                out["models_sha256"] = [m for m in (p.model_sha256, *p.others_sha256) if m]
+        if p.shadow is not None:
+            shadow_items: Sequence[str] = p.shadow["items"]  # type: ignore[assignment]
+            out["shadow"] = {**p.shadow, "items": [stored_id(i) for i in shadow_items]}
+        if p.moved_from is not None:  # a guardrail sent this request to the default arm
+            out["guardrail"] = p.moved_from
+        if p.bandit is not None:  # the period the model was picked in, and its weights
+            out["bandit"] = p.bandit
         return out
 
 
 @dataclass(slots=True)
 class Served:
-    """The first served items that have an id, as the record lists them, and the stored
-    ids of the ones after them (for ``item_hashes``)."""
+    """The first served items that have an id, as the record lists them, and the
+    ``item_hashes`` of the ones after them."""
 
     items: list[str]
     origin_pos: list[int]
     scores: list[float | None] | None  # with exposures.scores
     teams: list[str | None] | None  # an interleaved arm's
-    rest: list[str]
+    hashes: str  # "" when nothing was served after the listed ones
 
 
-def served_items(st: FeedRequest, limit: int, with_scores: bool) -> Served:
-    """The first ``limit`` served items that have an id: their ids, their index in the
-    origin's order, each one's score (with_scores; the first model's on an interleaved
-    arm) and team; and the ids served after them. Before re-ranking (a skip after the
-    items were found) the served order is the origin's; before the items were found,
-    nothing is known."""
-    ids = st.ids
-    applied = bool(st.record.outcome is Outcome.APPLIED and st.served)
-    if applied and len(st.served) == 1 and st.positions.size == len(ids):
+class Page(NamedTuple):
+    """A page's ids as records store them, and each one's CRC-32 (big-endian; 0 for an
+    item without an id) by origin position: computed once for a page many users get."""
+
+    stored: list[str | None]
+    crcs: np.ndarray
+
+    @classmethod
+    def of(cls, ids: list[str | None]) -> Page:
+        if None in ids:
+            stored = [None if i is None else stored_id(i) for i in ids]
+        else:
+            stored = stored_ids(ids)  # type: ignore[arg-type]
+        crcs = np.array(item_crcs(s or "" for s in stored), dtype=np.uint32)
+        return cls(stored, crcs.astype(">u4"))
+
+
+class Pages:
+    """Recent pages by their ids, up to ``max_ids`` ids in all (then forgotten)."""
+
+    def __init__(self, max_ids: int) -> None:
+        self.max_ids = max_ids
+        self.held = 0
+        self.pages: dict[tuple[str | None, ...], Page] = {}
+
+    def get(self, ids: list[str | None]) -> Page:
+        key = tuple(ids)
+        page = self.pages.get(key)
+        if page is None:
+            page = Page.of(ids)
+            if len(ids) <= self.max_ids:
+                if self.held + len(ids) > self.max_ids:
+                    self.pages.clear()
+                    self.held = 0
+                self.pages[key] = page
+                self.held += len(ids)
+        return page
+
+
+def served_items(p: Pending, page: Page, limit: int, with_scores: bool) -> Served:
+    """The first ``limit`` served items that have an id: their stored ids, their index in
+    the origin's order, each one's score (with_scores; the first model's on an
+    interleaved arm) and team; and the hashes of the ids served after them. Before
+    re-ranking (a skip after the items were found) the served order is the origin's;
+    before the items were found, nothing is known."""
+    ids = p.ids
+    applied = bool(p.outcome is Outcome.APPLIED and p.served)
+    after: Any
+    if applied and len(p.served) == 1 and p.positions.size == len(ids):
         # The common case, in C: one array, every item scored (so every item has an id).
-        pos_out = st.served[0][:limit].tolist()
-        picked = list(range(len(pos_out)))
-        slot_teams = st.teams[0] if st.teams is not None else []
-        after = st.served[0][limit:].tolist() if len(ids) > limit else []
+        pos_out = p.served[0][:limit].tolist()
+        picked: Any = range(len(pos_out))
+        slot_teams = p.teams[0] if p.teams is not None else []
+        after = p.served[0][limit:]
     else:
-        source, slot_teams = _source(st, applied)
+        source, slot_teams = _source(p, applied)
         with_id = [k for k, i in enumerate(source) if ids[i] is not None]
         picked = with_id[:limit]
         pos_out = [source[k] for k in picked]
-        after = [source[k] for k in with_id[limit:]]
-    items = [stored_id(ids[i]) for i in pos_out]  # type: ignore[arg-type]
-    rest = [stored_id(ids[i]) for i in after]  # type: ignore[arg-type]
-    teams = [slot_teams[k] for k in picked] if applied and st.teams is not None else None
+        after = np.array([source[k] for k in with_id[limit:]], dtype=np.intp)
+    items: list[str] = list(map(page.stored.__getitem__, pos_out))  # type: ignore[arg-type]
+    hashes = base64.b64encode(page.crcs[after].tobytes()).decode("ascii") if len(after) else ""
+    teams = [slot_teams[k] for k in picked] if applied and p.teams is not None else None
     scores: list[float | None] | None = None
     if with_scores:
         score_of: dict[int, float] = {}
-        if applied and st.scores.size:
-            score_of = dict(zip(st.positions.tolist(), np.asarray(st.scores).tolist(), strict=True))
+        if applied and p.scores.size:
+            score_of = dict(zip(p.positions.tolist(), np.asarray(p.scores).tolist(), strict=True))
         scores = [score_of.get(i) for i in pos_out]
-    return Served(items, pos_out, scores, teams, rest)
+    return Served(items, pos_out, scores, teams, hashes)
 
 
-def _source(st: FeedRequest, applied: bool) -> tuple[list[int], list[str | None]]:
+def _source(p: Pending, applied: bool) -> tuple[list[int], list[str | None]]:
     """The origin index of the item in each served slot, all arrays end to end (and each
     slot's team); the origin's order when nothing was re-ranked."""
     if not applied:
-        return list(range(len(st.ids))), []
+        return list(range(len(p.ids))), []
     source: list[int] = []
     slot_teams: list[str | None] = []
     offset = 0
-    for k, (arr, order) in enumerate(zip(st.arrays, st.served, strict=True)):
+    lengths = p.lengths or [len(p.ids)]
+    for k, (length, order) in enumerate(zip(lengths, p.served, strict=True)):
         source.extend((order + offset).tolist())
-        if st.teams is not None:
-            slot_teams.extend(st.teams[k])
-        offset += len(arr.items)
+        if p.teams is not None:
+            slot_teams.extend(p.teams[k])
+        offset += length
     return source, slot_teams

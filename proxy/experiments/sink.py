@@ -1,10 +1,12 @@
 """Where exposure and event records go, off the request path.
 
-The request path only appends a record (a dict) to a bounded queue; a flusher task
-serializes and writes them in batches, every ``flush_interval_ms`` or as soon as a batch
-is full. A full queue or a sink that fails drops records and counts them; a failing sink
-is logged once when the outage starts and once when it ends, never per record. Nothing
-here can delay or fail a response.
+The request path only appends an entry to a bounded queue: a record (a dict), or a
+deferred one (an exposure as the request left it, which the flusher builds: see
+proxy/experiments/exposure.py). A flusher task builds, serializes and writes them in
+batches, every ``flush_interval_ms`` or as soon as a batch is full. A full queue or a
+sink that fails drops records and counts them; a failing sink is logged once when the
+outage starts and once when it ends, never per record. Nothing here can delay or fail a
+response.
 
 Writers: a Redis Stream (``XADD key MAXLEN ~ N * r <json>``, one pipeline per batch, on
 a client of its own with ``exposures.timeout_ms``), or JSONL files with size rotation
@@ -34,6 +36,15 @@ log = logging.getLogger("rankgate.sink")
 Record = dict[str, Any]
 
 
+class Deferred(Protocol):
+    """A record built when its batch is written, off the request's turn."""
+
+    def build(self) -> Record: ...
+
+
+Entry = Record | Deferred
+
+
 class Writer(Protocol):
     async def write(self, lines: list[bytes]) -> None: ...
 
@@ -46,21 +57,23 @@ class RecordQueue:
     def __init__(self, maxsize: int, batch: int) -> None:
         self.maxsize = maxsize
         self.batch = batch
-        self.records: deque[Record] = deque()
+        self.records: deque[Entry] = deque()
         self.written = 0
         self.dropped = 0
         self.full = asyncio.Event()  # a batch is waiting: flush before the interval
 
-    def put(self, record: Record) -> None:
+    def put(self, record: Entry) -> bool:
+        """Queued (True), or dropped and counted (the queue is full)."""
         records = self.records
         if len(records) >= self.maxsize:
             self.dropped += 1
-            return
+            return False
         records.append(record)
         if len(records) == self.batch:
             self.full.set()
+        return True
 
-    def take(self, n: int) -> list[Record]:
+    def take(self, n: int) -> list[Entry]:
         records = self.records
         return [records.popleft() for _ in range(min(n, len(records)))]
 
@@ -74,6 +87,22 @@ class Flusher:
         self.interval_s = interval_s
         self.what = what
         self.failing_since: int | None = None  # dropped count when the outage began
+        self.build_failed = False  # a record that could not be built was logged
+
+    def lines(self, batch: list[Entry]) -> list[bytes]:
+        """The batch serialized, deferred records built here; one that fails to build
+        is dropped and counted (its traceback logged the first time)."""
+        out = []
+        dumps = orjson.dumps
+        for entry in batch:
+            try:
+                out.append(dumps(entry if isinstance(entry, dict) else entry.build()))
+            except Exception:
+                self.queue.dropped += 1
+                if not self.build_failed:
+                    self.build_failed = True
+                    log.exception("%s: a record could not be built; dropping such", self.what)
+        return out
 
     async def run(self) -> None:
         while True:
@@ -85,9 +114,11 @@ class Flusher:
     async def flush(self) -> None:
         queue = self.queue
         while queue.records:
-            batch = queue.take(queue.batch)
+            batch = self.lines(queue.take(queue.batch))
+            if not batch:
+                continue
             try:
-                await self.writer.write([orjson.dumps(r) for r in batch])
+                await self.writer.write(batch)
             except Exception as exc:
                 queue.dropped += len(batch)
                 if self.failing_since is None:
@@ -119,6 +150,7 @@ class RedisStreamWriter:
         self.client = aioredis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
+        self.timeout = timeout
         self.stream = stream
         self.maxlen = maxlen
         parts = [b"XADD", stream.encode(), b"MAXLEN", b"~", str(maxlen).encode(), b"*", b"r"]
@@ -133,12 +165,7 @@ class RedisStreamWriter:
         conn = await pool.get_connection()
         try:
             await conn.send_packed_command(self.pack(lines), check_health=False)
-            failed: Exception | None = None
-            for _ in lines:
-                try:
-                    await conn.read_response()
-                except redis.exceptions.ResponseError as exc:  # read every reply first
-                    failed = failed or exc
+            failed = await self._replies(conn, len(lines))
             if failed is not None:
                 raise failed
         except BaseException:
@@ -146,6 +173,26 @@ class RedisStreamWriter:
             raise
         finally:
             await pool.release(conn)
+
+    async def _replies(self, conn: Any, n: int) -> Exception | None:
+        """Every reply read (the first error among them returned), under one timeout for
+        the batch: the connection's parser directly, whose replies are values or error
+        objects, not ``read_response``'s timeout and wrappers per reply (most of the
+        writer's CPU per record)."""
+        parser = getattr(conn, "_parser", None)
+        failed: Exception | None = None
+        async with asyncio.timeout(self.timeout):
+            for _ in range(n):
+                if parser is not None:
+                    reply = await parser.read_response(disable_decoding=True)
+                else:  # another redis-py: its own way, an error raised
+                    try:
+                        reply = await conn.read_response(disable_decoding=True)
+                    except redis.exceptions.ResponseError as exc:
+                        reply = exc
+                if isinstance(reply, Exception):  # read every reply first
+                    failed = failed or reply
+        return failed
 
     async def close(self) -> None:
         with contextlib.suppress(redis.exceptions.RedisError, OSError):

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import os
 import re
+import time
 from dataclasses import dataclass
 
 import orjson
@@ -47,8 +48,8 @@ class Claims:
     arm: str
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+# base64url: the standard alphabet with - and _ for + and / (padding is then dropped).
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 def _unb64(text: str) -> bytes:
@@ -81,16 +82,32 @@ class TokenSigner:
         if len(key) < MIN_KEY_BYTES:
             raise SecretKeyError(f"a token key needs at least {MIN_KEY_BYTES} bytes")
         self._key = key
+        # Keyed once and copied per token: ``hmac.new`` per token would key it each time.
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
 
     def derive(self, label: str) -> bytes:
         return derive_key(self._key, label)
 
     def _mac(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+        mac = self._keyed.copy()
+        mac.update(payload)
+        return mac.digest()[:_MAC_BYTES]
 
     def sign(self, request_id: str, ts_ms: int, route: str, arm: str) -> str:
-        payload = orjson.dumps([request_id, ts_ms, route, arm])
-        return f"{_b64(payload)}.{_b64(self._mac(payload))}"
+        return self._token(orjson.dumps([request_id, ts_ms, route, arm]))
+
+    def sign_now(self, request_id: str, route: str, arm: str) -> tuple[str, int]:
+        """A token issued now, and its time (ms since the epoch)."""
+        ts_ms = time.time_ns() // 1_000_000
+        return self._token(orjson.dumps([request_id, ts_ms, route, arm])), ts_ms
+
+    def _token(self, payload: bytes) -> str:
+        both = (
+            binascii.b2a_base64(payload, newline=False)
+            + b"."
+            + binascii.b2a_base64(self._mac(payload), newline=False)
+        )
+        return both.translate(_URLSAFE, b"=").decode("ascii")
 
     def verify(self, token: object, now_ms: int, max_age_s: float) -> Claims:
         if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN or token.count(".") != 1:

@@ -4,6 +4,7 @@ logged once when it starts and once when it ends."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from pathlib import Path
@@ -80,3 +81,84 @@ async def test_jsonl_files_rotate_and_keep_the_newest(tmp_path: Path) -> None:
     assert [f.name[-12:] for f in files] == ["000002.jsonl", "000003.jsonl"]
     assert all(f.stat().st_size <= 4096 for f in files)
     assert all(orjson.loads(x)["pad"] for f in files for x in f.read_bytes().splitlines())
+
+
+async def test_a_refused_batch_is_dropped_and_the_next_one_is_written(
+    redis_url: str, redis_db: redis.Redis
+) -> None:
+    """Every reply of a batch is read, errors among them too: a key of another type
+    refuses the XADDs (WRONGTYPE), the batch is dropped and counted, and the writer's
+    next batch on the same client is written whole."""
+    redis_db.set("t:wrong", "a string")
+    queue = RecordQueue(100, 10)
+    writer = RedisStreamWriter(redis_url, "t:wrong", 1000, 1000)
+    flusher = Flusher(queue, writer, 0.01, "exposures (redis)")
+    for k in range(3):
+        queue.put({"k": k})
+    await flusher.flush()
+    assert (queue.written, queue.dropped) == (0, 3)
+    redis_db.delete("t:wrong")
+    for k in range(4):
+        queue.put({"k": k})
+    await flusher.flush()
+    await writer.close()
+    assert (queue.written, queue.dropped) == (4, 3)
+    assert [orjson.loads(f[b"r"])["k"] for _, f in redis_db.xrange("t:wrong")] == [0, 1, 2, 3]
+
+
+def _records(directory: Path) -> list[object]:
+    return [orjson.loads(x) for f in directory.glob("*.jsonl") for x in f.read_bytes().splitlines()]
+
+
+class _Broken:
+    def build(self) -> dict[str, object]:
+        raise ValueError("a bug")
+
+
+class _Fine:
+    def build(self) -> dict[str, object]:
+        return {"built": True}
+
+
+async def test_deferred_records_are_built_in_the_batch_and_a_failure_is_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = RecordQueue(100, 10)
+    writer = JsonlWriter(tmp_path, max_file_bytes=1 << 20, keep_files=2)
+    flusher = Flusher(queue, writer, 0.01, "exposures (jsonl)")
+    caplog.set_level(logging.ERROR, "rankgate.sink")
+    for entry in (_Fine(), _Broken(), {"plain": 1}, _Broken()):
+        queue.put(entry)  # type: ignore[arg-type]
+    await flusher.flush()
+    await writer.close()
+    assert _records(tmp_path) == [{"built": True}, {"plain": 1}]
+    assert (queue.written, queue.dropped) == (2, 2)
+    assert len(caplog.records) == 1 and "could not be built" in caplog.records[0].getMessage()
+
+
+async def test_a_sink_that_does_not_answer_costs_one_timeout_per_batch(
+    redis_url: str, redis_db: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Valkey holding every write (CLIENT PAUSE WRITE): a batch's replies are read under
+    one timeout (``timeout_ms``), the batch is dropped and counted, the outage logged
+    once; once Valkey answers again, the next batch is written."""
+    queue = RecordQueue(100, 5)
+    writer = RedisStreamWriter(redis_url, "t:paused", 1000, 200)
+    flusher = Flusher(queue, writer, 0.01, "exposures (redis)")
+    await writer.client.ping()  # connected before the pause
+    caplog.set_level(logging.WARNING, "rankgate.sink")
+    redis_db.execute_command("CLIENT", "PAUSE", 3000, "WRITE")
+    try:
+        for round_ in range(2):
+            for k in range(5):
+                queue.put({"round": round_, "k": k})
+            await asyncio.wait_for(flusher.flush(), 2)
+    finally:
+        redis_db.execute_command("CLIENT", "UNPAUSE")
+    assert (queue.written, queue.dropped) == (0, 10)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and "TimeoutError" in messages[0], messages
+    queue.put({"after": True})
+    await flusher.flush()
+    await writer.close()
+    assert queue.written == 1 and "writing again" in caplog.records[-1].getMessage()

@@ -25,6 +25,45 @@ def test_round_trip() -> None:
     assert (claims.id, claims.ts, claims.route, claims.arm) == (rid, NOW, "home-feed", "beta.v2")
 
 
+@pytest.mark.parametrize("key", [KEY, b"k" * 64, b"long key " * 20])
+def test_tokens_are_what_the_format_says_whatever_the_key_length(key: bytes) -> None:
+    """The pre-keyed HMAC gives the bytes ``hmac`` gives (a key longer than SHA-256's
+    block is hashed first), so tokens issued by a process of the previous release verify
+    in this one, and the other way round, during a rolling deploy."""
+    import base64
+    import hashlib
+    import hmac
+
+    payload = b'["0123456789abcdef01234567",1764480000000,"home-feed","beta.v2"]'
+    mac = hmac.new(key, payload, hashlib.sha256).digest()[:16]
+    expected = (
+        base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+        + "."
+        + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+    )
+    signer = TokenSigner(key)
+    assert signer.sign("0123456789abcdef01234567", NOW, "home-feed", "beta.v2") == expected
+    assert signer.verify(expected, NOW, 60).route == "home-feed"
+    for arm in ("", "a", "ab", "abc"):  # every padding length of both parts
+        token = signer.sign("0123456789abcdef01234567", NOW, "r", arm)
+        body = token.split(".")[0]
+        assert "=" not in token and "+" not in token and "/" not in token
+        assert base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).endswith(
+            f'"{arm}"]'.encode()
+        )
+        assert signer.verify(token, NOW, 60).arm == arm
+
+
+def test_sign_now_dates_the_token() -> None:
+    import time
+
+    signer = TokenSigner(KEY)
+    before = int(time.time() * 1000)
+    token, ts = signer.sign_now(new_request_id(), "r", "a")
+    assert before <= ts <= int(time.time() * 1000)
+    assert signer.verify(token, ts, 60).ts == ts
+
+
 @pytest.mark.parametrize(
     "mangle",
     [
