@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TextIO
 
-from proxy.readout.banditview import bandit_lines
+from proxy.readout.banditview import bandit_lines, p_short, pct
 from proxy.readout.logreader import LogStats
 from proxy.readout.multileave import MultileaveReport
 from proxy.readout.report import Report, RouteReport, method_line
@@ -18,20 +18,8 @@ __all__ = ["multileave_lines", "render_route", "render_text"]
 TOP_REASONS = 3  # skip reasons per arm in the text report (--json has them all)
 
 
-def _pct(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value * 100:+.1f}%" if signed else f"{value * 100:.1f}%"
-
-
-def _p(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return "<0.0001" if value < 1e-4 else f"{value:.2g}"
-
-
 def _p_is(value: float | None) -> str:
-    shown = _p(value)
+    shown = p_short(value)
     return f"p < {shown[1:]}" if shown.startswith("<") else f"p = {shown}"
 
 
@@ -89,10 +77,10 @@ def _arm_rows(r: RouteReport, t: Tuning) -> list[list[str]]:
     rows = [["arm", "model", "exposures", "units", "applied", "clicks", "CTR", interval_label(t)]]
     rows[0] += ["lift", "p", "MRR"]
     for a in r.arms:
-        ci = "-" if a.ctr_ci is None else f"{_pct(a.ctr_ci[0])}-{_pct(a.ctr_ci[1])}"
+        ci = "-" if a.ctr_ci is None else f"{pct(a.ctr_ci[0])}-{pct(a.ctr_ci[1])}"
         rows.append(
-            [a.arm, a.model, str(a.exposures), str(a.units), _pct(a.applied_share),
-             str(a.clicks), _pct(a.ctr), ci, _pct(a.lift, signed=True), _p(a.p_value),
+            [a.arm, a.model, str(a.exposures), str(a.units), pct(a.applied_share),
+             str(a.clicks), pct(a.ctr), ci, pct(a.lift, signed=True), p_short(a.p_value),
              _num(a.mrr, 3)]
         )  # fmt: skip
     return rows
@@ -137,9 +125,9 @@ def render_route(r: RouteReport, t: Tuning, out: TextIO) -> None:
             "shadow",
             [
                 f"{s.model} on {', '.join(s.arms)}: {s.runs} runs, Kendall tau "
-                f"{_num(s.kendall_tau)}, top-10 overlap {_pct(s.overlap_at_10)}",
+                f"{_num(s.kendall_tau)}, top-10 overlap {pct(s.overlap_at_10)}",
                 f"of {s.clicks_compared} clicked items, the shadow ranked "
-                f"{_pct(s.clicked_higher_share)} higher than served",
+                f"{pct(s.clicked_higher_share)} higher than served",
             ],
             out,
         )
@@ -149,7 +137,7 @@ def multileave_lines(m: MultileaveReport) -> list[str]:
     """A multileaved arm: both credit models, their agreement, a verdict per challenger
     against the first model, and the model the verdicts name best."""
     teams = ", ".join(f"{model} ({chr(65 + i)})" for i, model in enumerate(m.models))
-    wins = ", ".join(f"{x} {_pct(w)}" for x, w in zip(m.models, m.exposure_wins, strict=True))
+    wins = ", ".join(f"{x} {pct(w)}" for x, w in zip(m.models, m.exposure_wins, strict=True))
     users = ", ".join(f"{x} {n}" for x, n in zip(m.models, m.user_prefers, strict=True))
     both = f"both name {m.best_by_exposure}" if m.agree else "they differ on the best model"
     lines = [
@@ -166,7 +154,7 @@ def multileave_lines(m: MultileaveReport) -> list[str]:
     for i, j in [(a, b) for a in range(k) for b in range(a + 1, k)]:
         by_e, by_u = m.exposure_pairs[i][j], m.user_pairs[i][j]
         lines.append(
-            f"{m.models[i]} over {m.models[j]}: {_pct(by_e)} by exposure, {_pct(by_u)} by user"
+            f"{m.models[i]} over {m.models[j]}: {pct(by_e)} by exposure, {pct(by_u)} by user"
         )
     for v in m.verdicts:
         ci = "" if v.preference_ci is None else f" ({_signed(v.preference_ci[0])} to "

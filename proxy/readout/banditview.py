@@ -15,16 +15,17 @@ from typing import Any
 from proxy.readout.periods import BanditReport, PeriodFigures
 from proxy.readout.srm import SrmResult
 
-__all__ = ["bandit_html", "bandit_json", "bandit_lines", "srm_json", "srm_word"]
+__all__ = ["bandit_html", "bandit_json", "bandit_lines", "p_short", "pct", "srm_json", "srm_word"]
 
 
-def _pct(value: float | None, signed: bool = False) -> str:
+def pct(value: float | None, signed: bool = False) -> str:
+    """A share as the text report writes it (also proxy/cli/report_text.py)."""
     if value is None:
         return "-"
     return f"{value * 100:+.1f}%" if signed else f"{value * 100:.1f}%"
 
 
-def _p(value: float | None) -> str:
+def p_short(value: float | None) -> str:
     if value is None:
         return "-"
     return "<0.0001" if value < 1e-4 else f"{value:.2g}"
@@ -41,7 +42,7 @@ def _srm_text(s: SrmResult, periods: int) -> str:
         return f"no test: {s.note}"
     seen = ", ".join(f"{m} {s.observed[m]} ({s.expected[m]:.1f} expected)" for m in s.observed)
     line = (
-        f"{srm_word(s)}: p = {_p(s.p_value)} (chi-square, {s.df} df, {periods} periods) over "
+        f"{srm_word(s)}: p = {p_short(s.p_value)} (chi-square, {s.df} df, {periods} periods) over "
         f"{sum(s.observed.values())} units by period: {seen}"
     )
     return f"{line}; {s.note}" if s.note else line
@@ -64,7 +65,7 @@ def _from(ms: int) -> str:
 
 def _period_cell(p: PeriodFigures, k: int) -> str:
     m = p.models[k]
-    return f"{m.weight:.2f} / {m.units} / {_pct(m.ctr)}"
+    return f"{m.weight:.2f} / {m.units} / {pct(m.ctr)}"
 
 
 def bandit_lines(b: BanditReport, interval: str) -> list[str]:
@@ -77,10 +78,10 @@ def bandit_lines(b: BanditReport, interval: str) -> list[str]:
     ]
     rows = [["model", "units", "exposures", "CTR", interval, "lift", "p", "verdict"]]
     for r in b.results:
-        ci = "-" if r.weighted_ctr_ci is None else "-".join(map(_pct, r.weighted_ctr_ci))
+        ci = "-" if r.weighted_ctr_ci is None else "-".join(map(pct, r.weighted_ctr_ci))
         rows.append(
-            [r.model, str(r.units), str(r.exposures), _pct(r.weighted_ctr), ci,
-             _pct(r.lift, signed=True), _p(r.p_value), r.decision or "(control)"]
+            [r.model, str(r.units), str(r.exposures), pct(r.weighted_ctr), ci,
+             pct(r.lift, signed=True), p_short(r.p_value), r.decision or "(control)"]
         )  # fmt: skip
     out += ["  " + line for line in _columns(rows)]
     out += [f"  {r.model}: {r.decision}: {r.reason}" for r in b.results if r.decision]
@@ -89,7 +90,7 @@ def bandit_lines(b: BanditReport, interval: str) -> list[str]:
     for p in b.periods:
         share = "-" if p.share is None else f"{p.share:.3f}"
         cells = [_period_cell(p, k) for k in range(len(b.models))]
-        srm = srm_word(p.srm) + ("" if p.srm.p_value is None else f" p = {_p(p.srm.p_value)}")
+        srm = srm_word(p.srm) + ("" if p.srm.p_value is None else f" p = {p_short(p.srm.p_value)}")
         rows.append([str(p.period), _from(p.first_ts), share, *cells, srm])
     out += ["  " + line for line in _columns(rows)]
     out.append(f"  sample ratio by period: {_srm_text(b.srm, len(b.periods))}")
@@ -106,12 +107,12 @@ def bandit_html(b: BanditReport) -> str:
     )
     rows = []
     for r in b.results:
-        ci = "-" if r.weighted_ctr_ci is None else " to ".join(map(_pct, r.weighted_ctr_ci))
+        ci = "-" if r.weighted_ctr_ci is None else " to ".join(map(pct, r.weighted_ctr_ci))
         rows.append(
             f'<tr data-model="{escape(r.model)}" data-decision="{escape(r.decision or "")}">'
             f"<td>{escape(r.model)}</td><td>{r.units}</td><td>{r.exposures}</td>"
-            f"<td>{_pct(r.weighted_ctr)}</td><td>{ci}</td><td>{_pct(r.lift, True)}</td>"
-            f"<td>{_p(r.p_value)}</td></tr>"
+            f"<td>{pct(r.weighted_ctr)}</td><td>{ci}</td><td>{pct(r.lift, True)}</td>"
+            f"<td>{p_short(r.p_value)}</td></tr>"
         )
     reasons = "".join(
         f'<p class="reason">{escape(r.model)}: <b>{escape(r.decision)}</b>: '
@@ -126,7 +127,7 @@ def bandit_html(b: BanditReport) -> str:
         f"<tr><td>{p.period}</td><td>{_from(p.first_ts)}</td>"
         f"<td>{'-' if p.share is None else f'{p.share:.3f}'}</td>"
         + "".join(f"<td>{_period_cell(p, k)}</td>" for k in range(len(b.models)))
-        + f'<td class="srm-{srm_word(p.srm)}">{srm_word(p.srm)} {_p(p.srm.p_value)}</td></tr>'
+        + f'<td class="srm-{srm_word(p.srm)}">{srm_word(p.srm)} {p_short(p.srm.p_value)}</td></tr>'
         for p in b.periods
     )
     word = srm_word(b.srm)
