@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,40 @@ def order(model: Path, client: redis.Redis, user: str) -> list[str]:
     inputs = {"user_embedding": np.tile(mine, (N_ITEMS, 1)), "item_embedding": vectors}
     scores = session.run(None, inputs)[0].reshape(-1)
     return [f"i{k}" for k in np.argsort(-scores, kind="stable").tolist()]
+
+
+@dataclass(frozen=True)
+class Liking:
+    """Simulated users: one click, with probability ``rate``, on the first of the top four
+    served items that ``model`` ranks in its own ``top`` for the user."""
+
+    model: Path
+    top: int
+    rate: float
+    seed: int
+
+
+async def serve_and_click(
+    cfg: Path, client: redis.Redis, users: int, arm: str, liking: Liking
+) -> dict[str, list[str]]:
+    """One feed per user through rankgate (each ``applied; model=ARM``), clicks posted as
+    ``liking`` says; the ids served per user, once every exposure is in the stream."""
+    rng = np.random.default_rng(liking.seed)
+    served: dict[str, list[str]] = {}
+    async with running_proxy(cfg) as proxy:
+        for k in range(users):
+            headers, ids = await get_feed(proxy, f"u{k}")
+            assert headers["X-Rerank"] == f"applied; model={arm}"
+            served[f"u{k}"] = ids
+            liked = set(order(liking.model, client, f"u{k}")[: liking.top])
+            for item in ids[:4]:
+                if item in liked and rng.random() < liking.rate:
+                    click = {"id": headers["X-Rankgate-Id"], "item": item, "type": "click"}
+                    assert (await post(proxy, click))[0] == 202
+                    break
+        await until(lambda: sum(r["type"] == "exposure" for r in stream(client)) == users)
+        await asyncio.sleep(0.2)
+    return served
 
 
 async def metrics_of(port: int) -> dict[Any, float]:
@@ -149,22 +184,9 @@ async def test_an_interleaved_list_is_rebuilt_from_its_record_and_clicks_name_a_
     # 120 users: a test planned at that size, read once (--fixed-horizon below).
     extra = exposures_conf() + "readout: {min_units: 20, expected_units: 120}\n"
     cfg = write_config(tmp_path, origin, url, routes(arm), extra)
-    rng = np.random.default_rng(3)
-    served: dict[str, list[str]] = {}
-    async with running_proxy(cfg) as proxy:
-        for k in range(120):
-            headers, ids = await get_feed(proxy, f"u{k}")
-            assert headers["X-Rerank"] == "applied; model=dot+neg; arm=duel"
-            served[f"u{k}"] = ids
-            # Users prefer what the second model (neg, team B) ranks first.
-            liked = set(order(tmp_path / "neg.onnx", client, f"u{k}")[:3])
-            for item in ids[:4]:
-                if item in liked and rng.random() < 0.6:
-                    click = {"id": headers["X-Rankgate-Id"], "item": item, "type": "click"}
-                    assert (await post(proxy, click))[0] == 202
-                    break
-        await until(lambda: sum(r["type"] == "exposure" for r in stream(client)) == 120)
-        await asyncio.sleep(0.2)
+    # Users prefer what the second model (neg, team B) ranks first.
+    liking = Liking(tmp_path / "neg.onnx", top=3, rate=0.6, seed=3)
+    served = await serve_and_click(cfg, client, 120, "dot+neg; arm=duel", liking)
     await runner.cleanup()
     for record in (r for r in stream(client) if r["type"] == "exposure"):
         user = record["unit"]
@@ -223,22 +245,9 @@ async def test_three_multileaved_models_rebuild_from_records_and_clicks_name_the
     text = models + routes(arm).split("\n", 1)[1]
     extra = exposures_conf() + "readout: {min_units: 20, expected_units: 90}\n"
     cfg = write_config(tmp_path, origin, url, text, extra)
-    rng = np.random.default_rng(4)
-    served: dict[str, list[str]] = {}
-    async with running_proxy(cfg) as proxy:
-        for k in range(90):
-            headers, ids = await get_feed(proxy, f"u{k}")
-            assert headers["X-Rerank"] == "applied; model=dot+neg+mid; arm=tri"
-            served[f"u{k}"] = ids
-            # Users prefer what the third model (mid, team C) ranks first.
-            liked = set(order(tmp_path / "mid.onnx", client, f"u{k}")[:2])
-            for item in ids[:4]:
-                if item in liked and rng.random() < 0.7:
-                    click = {"id": headers["X-Rankgate-Id"], "item": item, "type": "click"}
-                    assert (await post(proxy, click))[0] == 202
-                    break
-        await until(lambda: sum(r["type"] == "exposure" for r in stream(client)) == 90)
-        await asyncio.sleep(0.2)
+    # Users prefer what the third model (mid, team C) ranks first.
+    liking = Liking(tmp_path / "mid.onnx", top=2, rate=0.7, seed=4)
+    served = await serve_and_click(cfg, client, 90, "dot+neg+mid; arm=tri", liking)
     await runner.cleanup()
     names = ("dot", "neg", "mid")
     sha = {m: hashlib.sha256((tmp_path / f"{m}.onnx").read_bytes()).hexdigest() for m in names}
