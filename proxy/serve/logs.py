@@ -1,9 +1,9 @@
 """Logs: one access line per request on stdout, application logs on stderr, both in the
 same format (``logging.format``: ``json`` for machines, ``text`` for a terminal).
 
-Access lines are written whole, those of up to FLUSH_S together, in writes of at most
-PIPE_BUF bytes: several worker processes share the same stdout, and a write of up to
-PIPE_BUF bytes to a pipe is never interleaved (one write per line cost a syscall per
+Access lines are written whole, those of one event-loop turn together, in writes of at
+most PIPE_BUF bytes: several worker processes share the same stdout, and a write of up
+to PIPE_BUF bytes to a pipe is never interleaved (one write per line cost a syscall per
 request: docs/performance.md).
 User ids are never logged raw: ``user`` is the first 16 hex digits of
 HMAC-SHA256(key, ``logging.user_hash_salt`` + id), enough to follow one user through the
@@ -37,8 +37,6 @@ ACCESS_LOGGER = "rankgate.access"
 MAX_PATH = 1024
 # The most a pipe takes in one write without mixing it with another writer's.
 PIPE_BUF = 4096
-# How long an access line may wait for others to share its write.
-FLUSH_S = 0.01
 # The user-hash memo: how many ids, and the longest id it keeps.
 MAX_MEMO_USERS = 4096
 MAX_MEMO_ID = 128
@@ -65,9 +63,9 @@ class FdSink:
 
 
 class TurnSink:
-    """Lines sent to ``sink`` together, at most FLUSH_S after the first of them: whole
-    lines, at most PIPE_BUF bytes a write (a longer line alone). Outside a running
-    loop, each line at once."""
+    """Lines written during one event-loop turn, sent to ``sink`` together when the
+    turn ends: whole lines, at most PIPE_BUF bytes a write (a longer line alone).
+    Outside a running loop, each line at once."""
 
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
@@ -86,7 +84,7 @@ class TurnSink:
             except RuntimeError:
                 self.flush()
                 return
-            loop.call_later(FLUSH_S, self._turn_ended)
+            loop.call_soon(self._turn_ended)
             self._scheduled = True
 
     def _turn_ended(self) -> None:
