@@ -3,7 +3,6 @@ application's logs on stderr in the same format; a text format for a terminal.""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -23,12 +22,9 @@ from proxy.experiments.tokens import USER_HASH_LABEL, derive_key
 from proxy.outcome.record import RequestRecord
 from proxy.serve.logs import (
     MAX_MEMO_USERS,
-    PIPE_BUF,
     AccessLog,
-    FdSink,
     JsonFormatter,
     TextFormatter,
-    TurnSink,
     hash_user,
     setup_logging,
     user_hash_key,
@@ -105,43 +101,6 @@ def test_access_line_json() -> None:
         10,
         1234,
     )
-
-
-async def test_a_turns_lines_go_out_together_in_whole_pipe_writes() -> None:
-    """Lines of one loop turn reach the sink after it, whole, <= PIPE_BUF bytes a write."""
-    out = Lines()
-    sink = TurnSink(out)
-    lines = [b"%04d " % k + b"x" * 290 + b"\n" for k in range(40)]  # 296 bytes each
-    for line in lines:
-        sink.write(line)
-    assert b"".join(out.data) != b"".join(lines)  # not all of it yet: the turn goes on
-    await asyncio.sleep(0)
-    assert b"".join(out.data) == b"".join(lines)
-    assert len(out.data) == 4 and all(len(w) <= PIPE_BUF for w in out.data)  # 13+13+13+1
-    assert all(w.endswith(b"\n") and w.count(b"\n") == len(w) // 296 for w in out.data)
-    big = b"y" * (PIPE_BUF + 10) + b"\n"  # longer than PIPE_BUF: alone
-    sink.write(b"small\n")
-    sink.write(big)
-    await asyncio.sleep(0)
-    assert out.data[-2:] == [b"small\n", big]
-    sink.write(b"held\n")
-    sink.flush()  # what ProxyServer.stop does through AccessLog.flush
-    assert out.data[-1] == b"held\n"
-
-
-def test_a_turn_sink_outside_a_loop_writes_at_once(tmp_path: Path) -> None:
-    path = tmp_path / "access.log"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
-    try:
-        sink = TurnSink(FdSink(fd))
-        sink.write(b"one\n")
-        assert path.read_bytes() == b"one\n"
-        log = AccessLog("json", sink, user_key=LOG_KEY)
-        log(record())
-        log.flush()
-        assert orjson.loads(path.read_bytes().splitlines()[1])["route"] == "feed"
-    finally:
-        os.close(fd)
 
 
 def test_access_line_text_and_salt() -> None:
