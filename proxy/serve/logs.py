@@ -1,10 +1,8 @@
 """Logs: one access line per request on stdout, application logs on stderr, both in the
 same format (``logging.format``: ``json`` for machines, ``text`` for a terminal).
 
-Access lines are written whole, those of one event-loop turn together, in writes of at
-most PIPE_BUF bytes: several worker processes share the same stdout, and a write of up
-to PIPE_BUF bytes to a pipe is never interleaved (one write per line cost a syscall per
-request: docs/performance.md).
+JSON lines are written with one ``os.write`` each: several worker processes share the
+same stdout, and a write of up to PIPE_BUF bytes to a pipe is never interleaved.
 User ids are never logged raw: ``user`` is the first 16 hex digits of
 HMAC-SHA256(key, ``logging.user_hash_salt`` + id), enough to follow one user through the
 logs and useless to anyone without the key (an unkeyed hash of a numeric id is reversed by
@@ -15,7 +13,6 @@ default) with a label of its own; without that variable, a random key made once 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -35,8 +32,6 @@ from proxy.outcome.record import RequestRecord
 ACCESS_LOGGER = "rankgate.access"
 # Long paths are cut so that one line stays one atomic pipe write (PIPE_BUF is 4096).
 MAX_PATH = 1024
-# The most a pipe takes in one write without mixing it with another writer's.
-PIPE_BUF = 4096
 # The user-hash memo: how many ids, and the longest id it keeps.
 MAX_MEMO_USERS = 4096
 MAX_MEMO_ID = 128
@@ -60,43 +55,6 @@ class FdSink:
         with contextlib.suppress(BlockingIOError, BrokenPipeError):
             while data:
                 data = data[os.write(self.fd, data) :]
-
-
-class TurnSink:
-    """Lines written during one event-loop turn, sent to ``sink`` together when the
-    turn ends: whole lines, at most PIPE_BUF bytes a write (a longer line alone).
-    Outside a running loop, each line at once."""
-
-    def __init__(self, sink: Sink) -> None:
-        self.sink = sink
-        self._lines: list[bytes] = []
-        self._size = 0
-        self._scheduled = False
-
-    def write(self, data: bytes) -> None:
-        if self._size + len(data) > PIPE_BUF:
-            self.flush()
-        self._lines.append(data)
-        self._size += len(data)
-        if not self._scheduled:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.flush()
-                return
-            loop.call_soon(self._turn_ended)
-            self._scheduled = True
-
-    def _turn_ended(self) -> None:
-        self._scheduled = False
-        self.flush()
-
-    def flush(self) -> None:
-        if self._lines:
-            data = b"".join(self._lines)
-            self._lines.clear()
-            self._size = 0
-            self.sink.write(data)
 
 
 class _Clock:
@@ -143,7 +101,7 @@ class AccessLog:
         user_key: bytes | None = None,
     ) -> None:
         self.json = fmt == "json"
-        self.sink = sink if sink is not None else TurnSink(FdSink(1))
+        self.sink = sink if sink is not None else FdSink(1)
         self.user_salt = user_salt
         self.user_key = user_key if user_key is not None else user_hash_key()
         self.pid = os.getpid()
@@ -195,11 +153,6 @@ class AccessLog:
         else:
             line = (text_access_line(fields) + "\n").encode()
         self.sink.write(line)
-
-    def flush(self) -> None:
-        """Lines still held for the end of the loop's turn, written now."""
-        if isinstance(self.sink, TurnSink):
-            self.sink.flush()
 
 
 def text_access_line(f: dict[str, Any]) -> str:

@@ -205,8 +205,6 @@ class ProxyServer:
         """Drain: not ready, stop accepting, let requests in flight finish, close pools."""
         self.state.draining = True
         await self._stack.aclose()
-        if self.access is not None:
-            self.access.flush()
 
 
 async def serve(
