@@ -57,6 +57,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--duration", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--access-log", action="store_true", help="rankgate's access log on, as bench/run.py has it"
+    )
     args = parser.parse_args()
     for tool in ("wrk", "git"):
         if not shutil.which(tool):
@@ -88,7 +91,11 @@ def main() -> int:
         ports = [origin_port, plain_port]
         for name, tree in trees.items():
             cfg, port = common.config_dir(
-                tmp / f"conf-{name}", origin=origin, redis_url=redis_url, workers=args.workers
+                tmp / f"conf-{name}",
+                origin=origin,
+                redis_url=redis_url,
+                workers=args.workers,
+                access_log=args.access_log,
             )
             pids[f"{name} re-rank"] = pids[f"{name} pass"] = serve(stack, tree, cfg)
             targets[f"{name} re-rank"] = f"http://127.0.0.1:{port}/api/feed"
