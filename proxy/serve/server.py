@@ -27,6 +27,7 @@ import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -202,9 +203,22 @@ class ProxyServer:
         self.metrics.on_reload(None, runtime.store.current)
 
     async def stop(self) -> None:
-        """Drain: not ready, stop accepting, let requests in flight finish, close pools."""
+        """Drain: not ready, stop accepting, let requests in flight finish, close pools.
+        Bounded as the process's watchdog is (``serve``), for a server run in-process
+        (the demo, tests): a part still closing past it is abandoned, the others still
+        close, and the log names the tasks that were waiting."""
         self.state.draining = True
-        await self._stack.aclose()
+        bound = self.settings.shutdown_timeout_s + EXIT_MARGIN_S
+        closing = asyncio.create_task(self._stack.aclose(), name="rankgate-stop")
+        # Where each task waits is logged just before the bound cancels the stuck part.
+        report = asyncio.get_running_loop().call_later(bound, _log_waiting, bound)
+        try:
+            await asyncio.wait_for(closing, bound + 0.1)
+        except TimeoutError:
+            if not closing.cancelled():
+                raise
+        finally:
+            report.cancel()
 
 
 async def serve(
@@ -268,6 +282,24 @@ async def serve(
 # exits whatever a thread is doing (an interpreter exit joins non-daemon threads, and a
 # thread stuck in a read would hold it forever).
 EXIT_MARGIN_S = 5.0
+
+
+def _where(coro: Any) -> str:
+    """The await chain of a suspended coroutine, outermost first (``Task.get_stack``
+    gives only its outermost frame)."""
+    frames = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is not None:
+            frames.append(f"{frame.f_code.co_filename}:{frame.f_lineno}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+    return " -> ".join(frames)
+
+
+def _log_waiting(bound: float) -> None:
+    tasks = asyncio.all_tasks()
+    out = [f"  {t.get_name()}: {_where(t.get_coro()) or t.get_coro()!r}" for t in tasks]
+    log.error("stopping took over %.0f s: abandoned; tasks waiting:\n%s", bound, "\n".join(out))
 
 
 def exit_by_deadline(seconds: float) -> None:

@@ -181,3 +181,28 @@ def test_exit_by_deadline_ends_a_process_a_thread_would_hold() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30)
     assert done.returncode == 1 and time.monotonic() - started < 10
     assert b"after SIGTERM: exiting now" in done.stderr
+
+
+async def test_a_stop_that_hangs_is_bounded_and_names_what_waited(
+    setup, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In-process (the demo, tests) no watchdog ends the process: the drain's own bound
+    abandons a part that never finishes closing, closes the rest, and logs where each
+    task waited."""
+    import proxy.serve.server as server_module
+
+    cfg, _ = setup
+    monkeypatch.setattr(server_module, "EXIT_MARGIN_S", 0.5)
+    server = ProxyServer(load_settings(cfg))
+    await server.start()
+    port = server.port
+
+    async def never() -> None:
+        await asyncio.Event().wait()
+
+    server._stack.push_async_callback(never)  # closed first: the listener closes after it
+    await server.stop()  # pytest-timeout fails the test if it never returns
+    assert await refused(port)
+    (line,) = [r.getMessage() for r in caplog.records if "stopping took over" in r.getMessage()]
+    assert "stopping took over 6 s: abandoned; tasks waiting:" in line
+    assert f"test_server.py:{never.__code__.co_firstlineno + 1}" in line  # where it hung
