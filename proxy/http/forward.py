@@ -20,7 +20,8 @@ from yarl import URL
 
 from proxy.config.settings import Listen, Origin
 from proxy.http import informational
-from proxy.http.headers import EXPLAIN_HEADER, add_forwarded, end_to_end
+from proxy.http.client import OriginRequest
+from proxy.http.headers import EXPLAIN_HEADER, VIA, HeaderFilter, add_forwarded, end_to_end
 from proxy.http.pool import PoolConnector, PoolTimeout
 from proxy.http.target import upstream_target
 from proxy.http.upload import Upload, expects_continue
@@ -37,6 +38,11 @@ NO_BODY_STATUSES = frozenset({204, 304})
 # against ~540 KiB with 64 KiB and aiohttp's defaults (800 such clients: ~215 MB/worker).
 CHUNK = 16 * 1024
 READ_BUFSIZE = 16 * 1024
+# The origin's response headers, hop-by-hop ones left out.
+RESPONSE = HeaderFilter()
+# The request headers upstream_headers appends to or replaces: a request without any of
+# them (nearly all) gets its forwarding headers appended instead.
+NOTED = ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Via", "traceparent")
 
 
 class Forwarder:
@@ -49,6 +55,8 @@ class Forwarder:
         self.body_timeout_s = (listen or Listen()).body_timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._connector: PoolConnector | None = None
+        # One filter per set of dropped names (a few: the callers' fixed tuples).
+        self._filters: dict[tuple[str, ...], HeaderFilter] = {}
 
     @property
     def pool_timeouts(self) -> int:
@@ -74,6 +82,7 @@ class Forwarder:
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
             read_bufsize=READ_BUFSIZE,
             response_class=informational.RelayingResponse,  # 103 Early Hints reach the client
+            request_class=OriginRequest,  # the same headers, copied once
         )
 
     async def close(self) -> None:
@@ -93,11 +102,30 @@ class Forwarder:
         """The client's end-to-end headers (its W3C trace context included, untouched)
         with the forwarding ones; ``traceparent``, on a traced request, names our span
         as the origin's parent instead of the client's."""
-        headers = end_to_end(request.headers, drop=("Host", EXPLAIN_HEADER, *drop))
-        if traceparent is not None:
-            headers["traceparent"] = traceparent
+        drop = tuple(drop)
+        kept = self._filters.get(drop)
+        if kept is None:
+            kept = self._filters[drop] = HeaderFilter(("Host", EXPLAIN_HEADER, *drop), NOTED)
+        pairs = kept.pairs(request.headers)
         peer = request.remote
-        add_forwarded(headers, peer, request.scheme, request.host)
+        if pairs is not None:
+            # No Connection header, nothing to replace or append to: the headers the
+            # general case below gives, in its order, without its lookups per header.
+            if traceparent is not None:
+                pairs.append(("traceparent", traceparent))
+            if peer:
+                pairs.append(("X-Forwarded-For", peer))
+            pairs.append(("X-Forwarded-Proto", request.scheme))
+            host = request.host
+            if host:
+                pairs.append(("X-Forwarded-Host", host))
+            pairs.append(("Via", VIA))
+            headers = CIMultiDict(pairs)
+        else:
+            headers = end_to_end(request.headers, kept.drop)
+            if traceparent is not None:
+                headers["traceparent"] = traceparent
+            add_forwarded(headers, peer, request.scheme, request.host)
         if self.origin.host_header == "preserve":
             headers["Host"] = request.host
         elif self.origin.host_header:
@@ -163,15 +191,11 @@ class Forwarder:
         finally:
             informational.CLIENT.reset(token)
 
-    @staticmethod
-    def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
-        return end_to_end(upstream.headers)
-
     async def stream_back(
         self,
         request: web.BaseRequest,
         upstream: aiohttp.ClientResponse,
-        headers: CIMultiDict[str] | None = None,
+        headers: CIMultiDict[str] | list[tuple[str, str]] | None = None,
         first: bytes = b"",
     ) -> web.StreamResponse:
         """Send the origin's response to the client as it arrives.
@@ -179,7 +203,7 @@ class Forwarder:
         ``first`` is body already read from ``upstream`` (the feed path peeks at it).
         """
         if headers is None:
-            headers = self.response_headers(upstream)
+            headers = RESPONSE.copy(upstream.headers)
         no_body = (
             request.method == "HEAD"
             or upstream.status in NO_BODY_STATUSES
@@ -229,7 +253,9 @@ def _at_hand(upstream: aiohttp.ClientResponse) -> bytes:
 
 
 def _response(
-    upstream: aiohttp.ClientResponse, headers: CIMultiDict[str], first: bytes
+    upstream: aiohttp.ClientResponse,
+    headers: CIMultiDict[str] | list[tuple[str, str]],
+    first: bytes,
 ) -> web.StreamResponse:
     # With body bytes at hand, the headers go out with them in one write (one packet,
     # one syscall); without, at once, so a slow or streaming origin's client sees the
