@@ -38,6 +38,9 @@ NO_BODY_STATUSES = frozenset({204, 304})
 # against ~540 KiB with 64 KiB and aiohttp's defaults (800 such clients: ~215 MB/worker).
 CHUNK = 16 * 1024
 READ_BUFSIZE = 16 * 1024
+# Targets whose URLs are kept (up to ~2 MB of them, parts computed), and their longest.
+MAX_URLS = 1024
+MAX_URL_KEY = 256
 # The origin's response headers, hop-by-hop ones left out.
 RESPONSE = HeaderFilter()
 # The request headers upstream_headers appends to or replaces: a request without any of
@@ -57,6 +60,9 @@ class Forwarder:
         self._connector: PoolConnector | None = None
         # One filter per set of dropped names (a few: the callers' fixed tuples).
         self._filters: dict[tuple[str, ...], HeaderFilter] = {}
+        # Upstream URLs of recent targets: a URL is immutable, and aiohttp's client reads
+        # a dozen of its parts per request, each computed once per URL object.
+        self._urls: dict[str, URL] = {}
 
     @property
     def pool_timeouts(self) -> int:
@@ -132,6 +138,19 @@ class Forwarder:
             headers["Host"] = self.origin.host_header
         return headers
 
+    def _url(self, target: str) -> URL:
+        try:
+            url = URL(self._base + target, encoded=True)
+        except ValueError:
+            raise Answered(
+                400, Reason.BAD_TARGET, "the request target is not a valid path"
+            ) from None
+        if len(target) <= MAX_URL_KEY:
+            if len(self._urls) >= MAX_URLS:
+                self._urls.clear()
+            self._urls[target] = url
+        return url
+
     async def open(
         self,
         request: web.BaseRequest,
@@ -144,12 +163,9 @@ class Forwarder:
         stalled its upload) or Answered (a target rankgate does not forward)."""
         # The path and query exactly as the client encoded them (absolute-form: its path).
         target = upstream_target(request)
-        try:
-            url = URL(self._base + target, encoded=True)
-        except ValueError:
-            raise Answered(
-                400, Reason.BAD_TARGET, "the request target is not a valid path"
-            ) from None
+        url = self._urls.get(target)
+        if url is None:
+            url = self._url(target)
         upload: Upload | None = None
         data: object = None
         send_continue = "Expect" in request.headers and expects_continue(request)

@@ -45,7 +45,8 @@ def test_header_filter_keeps_what_end_to_end_keeps() -> None:
     for _ in range(2):  # judged, then remembered
         for headers in map(CIMultiDict, cases):
             for f in filters:
-                assert f.copy(headers) == list(end_to_end(headers, f.drop).items())
+                kept = list(CIMultiDict(f.copy(headers)).items())
+                assert kept == list(end_to_end(headers, f.drop).items())
                 assert (f.pairs(headers) is None) == ("Connection" in headers)
 
 
