@@ -10,9 +10,12 @@ object per reply. Why: at one GET per re-rank, redis-py's send + read was the la
 Redis share of a re-rank's CPU (docs/performance.md).
 
 In step or closed: every command has one deadline (the link's socket timeout, i.e.
-``redis.timeout_ms``). The oldest pending command is the first to expire (replies come in
-order), so one timer per connection watches it; when it expires, or the connection errs
-or is closed by the server, the connection is aborted and all its pending commands fail
+``redis.timeout_ms``) from when it is sent on an open connection, as redis-py's read
+timeout ran from its send; commands issued while a connection opens wait within
+redis-py's connect and handshake timeouts (``redis.timeout_ms`` each), then are written
+and timed. The oldest pending command is the first to expire (replies come in order),
+so one timer per connection watches it; when it expires, or the connection errs or is
+closed by the server, the connection is aborted and all its pending commands fail
 (redis-py's TimeoutError / ConnectionError, which the store names redis-timeout /
 redis-unavailable). A caller that gave up (cancelled) still has its reply read and
 dropped. The next command opens a new connection. Error replies fail only their command
@@ -27,6 +30,7 @@ once with a TimeoutError (a backlog that size means Redis is not keeping up).
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from typing import Any
 
@@ -70,12 +74,15 @@ class Pipe(asyncio.Protocol):
         return self.paused or len(self.pending) >= MAX_PENDING
 
     def send(self, packed: bytes, fut: asyncio.Future[Any]) -> None:
+        self.out.append(packed)
+        if self.transport is None:  # connecting: its deadline starts once connected
+            self.pending.append((fut, math.inf))
+            return
         deadline = self.loop.time() + self.owner.timeout
         self.pending.append((fut, deadline))
-        self.out.append(packed)
         if self.timer is None:
             self.timer = self.loop.call_at(deadline, self._expire)
-        if not self.flush_scheduled and self.transport is not None:
+        if not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self._flush)
 
@@ -113,9 +120,11 @@ class Pipe(asyncio.Protocol):
             return
         transport.set_protocol(self)
         self.transport = transport  # type: ignore[assignment]
-        if self.out and not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.loop.call_soon(self._flush)
+        if self.pending:  # what was queued while connecting: written now, timed from now
+            deadline = self.loop.time() + self.owner.timeout
+            self.pending = deque((fut, deadline) for fut, _ in self.pending)
+            self.timer = self.loop.call_at(deadline, self._expire)
+            self._flush()
 
     # -- asyncio.Protocol --------------------------------------------------------------
 

@@ -134,6 +134,9 @@ class ClusterLink:
                 raise
         raise ResponseError(f"more than {MAX_REDIRECTS} cluster redirections")
 
+    async def ping(self) -> None:
+        await self.command("PING")
+
     async def get(self, key: bytes) -> Any:
         """RedisLink.get's call: on a cluster, ``command``'s path (not auto-pipelined)."""
         return await self.command("GET", key)

@@ -35,6 +35,7 @@ class Link(Protocol):
 
     async def command(self, *args: Any) -> Any: ...
     def get(self, key: bytes) -> Awaitable[Any]: ...
+    async def ping(self) -> None: ...
     async def mget(self, keys: list[bytes], slots: list[int] | None) -> list[Any]: ...
     async def close(self) -> None: ...
 
@@ -204,7 +205,7 @@ class EmbeddingStore:
         return result
 
     async def ping(self) -> None:
-        await self._call(self.link.command("PING"))
+        await self._call(self.link.ping())
 
     async def close(self) -> None:
         await self.link.close()

@@ -142,6 +142,14 @@ class RedisLink:
             return self._pipes.send(pack_get(key))
         return self.command("GET", key)
 
+    async def ping(self) -> None:
+        """PING on the connection the feed path uses (opening it: the warm-up's), or
+        raise: the admin status's check."""
+        if self._pipes is not None:
+            await self._pipes.send(b"*1\r\n$4\r\nPING\r\n")
+        else:
+            await self.command("PING")
+
     async def mget(self, keys: list[bytes], slots: list[int] | None = None) -> list[Any]:
         """Values of ``keys`` in order (None where absent): one MGET on one node,
         auto-pipelined as ``get`` is.
