@@ -110,7 +110,7 @@ async def test_a_paused_server_times_out_and_the_next_command_reconnects(
         failed = await asyncio.gather(link.get(b"a"), link.get(b"b"), return_exceptions=True)
         waited = time.monotonic() - started
         assert all(isinstance(f, redis.TimeoutError) for f in failed), failed
-        assert 0.09 <= waited < 0.4
+        assert 0.09 <= waited < 1.0  # (failed before the 500 ms pause ended: above)
         assert from_redis(failed[0]).reason is Reason.REDIS_TIMEOUT  # type: ignore[arg-type]
         assert pipes(link) == [] and before.closed  # type: ignore[attr-defined]
         await asyncio.sleep(0.5)  # the pause is over; the late replies went with the socket
@@ -122,8 +122,15 @@ async def test_a_paused_server_times_out_and_the_next_command_reconnects(
 
 
 class Silent:
-    """A real server on port 0 that answers redis-py's connect handshake (the two
-    CLIENT SETINFO) and then never again; it counts connections and closes."""
+    """A real server on port 0 that answers redis-py's connect handshake (HELLO 3, CLIENT
+    MAINT_NOTIFICATIONS, two CLIENT SETINFO) and then never again; it counts connections
+    and closes."""
+
+    ANSWERS = (
+        (b"HELLO", b"%1\r\n$5\r\nproto\r\n:3\r\n"),
+        (b"MAINT_NOTIFICATIONS", b"+OK\r\n"),
+        (b"SETINFO", b"+OK\r\n"),
+    )
 
     def __init__(self) -> None:
         self.accepted = 0
@@ -139,9 +146,10 @@ class Silent:
         seen = b""
         while data := await reader.read(4096):
             seen += data
-            while b"SETINFO" in seen:
-                seen = seen.replace(b"SETINFO", b"", 1)
-                writer.write(b"+OK\r\n")
+            for command, answer in self.ANSWERS:
+                while command in seen:
+                    seen = seen.replace(command, b"", 1)
+                    writer.write(answer)
         self.closed += 1
         writer.close()
 
@@ -155,8 +163,10 @@ async def test_a_server_that_never_answers_fails_the_pending_commands() -> None:
             failed = await asyncio.gather(
                 *(link.get(b"k") for _ in range(5)), return_exceptions=True
             )
+            # The pipe's own deadline, not redis-py's (the handshake was answered).
             assert all(isinstance(f, redis.TimeoutError) for f in failed), failed
-            assert time.monotonic() - started < 0.5
+            assert all("did not answer within" in str(f) for f in failed), failed
+            assert time.monotonic() - started < 1.0
             await asyncio.sleep(0.05)
             # Its connection was closed, and each round opened a new one.
             assert (silent.accepted, silent.closed) == (round_, round_)
@@ -170,7 +180,7 @@ async def test_too_many_pending_uses_another_connection_then_fails(
     redis_url: str, redis_db: redis.Redis
 ) -> None:
     redis_db.set("a", "1")
-    link = make_link(redis_url, timeout=0.3, max_connections=2)
+    link = make_link(redis_url, timeout=1.0, max_connections=2)
     try:
         assert await link.get(b"a") == b"1"
         redis_db.execute_command("CLIENT", "PAUSE", 200, "ALL")
