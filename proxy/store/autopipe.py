@@ -239,7 +239,7 @@ class AutoPipeline:
     async def _open(self, pipe: Pipe) -> None:
         try:
             await pipe.open(self.pool)
-        except BaseException:  # its commands have failed with it (Pipe.fail)
+        except (Exception, asyncio.CancelledError):  # its commands failed with it (Pipe.fail)
             return
 
     def forget(self, pipe: Pipe) -> None:
