@@ -2,6 +2,7 @@
 cache, the embedded Valkey.
 
     link        the link contract and the single-node pipelined connection
+    autopipe    the feed path's GET and MGET: one turn's commands in one write, hiredis
     cluster     the Redis Cluster link: one batch per node, in parallel
     slots       the cluster slot map
     connect     one place that opens the right link (or sync client) for a URL
@@ -14,6 +15,7 @@ cache, the embedded Valkey.
 """
 
 __all__ = [
+    "autopipe",
     "cluster",
     "connect",
     "embeddings",

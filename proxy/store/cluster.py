@@ -134,6 +134,13 @@ class ClusterLink:
                 raise
         raise ResponseError(f"more than {MAX_REDIRECTS} cluster redirections")
 
+    async def ping(self) -> None:
+        await self.command("PING")
+
+    async def get(self, key: bytes) -> Any:
+        """RedisLink.get's call: on a cluster, ``command``'s path (not auto-pipelined)."""
+        return await self.command("GET", key)
+
     async def mget(self, keys: list[bytes], slots: list[int] | None = None) -> list[Any]:
         """Values of ``keys`` in order; a down node's keys come back as UNAVAILABLE.
         ``slots``: the keys' slots when the caller knows them (KeyTemplate.encoded).

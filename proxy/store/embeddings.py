@@ -9,6 +9,7 @@ feed path turns into a fail-open.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,6 +34,8 @@ class Link(Protocol):
     """RedisLink (one node) or ClusterLink (a Redis Cluster)."""
 
     async def command(self, *args: Any) -> Any: ...
+    def get(self, key: bytes) -> Awaitable[Any]: ...
+    async def ping(self) -> None: ...
     async def mget(self, keys: list[bytes], slots: list[int] | None) -> list[Any]: ...
     async def close(self) -> None: ...
 
@@ -121,7 +124,7 @@ class EmbeddingStore:
 
     async def user(self, user_id: str) -> np.ndarray | None:
         """The user's vector, or None when absent; ``Skip(bad-vector)`` when invalid."""
-        raw = await self._call(self.link.command("GET", _key(self.config.user_key, user_id)))
+        raw = await self._call(self.link.get(_key(self.config.user_key, user_id).encode()))
         if not isinstance(raw, bytes):
             return None
         if not self._valid(raw):
@@ -202,7 +205,7 @@ class EmbeddingStore:
         return result
 
     async def ping(self) -> None:
-        await self._call(self.link.command("PING"))
+        await self._call(self.link.ping())
 
     async def close(self) -> None:
         await self.link.close()

@@ -205,11 +205,11 @@ async def test_rss_stays_within_max_bytes_for_changing_pages(
         url = proc.url("/feed")
         for n in range(40):  # warm: every code path, pools and allocator arenas
             status, headers, _ = await fetch(f"{url}?n={n}", headers={"X-User-Id": "u1"})
-            assert status == 200 and headers["X-Rerank"].startswith("applied"), headers
+            assert status == 200 and headers["X-Rerank"].startswith("applied"), headers["X-Rerank"]
         before = rss_bytes(proc.proc.pid)
         for n in range(40, 40 + REQUESTS):
             status, headers, _ = await fetch(f"{url}?n={n}", headers={"X-User-Id": "u1"})
-            assert headers["X-Rerank"].startswith("applied")
+            assert headers["X-Rerank"].startswith("applied"), headers["X-Rerank"]
         grown = rss_bytes(proc.proc.pid) - before
     finally:
         assert await proc.stop() == 0
