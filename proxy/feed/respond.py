@@ -18,12 +18,18 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.http.forward import Forwarder
-from proxy.http.headers import append_token, end_to_end
+from proxy.http.forward import RESPONSE, Forwarder
+from proxy.http.headers import HeaderFilter, append_token
 from proxy.outcome.errors import Outcome, RankgateError, Reason
 from proxy.outcome.record import RequestRecord
 
 _TIMING_NAMES = {"inference": "infer"}
+# The origin's headers on a body we send whole: its length is ours to set, and a
+# re-ranked body's ETag would name other bytes.
+APPLIED = HeaderFilter(("Content-Length", "ETag"))
+BUFFERED = HeaderFilter(("Content-Length",))
+# A timing's name in Server-Timing (stage names are few: plugin:NAME per plugin).
+_METRIC_NAMES: dict[str, str] = {}
 
 
 def is_json(content_type: str | None) -> bool:
@@ -47,10 +53,17 @@ def private_cache_control(value: str | None) -> str:
     return ", ".join(["private", *keep])
 
 
+def _metric_name(stage: str) -> str:
+    name = _TIMING_NAMES.get(stage, stage).replace(":", "-")
+    if len(_METRIC_NAMES) < 256:
+        _METRIC_NAMES[stage] = name
+    return name
+
+
 def server_timing(timings: dict[str, float], prior: str | None = None) -> str:
+    names = _METRIC_NAMES
     ours = ", ".join(
-        f"{_TIMING_NAMES.get(k, k).replace(':', '-')};dur={v * 1000:.2f}"
-        for k, v in timings.items()
+        [f"{names.get(k) or _metric_name(k)};dur={v * 1000:.2f}" for k, v in timings.items()]
     )
     return f"{prior}, {ours}" if prior else ours
 
@@ -75,15 +88,16 @@ def applied(
     body: bytes,
     token: str | None = None,
 ) -> web.Response:
-    headers = end_to_end(upstream.headers)
-    headers.popall("Content-Length", None)
-    headers.popall("ETag", None)
+    # The response's own headers filled in place (a Response given headers copies them).
+    response = web.Response(status=upstream.status, reason=upstream.reason, body=body)
+    headers = response.headers
+    headers.extend(APPLIED.copy(upstream.headers))
     headers["Cache-Control"] = private_cache_control(headers.get("Cache-Control"))
     append_token(headers, "Vary", vary)
     record.outcome = Outcome.APPLIED
     _finish_headers(headers, record, f"applied; model={record.model}; arm={record.arm}", token)
     record.status, record.bytes_out = upstream.status, len(body)
-    return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
+    return response
 
 
 def _skip_headers(
@@ -117,7 +131,7 @@ async def stream_skipped(
 ) -> web.StreamResponse:
     """The origin's response streamed on (``first``: body bytes already read; ``extra``:
     headers of ours, e.g. an explanation)."""
-    headers = end_to_end(upstream.headers)
+    headers = CIMultiDict(RESPONSE.copy(upstream.headers))
     _skip_headers(headers, record, vary, why, token)
     if extra:
         headers.update(extra)
@@ -134,8 +148,9 @@ def buffered_skipped(
     token: str | None = None,
 ) -> web.Response:
     """The origin's body, read whole for re-ranking, served as it came."""
-    headers = end_to_end(upstream.headers)
-    headers.popall("Content-Length", None)
+    response = web.Response(status=upstream.status, reason=upstream.reason, body=body)
+    headers = response.headers
+    headers.extend(BUFFERED.copy(upstream.headers))
     _skip_headers(headers, record, vary, why, token)
     record.status, record.bytes_out = upstream.status, len(body)
-    return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=body)
+    return response

@@ -4,6 +4,7 @@ forward        the pass-through: request upstream, response streamed back
 headers        hop-by-hop removal, X-Forwarded-*, the headers rankgate adds
 codec          content-encodings of feed bodies (gzip, deflate, br)
 pool           the origin connection pool
+client         aiohttp's request to the origin, its header steps copied once
 target         request targets (RFC 9112 3.2): origin-, absolute-, authority- and
                asterisk-form
 upload         request bodies on their way upstream (100-continue, bounded reads)
@@ -11,4 +12,14 @@ informational  1xx responses relayed
 limits         the public server: connection cap, header/body/send/keep-alive timeouts
 """
 
-__all__ = ["codec", "forward", "headers", "informational", "limits", "pool", "target", "upload"]
+__all__ = [
+    "client",
+    "codec",
+    "forward",
+    "headers",
+    "informational",
+    "limits",
+    "pool",
+    "target",
+    "upload",
+]

@@ -9,7 +9,6 @@ for ``origin.pool_timeout_s`` is a 503 with Retry-After.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Iterable
 
@@ -20,7 +19,8 @@ from yarl import URL
 
 from proxy.config.settings import Listen, Origin
 from proxy.http import informational
-from proxy.http.headers import EXPLAIN_HEADER, add_forwarded, end_to_end
+from proxy.http.client import OriginRequest
+from proxy.http.headers import EXPLAIN_HEADER, VIA, HeaderFilter, add_forwarded, end_to_end
 from proxy.http.pool import PoolConnector, PoolTimeout
 from proxy.http.target import upstream_target
 from proxy.http.upload import Upload, expects_continue
@@ -37,6 +37,14 @@ NO_BODY_STATUSES = frozenset({204, 304})
 # against ~540 KiB with 64 KiB and aiohttp's defaults (800 such clients: ~215 MB/worker).
 CHUNK = 16 * 1024
 READ_BUFSIZE = 16 * 1024
+# Targets whose URLs are kept (up to ~2 MB of them, parts computed), and their longest.
+MAX_URLS = 1024
+MAX_URL_KEY = 256
+# The origin's response headers, hop-by-hop ones left out.
+RESPONSE = HeaderFilter()
+# The request headers upstream_headers appends to or replaces: a request without any of
+# them (nearly all) gets its forwarding headers appended instead.
+NOTED = ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Via", "traceparent")
 
 
 class Forwarder:
@@ -49,6 +57,11 @@ class Forwarder:
         self.body_timeout_s = (listen or Listen()).body_timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._connector: PoolConnector | None = None
+        # One filter per set of dropped names (a few: the callers' fixed tuples).
+        self._filters: dict[tuple[str, ...], HeaderFilter] = {}
+        # Upstream URLs of recent targets: a URL is immutable, and aiohttp's client reads
+        # a dozen of its parts per request, each computed once per URL object.
+        self._urls: dict[str, URL] = {}
 
     @property
     def pool_timeouts(self) -> int:
@@ -74,6 +87,7 @@ class Forwarder:
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
             read_bufsize=READ_BUFSIZE,
             response_class=informational.RelayingResponse,  # 103 Early Hints reach the client
+            request_class=OriginRequest,  # the same headers, copied once
         )
 
     async def close(self) -> None:
@@ -93,16 +107,48 @@ class Forwarder:
         """The client's end-to-end headers (its W3C trace context included, untouched)
         with the forwarding ones; ``traceparent``, on a traced request, names our span
         as the origin's parent instead of the client's."""
-        headers = end_to_end(request.headers, drop=("Host", EXPLAIN_HEADER, *drop))
-        if traceparent is not None:
-            headers["traceparent"] = traceparent
+        drop = tuple(drop)
+        kept = self._filters.get(drop)
+        if kept is None:
+            kept = self._filters[drop] = HeaderFilter(("Host", EXPLAIN_HEADER, *drop), NOTED)
+        pairs = kept.pairs(request.headers)
         peer = request.remote
-        add_forwarded(headers, peer, request.scheme, request.host)
+        if pairs is not None:
+            # No Connection header, nothing to replace or append to: the headers the
+            # general case below gives, in its order, without its lookups per header.
+            if traceparent is not None:
+                pairs.append(("traceparent", traceparent))
+            if peer:
+                pairs.append(("X-Forwarded-For", peer))
+            pairs.append(("X-Forwarded-Proto", request.scheme))
+            host = request.host
+            if host:
+                pairs.append(("X-Forwarded-Host", host))
+            pairs.append(("Via", VIA))
+            headers = CIMultiDict(pairs)
+        else:
+            headers = end_to_end(request.headers, kept.drop)
+            if traceparent is not None:
+                headers["traceparent"] = traceparent
+            add_forwarded(headers, peer, request.scheme, request.host)
         if self.origin.host_header == "preserve":
             headers["Host"] = request.host
         elif self.origin.host_header:
             headers["Host"] = self.origin.host_header
         return headers
+
+    def _url(self, target: str) -> URL:
+        try:
+            url = URL(self._base + target, encoded=True)
+        except ValueError:
+            raise Answered(
+                400, Reason.BAD_TARGET, "the request target is not a valid path"
+            ) from None
+        if len(target) <= MAX_URL_KEY:
+            if len(self._urls) >= MAX_URLS:
+                self._urls.clear()
+            self._urls[target] = url
+        return url
 
     async def open(
         self,
@@ -116,12 +162,9 @@ class Forwarder:
         stalled its upload) or Answered (a target rankgate does not forward)."""
         # The path and query exactly as the client encoded them (absolute-form: its path).
         target = upstream_target(request)
-        try:
-            url = URL(self._base + target, encoded=True)
-        except ValueError:
-            raise Answered(
-                400, Reason.BAD_TARGET, "the request target is not a valid path"
-            ) from None
+        url = self._urls.get(target)
+        if url is None:
+            url = self._url(target)
         upload: Upload | None = None
         data: object = None
         send_continue = "Expect" in request.headers and expects_continue(request)
@@ -163,15 +206,11 @@ class Forwarder:
         finally:
             informational.CLIENT.reset(token)
 
-    @staticmethod
-    def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
-        return end_to_end(upstream.headers)
-
     async def stream_back(
         self,
         request: web.BaseRequest,
         upstream: aiohttp.ClientResponse,
-        headers: CIMultiDict[str] | None = None,
+        headers: CIMultiDict[str] | list[tuple[str, str]] | None = None,
         first: bytes = b"",
     ) -> web.StreamResponse:
         """Send the origin's response to the client as it arrives.
@@ -179,7 +218,7 @@ class Forwarder:
         ``first`` is body already read from ``upstream`` (the feed path peeks at it).
         """
         if headers is None:
-            headers = self.response_headers(upstream)
+            headers = RESPONSE.copy(upstream.headers)
         no_body = (
             request.method == "HEAD"
             or upstream.status in NO_BODY_STATUSES
@@ -223,13 +262,16 @@ class Forwarder:
 def _at_hand(upstream: aiohttp.ClientResponse) -> bytes:
     """Body bytes that came in with the headers, taken without waiting (a failed stream
     raises again where the relay reads it)."""
-    with contextlib.suppress(aiohttp.ClientError, ConnectionError, TimeoutError):
+    try:  # not contextlib.suppress: this runs per request, a try costs nothing unraised
         return upstream.content.read_nowait(CHUNK)
-    return b""
+    except (aiohttp.ClientError, ConnectionError, TimeoutError):
+        return b""
 
 
 def _response(
-    upstream: aiohttp.ClientResponse, headers: CIMultiDict[str], first: bytes
+    upstream: aiohttp.ClientResponse,
+    headers: CIMultiDict[str] | list[tuple[str, str]],
+    first: bytes,
 ) -> web.StreamResponse:
     # With body bytes at hand, the headers go out with them in one write (one packet,
     # one syscall); without, at once, so a slow or streaming origin's client sees the

@@ -47,6 +47,64 @@ def end_to_end(
     return out
 
 
+# Names a filter remembers its verdict for: clients choose header names, so the memo
+# is bounded; past it, a name is judged each time.
+MAX_MEMO_NAMES = 512
+_DROP, _KEEP, _NOTE = 0, 1, 2
+
+
+class HeaderFilter:
+    """``end_to_end`` for a set of dropped names fixed once (a caller's, the response's),
+    made cheap for the usual message: each header name's verdict is remembered as it
+    was spelled (a dict lookup per header, not a lower-casing, a set and a prefix
+    test; lookups in a case-insensitive multidict cost more still). A message with a
+    noted name (``Connection``, whose list drops more, and the caller's ``note``: names
+    it would replace or append to) is given to the caller to do in full."""
+
+    __slots__ = ("_verdicts", "drop", "note", "skip")
+
+    def __init__(self, drop: Iterable[str] = (), note: Iterable[str] = ()) -> None:
+        self.drop = tuple(drop)
+        self.skip = HOP_BY_HOP | {d.lower() for d in self.drop}
+        self.note = frozenset({"connection", *(n.lower() for n in note)})
+        self._verdicts: dict[str, int] = {}
+
+    def _judge(self, name: str) -> int:
+        lname = name.lower()
+        if lname in self.note:
+            verdict = _NOTE
+        elif lname in self.skip or lname.startswith("proxy-"):
+            verdict = _DROP
+        else:
+            verdict = _KEEP
+        if len(self._verdicts) < MAX_MEMO_NAMES:
+            self._verdicts[name] = verdict
+        return verdict
+
+    def pairs(
+        self, headers: CIMultiDictProxy[str] | CIMultiDict[str]
+    ) -> list[tuple[str, str]] | None:
+        """The kept (name, value) pairs in order; None when a noted name is there."""
+        verdicts = self._verdicts
+        out = []
+        for name, value in headers.items():
+            verdict = verdicts.get(name)
+            if verdict is None:
+                verdict = self._judge(name)
+            if verdict == _KEEP:
+                out.append((name, value))
+            elif verdict:
+                return None
+        return out
+
+    def copy(
+        self, headers: CIMultiDictProxy[str] | CIMultiDict[str]
+    ) -> list[tuple[str, str]] | CIMultiDict[str]:
+        """The end-to-end headers: ``pairs``, else ``end_to_end`` (a Connection header)."""
+        kept = self.pairs(headers)
+        return end_to_end(headers, self.drop) if kept is None else kept
+
+
 def add_forwarded(
     headers: CIMultiDict[str], peer: str | None, scheme: str, host: str | None
 ) -> None:

@@ -2,8 +2,8 @@
 client before the final response.
 
 aiohttp's client reads and drops 1xx messages inside ``ClientResponse.start()`` and has
-no hook for them, so the response class given to the client session wraps its
-connection's ``read()`` for the duration of ``start()``: each message read is looked at,
+no hook for them, so the response class given to the client session wraps each origin
+connection's ``read()`` (which only ``start()`` calls): each message read is looked at,
 and a 1xx is written to the client that asked (known through a context variable set
 around the origin request, which runs in the client's handler task). ``100 Continue``
 is not relayed (rankgate answers ``Expect`` itself, see upload.py) nor ``101`` (an
@@ -49,20 +49,23 @@ def relay(request: web.BaseRequest, message: RawResponseMessage) -> bool:
 
 class RelayingResponse(aiohttp.ClientResponse):
     async def start(self, connection: Connection) -> aiohttp.ClientResponse:
-        request = CLIENT.get()
         protocol: Any = connection.protocol
-        if request is None or protocol is None:
-            return await super().start(connection)
-        read: Callable[[], Awaitable[Any]] = protocol.read
+        if protocol is not None and "read" not in protocol.__dict__:
+            # Once per connection, not per response: the protocol's read() is called
+            # only by start(), and the wrapper relays for the request whose task runs it.
+            protocol.read = _relaying(protocol.read)
+        return await super().start(connection)
 
-        async def read_relaying() -> Any:
-            message, payload = await read()
-            if 100 <= message.code < 200:
+
+def _relaying(
+    read: Callable[[], Awaitable[tuple[RawResponseMessage, Any]]],
+) -> Callable[[], Awaitable[tuple[RawResponseMessage, Any]]]:
+    async def read_relaying() -> tuple[RawResponseMessage, Any]:
+        message, payload = await read()
+        if 100 <= message.code < 200:
+            request = CLIENT.get()
+            if request is not None:
                 relay(request, message)
-            return message, payload
+        return message, payload
 
-        protocol.read = read_relaying  # this connection's, for this response only
-        try:
-            return await super().start(connection)
-        finally:
-            del protocol.read
+    return read_relaying

@@ -13,7 +13,6 @@ default) with a label of its own; without that variable, a random key made once 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -51,25 +50,35 @@ class FdSink:
         self.fd = fd
 
     def write(self, data: bytes) -> None:
-        # A reader that is gone or full must not take the proxy down.
-        with contextlib.suppress(BlockingIOError, BrokenPipeError):
+        # A reader that is gone or full must not take the proxy down. (try, not
+        # contextlib.suppress: a line per request, and a try costs nothing when not raised.)
+        try:
             while data:
                 data = data[os.write(self.fd, data) :]
+        except (BlockingIOError, BrokenPipeError):
+            pass
 
 
 class _Clock:
-    """ISO 8601 UTC timestamps with milliseconds; the per-second prefix is cached."""
+    """ISO 8601 UTC timestamps with milliseconds; the per-second prefix is cached, and
+    the last stamp (under load, several requests end in one millisecond)."""
 
     def __init__(self) -> None:
         self._second = -1
         self._prefix = ""
+        self._milli = -1
+        self._stamp = ""
 
     def iso(self, now: float) -> str:
-        second = int(now)
+        milli = int(now * 1000)
+        if milli == self._milli:
+            return self._stamp
+        second, frac = divmod(milli, 1000)
         if second != self._second:
             self._second = second
             self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
+        self._milli, self._stamp = milli, f"{self._prefix}.{frac:03d}Z"
+        return self._stamp
 
 
 RUN_KEY_ENV = "RANKGATE_RUN_USER_HASH_KEY"  # set once per run, inherited by workers
@@ -122,7 +131,8 @@ class AccessLog:
         return hashed
 
     def fields(self, record: RequestRecord, now: float | None = None) -> dict[str, Any]:
-        timings = record.timings
+        # Milliseconds to the microsecond, half up (``round(v * 1000, 3)`` costs ~4x).
+        timings_ms = {k: int(v * 1_000_000 + 0.5) / 1000 for k, v in record.timings.items()}
         path = record.path if len(record.path) <= MAX_PATH else record.path[:MAX_PATH] + "..."
         return {
             "time": self.clock.iso(time.time() if now is None else now),
@@ -135,15 +145,15 @@ class AccessLog:
             "route": record.route,
             "outcome": record.outcome,
             "reason": record.reason,
-            "plugin": getattr(record, "plugin", None),  # the plugin behind a skip
+            "plugin": record.plugin,  # the plugin behind a skip
             "model": record.model,
             "arm": record.arm,
             "user": self._user(record.user_id) if record.user_id else None,
             "items": record.items,
             "scored": record.scored,
             "bytes": record.bytes_out,
-            "duration_ms": round(timings.get("total", 0.0) * 1000, 3),
-            "timings_ms": {k: round(v * 1000, 3) for k, v in timings.items()},
+            "duration_ms": timings_ms.get("total", 0.0),
+            "timings_ms": timings_ms,
         }
 
     def __call__(self, record: RequestRecord) -> None:

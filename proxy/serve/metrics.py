@@ -57,6 +57,7 @@ from prometheus_client.core import (
 )
 
 from proxy.experiments.shadow import OVERLAP_BUCKETS, TAU_BUCKETS, ShadowStats
+from proxy.outcome.errors import Outcome, Reason
 from proxy.outcome.record import RequestRecord
 from proxy.routing.current import ReloadOutcome
 from proxy.routing.snapshot import Snapshot
@@ -66,25 +67,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PASSTHROUGH = "passthrough"
 STAGES = frozenset({"origin", "redis", "inference", "rerank", "total"})
 # From a cached 100 us feed to a slow origin: 100 us .. 30 s.
-BUCKETS = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
+# fmt: off
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+           1.0, 2.5, 5.0, 10.0, 30.0)
+# fmt: on
 RELOAD_RESULTS = ("ok", "unchanged", "error")
 # A label value that is not one of our short constants becomes "other": whatever a
 # future code path (or plugin) puts in a record, the series count stays bounded.
@@ -142,6 +128,10 @@ class Metrics:
         self.feedback_counts: FeedbackCounts | None = None
         self.shadow_stats: ShadowStats | None = None
         self._label_memo: dict[str, str] = {}
+        # Keys resolved once: (route, outcome, reason) -> labels (an enum's .value is a
+        # Python property); route -> stage -> the counts in self.stages (no tuple per stage).
+        self._request_keys: dict[tuple[str, Outcome, Reason | None], tuple[str, str, str]] = {}
+        self._route_stages: dict[str, dict[str, list[float]]] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -159,21 +149,28 @@ class Metrics:
 
     def observe(self, record: RequestRecord) -> None:
         route = record.route or PASSTHROUGH
-        outcome = record.outcome.value
-        key = (route, outcome, record.reason.value if record.reason is not None else "")
+        rkey = (route, record.outcome, record.reason)
+        key = self._request_keys.get(rkey)
+        if key is None:
+            key = (route, rkey[1].value, rkey[2].value if rkey[2] is not None else "")
+            if len(self._request_keys) < 10_000:  # routes x outcomes x reasons: far fewer
+                self._request_keys[rkey] = key
         self.requests[key] = self.requests.get(key, 0) + 1
-        stages = self.stages
+        by_stage = self._route_stages.setdefault(route, {})
         for stage, seconds in record.timings.items():
-            if stage in STAGES or stage.startswith("plugin:"):
+            counts = by_stage.get(stage)
+            if counts is None:
+                if stage not in STAGES and not stage.startswith("plugin:"):
+                    continue
                 skey = (route, stage if stage in STAGES else self._label(stage))
-                counts = stages.get(skey)
-                if counts is None:
-                    counts = stages[skey] = [0.0] * (len(BUCKETS) + 2)
-                # Buckets are "less than or equal": the first bound >= seconds.
-                counts[bisect_left(BUCKETS, seconds)] += 1
-                counts[-1] += seconds
+                counts = self.stages.setdefault(skey, [0.0] * (len(BUCKETS) + 2))
+                if len(by_stage) < 1_000:  # plugin:NAME per plugin of the route: a few
+                    by_stage[stage] = counts
+            # Buckets are "less than or equal": the first bound >= seconds.
+            counts[bisect_left(BUCKETS, seconds)] += 1
+            counts[-1] += seconds
         if record.model is not None:
-            mkey = (self._label(record.model) or "none", self._label(record.arm), outcome)
+            mkey = (self._label(record.model) or "none", self._label(record.arm), key[1])
             self.models[mkey] = self.models.get(mkey, 0) + 1
 
     def on_reload(self, outcome: ReloadOutcome | None, snapshot: Snapshot | None) -> None:

@@ -207,6 +207,51 @@ async def test_no_accept_encoding_added(env) -> None:
     assert "User-Agent" not in got
 
 
+async def _raw_echo(proxy: ProxyServer, head: bytes) -> list[tuple[str, str]]:
+    """The headers the origin saw, in order, for a request sent as ``head`` (kept alive:
+    no Connection header of the client's)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(head)
+    await writer.drain()
+    status = await reader.readuntil(b"\r\n\r\n")
+    length = int(status.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+    body = await reader.readexactly(length)
+    writer.close()
+    return list(orjson.loads(body)["headers"].items())
+
+
+async def test_forwarding_headers_in_order(env) -> None:
+    """Without forwarding headers of the client's, ours are appended; with them, the
+    ones that came are replaced where they stand (and Via, X-Forwarded-For appended to)."""
+    proxy, _ = env
+    origin_host = proxy.settings.origin.url.split("//", 1)[1]
+    plain = b"GET /echo HTTP/1.1\r\nHost: h\r\nX-B: 2\r\nAccept: a\r\nX-A: 1\r\n\r\n"
+    assert await _raw_echo(proxy, plain) == [
+        ("Host", origin_host),
+        ("X-B", "2"),
+        ("Accept", "a"),
+        ("X-A", "1"),
+        ("X-Forwarded-For", "127.0.0.1"),
+        ("X-Forwarded-Proto", "http"),
+        ("X-Forwarded-Host", "h"),
+        ("Via", "1.1 rankgate"),
+    ]
+    relayed = (
+        b"GET /echo HTTP/1.1\r\nHost: h\r\nX-B: 2\r\nvia: 1.0 cdn\r\nAccept: a\r\n"
+        b"X-Forwarded-Proto: https\r\nX-A: 1\r\n\r\n"
+    )
+    assert await _raw_echo(proxy, relayed) == [
+        ("Host", origin_host),
+        ("X-B", "2"),
+        ("Via", "1.0 cdn, 1.1 rankgate"),
+        ("Accept", "a"),
+        ("X-Forwarded-Proto", "http"),
+        ("X-A", "1"),
+        ("X-Forwarded-For", "127.0.0.1"),
+        ("X-Forwarded-Host", "h"),
+    ]
+
+
 async def test_upload_10mib_streamed(env, client) -> None:
     proxy, _ = env
 

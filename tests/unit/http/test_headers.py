@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from multidict import CIMultiDict
 
-from proxy.http.headers import VIA, add_forwarded, append_token, end_to_end
+from proxy.http.headers import (
+    MAX_MEMO_NAMES,
+    VIA,
+    HeaderFilter,
+    add_forwarded,
+    append_token,
+    end_to_end,
+)
 
 
 def test_end_to_end_drops_hop_by_hop_and_what_connection_names() -> None:
@@ -25,6 +32,31 @@ def test_end_to_end_drops_hop_by_hop_and_what_connection_names() -> None:
     out = end_to_end(headers, drop=("host",))
     assert list(out.items()) == [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")]
     assert "Host" in headers  # the input is not changed
+
+
+def test_header_filter_keeps_what_end_to_end_keeps() -> None:
+    cases = [
+        [("Host", "h"), ("X-A", "1"), ("x-a", "2"), ("TE", "trailers"), ("Proxy-X", "p")],
+        [("Keep-Alive", "5"), ("Set-Cookie", "a=1"), ("ETag", '"e"'), ("Set-Cookie", "b")],
+        [("Connection", "X-Secret"), ("X-Secret", "gone"), ("X-Kept", "here")],
+        [],
+    ]
+    filters = [HeaderFilter(), HeaderFilter(("Host", "ETag"))]
+    for _ in range(2):  # judged, then remembered
+        for headers in map(CIMultiDict, cases):
+            for f in filters:
+                kept = list(CIMultiDict(f.copy(headers)).items())
+                assert kept == list(end_to_end(headers, f.drop).items())
+                assert (f.pairs(headers) is None) == ("Connection" in headers)
+
+
+def test_header_filter_notes_names_and_bounds_its_memo() -> None:
+    f = HeaderFilter(("Host",), note=("Via",))
+    assert f.pairs(CIMultiDict([("X-A", "1"), ("VIA", "1.0 cdn")])) is None
+    assert f.pairs(CIMultiDict([("X-A", "1"), ("Host", "h")])) == [("X-A", "1")]
+    many = CIMultiDict((f"X-{k}", "v") for k in range(2 * MAX_MEMO_NAMES))
+    assert f.pairs(many) == list(many.items())
+    assert len(f._verdicts) == MAX_MEMO_NAMES
 
 
 def test_add_forwarded_appends_to_what_came() -> None:
