@@ -6,26 +6,32 @@ Which feeds: those of routes whose items are spliced (``proxy.routing.reads``) a
 no rules plugins, outside ``rankgate explain``. Any other feed, however big, runs on the
 event loop as before (the model itself runs in a thread from ``feed.thread_min_items``).
 
-A big feed takes two trips: the body goes to a process, which finds the items and returns
-their ids; the vectors are looked up and scored here as for any feed; then the body and the
-new order go to a process again, which splices the items' bytes and returns the response's
-body. Each trip waits within the route's budget. The pool is bounded: at most two feeds per
-process are in flight, and a feed beyond that is served as the origin sent it
-(``offload-busy``), never queued; a process that fails or dies gives ``offload-error``
-and the pool is made anew. The pool starts at the first big feed; until it is up, big feeds
-run on the event loop, so a feed's outcome is the same with the pool on or off.
+A big feed takes two trips to one process: the body goes there, which finds the items,
+keeps the body and its items' bounds, and returns their ids; the vectors are looked up and
+scored here as for any feed; then only the new order goes to the same process, which splices
+the items' bytes and returns the response's body. The body crosses the pipe once and is
+parsed once. Each trip waits within the route's budget. The pool is bounded: at most
+``PER_WORKER`` feeds per process, from the first trip to the end of the second, and a feed
+beyond that is served as the origin sent it (``offload-busy``), never queued; a process
+that fails or dies gives ``offload-error`` and the pool is made anew. The pool starts at the
+first big feed; until it is up, big feeds run on the event loop, so a feed's outcome is the
+same with the pool on or off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import multiprocessing
 import time
+from collections import OrderedDict
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 
 import numpy as np
+from msgspec import Raw
 
 from proxy.feed import splice
 from proxy.feed.budget import within
@@ -34,12 +40,19 @@ from proxy.routing.reads import BodyPlan, build
 
 log = logging.getLogger("rankgate.offload")
 
-PER_WORKER = 2  # feeds in flight per process: one running, one waiting
+# Feeds per process, from the first trip to the end of the second: one being read, one
+# between its trips, one being joined. Bounds the calls queued there and the bodies held.
+PER_WORKER = 3
 RETRY_S = 5.0  # after a pool failed to start, big feeds stay on the loop this long
+# Bodies a process keeps between trips, at most: a feed that never came back (the loop
+# forgets it with the next feed's first trip) cannot hold more than this.
+HELD_MAX = 2 * PER_WORKER
 
 # -- in the re-rank processes ------------------------------------------------------------
 
 _PLANS: dict[tuple[tuple[str, ...], tuple[str, ...]], BodyPlan] = {}
+# A feed's body and its items' bytes and bounds, from the first trip to the second.
+_HELD: OrderedDict[int, tuple[bytes, list[Raw], int, int]] = OrderedDict()
 
 
 def _plan(path: tuple[str, ...], id_path: tuple[str, ...]) -> BodyPlan:
@@ -54,24 +67,71 @@ def ready() -> bool:
 
 
 def find_ids(
-    raw: bytes, path: tuple[str, ...], id_path: tuple[str, ...]
+    key: int, raw: bytes, path: tuple[str, ...], id_path: tuple[str, ...], forget: list[int]
 ) -> list[str | None] | None:
-    """The items' ids, or None: not a body the route's plan takes."""
-    found = splice.find(raw, _plan(path, id_path))
-    return None if found is None else found.array.ids
+    """The items' ids, the body kept under ``key`` for ``join``; None: not a body the
+    route's plan takes (nothing kept). ``forget``: feeds that will not come back."""
+    for old in forget:
+        _HELD.pop(old, None)
+    found = splice.scan(raw, _plan(path, id_path))
+    if found is None:
+        return None
+    _HELD[key] = (raw, found.parts, found.start, found.end)
+    while len(_HELD) > HELD_MAX:
+        _HELD.popitem(last=False)
+    return found.array.ids
 
 
-def join(raw: bytes, path: tuple[str, ...], id_path: tuple[str, ...], source: np.ndarray) -> bytes:
-    """The body with its items' bytes in the order ``source`` gives."""
-    located = splice.locate(raw, _plan(path, id_path))
-    if located is None:
-        raise ValueError("the body no longer splices")
-    parts, start, end = located
+def join(key: int, source: np.ndarray) -> bytes:
+    """The body kept under ``key``, with its items' bytes in the order ``source`` gives."""
+    held = _HELD.pop(key, None)
+    if held is None:
+        raise ValueError("the body is no longer held")
+    raw, parts, start, end = held
     inner = b",".join([parts[i] for i in source.tolist()])
     return b"".join((raw[:start], inner, raw[end:]))
 
 
+def held() -> list[int]:
+    """The keys of the bodies this process holds (for tests)."""
+    return list(_HELD)
+
+
 # -- in the serving process --------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Worker:
+    """One re-rank process (an executor of one, so both trips of a feed reach it)."""
+
+    pool: ProcessPoolExecutor
+    feeds: int = 0  # feeds holding a place here
+    forget: list[int] = field(default_factory=list)  # keys to drop at the next first trip
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One feed's place in one process, from its first trip until it is done with it
+    and no call of it is running there."""
+
+    worker: Worker
+    key: int
+    calls: int = 0
+    closed: bool = False
+    released: bool = False
+    joined: bool = False  # the second trip was sent: the process drops the body itself
+
+    def close(self) -> None:
+        """The feed is done with its place (served, or given up at any point)."""
+        self.closed = True
+        self.release()
+
+    def release(self) -> None:
+        if self.closed and self.calls == 0 and not self.released:
+            self.released = True
+            self.worker.feeds -= 1
+            if not self.joined:  # the process may hold its body: dropped next time
+                self.worker.forget.append(self.key)
 
 
 class Offload:
@@ -80,11 +140,14 @@ class Offload:
     def __init__(self, workers: int, min_bytes: int) -> None:
         self.workers = workers
         self.min_bytes = min_bytes
-        self.limit = workers * PER_WORKER
-        self.pool: ProcessPoolExecutor | None = None
+        self.procs: list[Worker] = []
         self.ready = False
-        self.in_flight = 0
         self.failed_at = -RETRY_S
+        self._keys = itertools.count()
+
+    @property
+    def in_flight(self) -> int:
+        return sum(w.feeds for w in self.procs)
 
     def takes(self, raw: bytes, plan: BodyPlan | None, rules: int, explaining: bool) -> bool:
         """Whether this body goes to the pool (starting it, the first time)."""
@@ -96,69 +159,102 @@ class Offload:
         return True
 
     def _start(self) -> None:
-        if self.pool is not None or time.monotonic() - self.failed_at < RETRY_S:
+        if self.procs or time.monotonic() - self.failed_at < RETRY_S:
             return
-        pool = self.pool = ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context("spawn")
-        )
+        context = multiprocessing.get_context("spawn")
+        procs = self.procs = [
+            Worker(ProcessPoolExecutor(1, mp_context=context)) for _ in range(self.workers)
+        ]
         loop = asyncio.get_running_loop()
+        waiting = [len(procs)]
 
         def started(future: Future[bool]) -> None:
             ok = not future.cancelled() and future.exception() is None
-            loop.call_soon_threadsafe(self._started, pool, ok)
+            loop.call_soon_threadsafe(self._started, procs, ok, waiting)
 
         try:
-            pool.submit(ready).add_done_callback(started)
+            for worker in procs:
+                worker.pool.submit(ready).add_done_callback(started)
         except (BrokenProcessPool, RuntimeError):
-            self._broken(pool)
+            self._broken(procs)
 
-    def _started(self, pool: ProcessPoolExecutor, ok: bool) -> None:
-        if pool is not self.pool:
+    def _started(self, procs: list[Worker], ok: bool, waiting: list[int]) -> None:
+        if procs is not self.procs:
             return
-        if ok:
-            self.ready = True
-        else:
+        if not ok:
             log.warning("the re-rank processes did not start; big feeds stay on the event loop")
-            self._broken(pool)
+            self._broken(procs)
+            return
+        waiting[0] -= 1
+        self.ready = waiting[0] == 0
 
-    def _broken(self, pool: ProcessPoolExecutor) -> None:
-        if pool is self.pool:
-            self.pool, self.ready, self.failed_at = None, False, time.monotonic()
-        pool.shutdown(wait=False, cancel_futures=True)
+    def _broken(self, procs: list[Worker]) -> None:
+        if procs is self.procs:
+            self.procs, self.ready, self.failed_at = [], False, time.monotonic()
+        for worker in procs:
+            worker.pool.shutdown(wait=False, cancel_futures=True)
 
-    async def call(self, deadline: float, fn: object, *args: object) -> object:
-        """``fn(*args)`` in a re-rank process, within ``deadline``; Skip when the pool is
-        full (offload-busy) or the call failed (offload-error)."""
-        pool = self.pool
-        if pool is None or not self.ready:
+    def open(self) -> Ticket:
+        """A place for one feed in the least busy process; Skip when every process has
+        ``PER_WORKER`` feeds (offload-busy) or the pool is down (offload-error)."""
+        if not self.ready or not self.procs:
             raise Skip(Reason.OFFLOAD_ERROR, "the re-rank processes are restarting")
-        if self.in_flight >= self.limit:
+        worker = min(self.procs, key=lambda w: w.feeds)
+        if worker.feeds >= PER_WORKER:
             raise Skip(Reason.OFFLOAD_BUSY)
+        worker.feeds += 1
+        return Ticket(worker, next(self._keys))
+
+    async def find(
+        self, ticket: Ticket, deadline: float, raw: bytes, plan: BodyPlan
+    ) -> list[str | None] | None:
+        """The first trip: the items' ids (the body kept there), or None."""
+        forget, ticket.worker.forget = ticket.worker.forget, []
+        args = (ticket.key, raw, plan.path, plan.id_path, forget)
+        found = await self.call(ticket, deadline, find_ids, *args)
+        assert found is None or isinstance(found, list)
+        return found
+
+    async def join(self, ticket: Ticket, deadline: float, source: np.ndarray) -> bytes:
+        """The second trip: the body kept there, its items in the order ``source`` gives."""
+        ticket.joined = True
+        out = await self.call(ticket, deadline, join, ticket.key, source)
+        assert isinstance(out, bytes)
+        return out
+
+    async def call(self, ticket: Ticket, deadline: float, fn: object, *args: object) -> object:
+        """``fn(*args)`` in the ticket's process, within ``deadline``; Skip(offload-error)
+        when the call failed or the process is gone."""
+        worker = ticket.worker
+        if ticket.closed or worker not in self.procs:  # made anew: what it held is gone
+            raise Skip(Reason.OFFLOAD_ERROR, "the re-rank process was restarted")
         try:
-            job = asyncio.wrap_future(pool.submit(fn, *args))  # type: ignore[arg-type]
+            job = asyncio.wrap_future(worker.pool.submit(fn, *args))  # type: ignore[arg-type]
         except (BrokenProcessPool, RuntimeError):
-            self._broken(pool)
+            self._broken(self.procs)
             raise Skip(Reason.OFFLOAD_ERROR) from None
-        # In flight until the process is done with it, even past this request's budget.
-        self.in_flight += 1
-        job.add_done_callback(self._done)
+        # The place is held until the process is done with the call, even past the budget.
+        ticket.calls += 1
+        job.add_done_callback(lambda done: self._done(ticket, done))
         try:
             return await within(job, deadline)
         except Skip:
             raise
         except BrokenProcessPool:
-            self._broken(pool)
+            if worker in self.procs:
+                self._broken(self.procs)
             raise Skip(Reason.OFFLOAD_ERROR) from None
         except Exception as exc:
             log.warning("re-rank process: %s: %s", type(exc).__name__, exc)
             raise Skip(Reason.OFFLOAD_ERROR, str(exc) or type(exc).__name__) from None
 
-    def _done(self, job: asyncio.Future[object]) -> None:
-        self.in_flight -= 1
+    def _done(self, ticket: Ticket, job: asyncio.Future[object]) -> None:
+        ticket.calls -= 1
+        ticket.release()
         if not job.cancelled():
             job.exception()  # read: a late failure is not logged as never retrieved
 
     def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool, self.ready = None, False
+        procs, self.procs, self.ready = self.procs, [], False
+        for worker in procs:
+            worker.pool.shutdown(wait=False, cancel_futures=True)

@@ -23,7 +23,7 @@ import orjson
 
 from plugins.context import ItemArray, ItemsNotFound
 from plugins.run import LoadedPlugin, PluginFailure
-from proxy.feed import offload, splice
+from proxy.feed import splice
 from proxy.feed.budget import consume, past, within
 from proxy.feed.interleave import multileave_slots, seed_of
 from proxy.feed.ranking import served_order
@@ -52,6 +52,14 @@ Prefetch = list[tuple[LoadedPlugin, asyncio.Future[None]]]
 
 async def run(st: FeedRequest) -> None:
     inflate(st)
+    try:
+        await _stages(st)
+    finally:
+        if st.ticket is not None:  # its place in a re-rank process, however it ended
+            st.ticket.close()
+
+
+async def _stages(st: FeedRequest) -> None:
     if not await offload_find(st):
         parse(st)
     find_items(st)
@@ -121,26 +129,22 @@ async def offload_find(st: FeedRequest) -> bool:
     assert plan is not None
     started = time.perf_counter()
     try:
-        ids = await off.call(st.deadline, offload.find_ids, st.raw, plan.path, plan.id_path)
+        st.ticket = off.open()
+        ids = await off.find(st.ticket, st.deadline, st.raw, plan)
     finally:
         st.timings["offload"] = time.perf_counter() - started
-    if ids is None:
-        return False
-    assert isinstance(ids, list)
-    st.arrays, st.ids, st.offloaded = [ItemArray([None] * len(ids), ids)], ids, True
-    return True
+    if ids is not None:
+        st.arrays, st.ids, st.offloaded = [ItemArray([None] * len(ids), ids)], ids, True
+    return st.offloaded
 
 
 async def offload_join(st: FeedRequest) -> None:
-    off, plan = st.svc.offload, st.route.reads
-    assert off is not None and plan is not None
+    assert st.svc.offload is not None and st.ticket is not None
     started = time.perf_counter()
     try:
-        args = (st.raw, plan.path, plan.id_path, st.served[0])
-        out = await off.call(st.deadline, offload.join, *args)
+        out = await st.svc.offload.join(st.ticket, st.deadline, st.served[0])
     finally:
         st.timings["offload"] += time.perf_counter() - started
-    assert isinstance(out, bytes)
     st.out = codec.encode(out, st.encoding)
 
 
