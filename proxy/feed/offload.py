@@ -24,11 +24,13 @@ import asyncio
 import itertools
 import logging
 import multiprocessing
+import os
 import time
 from collections import OrderedDict
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 from msgspec import Raw
@@ -47,6 +49,10 @@ RETRY_S = 5.0  # after a pool failed to start, big feeds stay on the loop this l
 # Bodies a process keeps between trips, at most: a feed that never came back (the loop
 # forgets it with the next feed's first trip) cannot hold more than this.
 HELD_MAX = 2 * PER_WORKER
+# Each place has a shared memory block the body goes in by and the response comes out by:
+# through the pipe, a 1.2 MB body's pickling and the response's reading held the serving
+# process's interpreter ~2.5 ms (docs/performance.md). A bigger body takes the pipe.
+SLOT_BYTES = 2 << 20
 
 # -- in the re-rank processes ------------------------------------------------------------
 
@@ -66,13 +72,31 @@ def ready() -> bool:
     return True
 
 
+_SLOTS: dict[str, SharedMemory] = {}
+
+
+def _slot(name: str) -> SharedMemory:
+    shm = _SLOTS.get(name)
+    if shm is None:
+        # Registered again with the serving process's resource tracker (a set: no-op);
+        # that process made it and unlinks it.
+        shm = _SLOTS[name] = SharedMemory(name)
+    return shm
+
+
 def find_ids(
-    key: int, raw: bytes, path: tuple[str, ...], id_path: tuple[str, ...], forget: list[int]
+    key: int,
+    body: bytes | tuple[str, int],
+    path: tuple[str, ...],
+    id_path: tuple[str, ...],
+    forget: list[int],
 ) -> list[str | None] | None:
     """The items' ids, the body kept under ``key`` for ``join``; None: not a body the
-    route's plan takes (nothing kept). ``forget``: feeds that will not come back."""
+    route's plan takes (nothing kept). ``body``: its bytes, or (a place's shared memory,
+    its length). ``forget``: feeds that will not come back."""
     for old in forget:
         _HELD.pop(old, None)
+    raw = body if isinstance(body, bytes) else bytes(_slot(body[0]).buf[: body[1]])
     found = splice.scan(raw, _plan(path, id_path))
     if found is None:
         return None
@@ -82,14 +106,22 @@ def find_ids(
     return found.array.ids
 
 
-def join(key: int, source: np.ndarray) -> bytes:
-    """The body kept under ``key``, with its items' bytes in the order ``source`` gives."""
+def join(key: int, source: np.ndarray, slot: str | None = None) -> bytes | int:
+    """The body kept under ``key``, with its items' bytes in the order ``source`` gives;
+    written to the shared memory ``slot`` when it fits (then its length is returned)."""
     held = _HELD.pop(key, None)
     if held is None:
         raise ValueError("the body is no longer held")
     raw, parts, start, end = held
     inner = b",".join([parts[i] for i in source.tolist()])
-    return b"".join((raw[:start], inner, raw[end:]))
+    out = b"".join((raw[:start], inner, raw[end:]))
+    if slot is None:
+        return out
+    shm = _slot(slot)
+    if len(out) > shm.size:
+        return out
+    shm.buf[: len(out)] = out
+    return len(out)
 
 
 def held() -> list[int]:
@@ -105,8 +137,20 @@ class Worker:
     """One re-rank process (an executor of one, so both trips of a feed reach it)."""
 
     pool: ProcessPoolExecutor
-    feeds: int = 0  # feeds holding a place here
+    slots: list[SharedMemory | None]  # a place's shared memory (None: the pipe only)
+    free: list[int] = field(default_factory=list)  # the places no feed holds
     forget: list[int] = field(default_factory=list)  # keys to drop at the next first trip
+
+    @property
+    def feeds(self) -> int:
+        return len(self.slots) - len(self.free)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for shm in self.slots:
+            if shm is not None:
+                shm.close()
+                shm.unlink()
 
 
 @dataclass(eq=False)
@@ -116,6 +160,7 @@ class Ticket:
 
     worker: Worker
     key: int
+    place: int  # which of the worker's places (and its shared memory)
     calls: int = 0
     closed: bool = False
     released: bool = False
@@ -129,7 +174,7 @@ class Ticket:
     def release(self) -> None:
         if self.closed and self.calls == 0 and not self.released:
             self.released = True
-            self.worker.feeds -= 1
+            self.worker.free.append(self.place)
             if not self.joined:  # the process may hold its body: dropped next time
                 self.worker.forget.append(self.key)
 
@@ -163,7 +208,8 @@ class Offload:
             return
         context = multiprocessing.get_context("spawn")
         procs = self.procs = [
-            Worker(ProcessPoolExecutor(1, mp_context=context)) for _ in range(self.workers)
+            Worker(ProcessPoolExecutor(1, mp_context=context), _slots(), list(range(PER_WORKER)))
+            for _ in range(self.workers)
         ]
         loop = asyncio.get_running_loop()
         waiting = [len(procs)]
@@ -192,25 +238,29 @@ class Offload:
         if procs is self.procs:
             self.procs, self.ready, self.failed_at = [], False, time.monotonic()
         for worker in procs:
-            worker.pool.shutdown(wait=False, cancel_futures=True)
+            worker.close()
 
     def open(self) -> Ticket:
         """A place for one feed in the least busy process; Skip when every process has
         ``PER_WORKER`` feeds (offload-busy) or the pool is down (offload-error)."""
         if not self.ready or not self.procs:
             raise Skip(Reason.OFFLOAD_ERROR, "the re-rank processes are restarting")
-        worker = min(self.procs, key=lambda w: w.feeds)
-        if worker.feeds >= PER_WORKER:
+        worker = max(self.procs, key=lambda w: len(w.free))
+        if not worker.free:
             raise Skip(Reason.OFFLOAD_BUSY)
-        worker.feeds += 1
-        return Ticket(worker, next(self._keys))
+        return Ticket(worker, next(self._keys), worker.free.pop())
 
     async def find(
         self, ticket: Ticket, deadline: float, raw: bytes, plan: BodyPlan
     ) -> list[str | None] | None:
         """The first trip: the items' ids (the body kept there), or None."""
         forget, ticket.worker.forget = ticket.worker.forget, []
-        args = (ticket.key, raw, plan.path, plan.id_path, forget)
+        body: bytes | tuple[str, int] = raw
+        shm = ticket.worker.slots[ticket.place]
+        if shm is not None and len(raw) <= shm.size:
+            shm.buf[: len(raw)] = raw
+            body = (shm.name, len(raw))
+        args = (ticket.key, body, plan.path, plan.id_path, forget)
         found = await self.call(ticket, deadline, find_ids, *args)
         assert found is None or isinstance(found, list)
         return found
@@ -218,7 +268,12 @@ class Offload:
     async def join(self, ticket: Ticket, deadline: float, source: np.ndarray) -> bytes:
         """The second trip: the body kept there, its items in the order ``source`` gives."""
         ticket.joined = True
-        out = await self.call(ticket, deadline, join, ticket.key, source)
+        shm = ticket.worker.slots[ticket.place]
+        slot = None if shm is None else shm.name
+        out = await self.call(ticket, deadline, join, ticket.key, source, slot)
+        if isinstance(out, int):
+            assert shm is not None
+            return bytes(shm.buf[:out])
         assert isinstance(out, bytes)
         return out
 
@@ -257,4 +312,23 @@ class Offload:
     def close(self) -> None:
         procs, self.procs, self.ready = self.procs, [], False
         for worker in procs:
-            worker.pool.shutdown(wait=False, cancel_futures=True)
+            worker.close()
+
+
+def _slots() -> list[SharedMemory | None]:
+    """A process's places' shared memory, its pages reserved now: a full /dev/shm is
+    then an error here (those places use the pipe), never a SIGBUS at a write."""
+    slots: list[SharedMemory | None] = []
+    for _ in range(PER_WORKER):
+        shm = None
+        try:
+            shm = SharedMemory(create=True, size=SLOT_BYTES)
+            os.posix_fallocate(shm._fd, 0, SLOT_BYTES)  # type: ignore[attr-defined]
+        except OSError as exc:
+            log.warning("no shared memory for the re-rank processes (%s): the pipe only", exc)
+            if shm is not None:
+                shm.close()
+                shm.unlink()
+            shm = None
+        slots.append(shm)
+    return slots

@@ -181,3 +181,23 @@ async def test_a_failing_or_dying_process_is_offload_error_and_the_pool_is_made_
     pool.failed_at = -offload.RETRY_S  # no need to wait out the retry pause here
     await started(pool)
     assert await pool.call(pool.open(), deadline(), nap, 0.0) == 0.0
+
+
+async def test_a_body_past_a_places_shared_memory_takes_the_pipe(pool: Offload) -> None:
+    ticket = pool.open()
+    shm = ticket.worker.slots[ticket.place]
+    assert shm is not None  # /dev/shm here; a full one leaves the place to the pipe
+    items = b",".join(b'{"id": "i%d", "pad": "%s"}' % (k, b"p" * 200) for k in range(12000))
+    big = b'{"items": [' + items + b"]}"
+    assert len(big) > offload.SLOT_BYTES
+    ids = await pool.find(ticket, deadline(), big, ITEMS)
+    assert ids is not None and len(ids) == 12000 and ids[-1] == "i11999"
+    out = await pool.join(ticket, deadline(), np.arange(12000)[::-1].copy())
+    assert out.startswith(b'{"items": [{"id": "i11999", "pad"') and len(out) == len(big)
+    ticket.close()
+    small = pool.open()
+    assert await pool.find(small, deadline(), RAW, ITEMS) == ["x", "2"]  # by the slot
+    assert await pool.join(small, deadline(), np.array([1, 0])) == SWAPPED
+    names = [s.name for w in pool.procs for s in w.slots if s is not None]
+    pool.close()
+    assert names and not set(names) & set(os.listdir("/dev/shm"))  # unlinked
