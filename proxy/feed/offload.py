@@ -32,13 +32,13 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing.shared_memory import SharedMemory
 
+import msgspec
 import numpy as np
-from msgspec import Raw
 
-from proxy.feed import splice
 from proxy.feed.budget import within
+from proxy.feed.pooled import find_ids, join, ready
 from proxy.outcome.errors import Reason, Skip
-from proxy.routing.reads import BodyPlan, build
+from proxy.routing.reads import BodyPlan
 
 log = logging.getLogger("rankgate.offload")
 
@@ -46,90 +46,14 @@ log = logging.getLogger("rankgate.offload")
 # between its trips, one being joined. Bounds the calls queued there and the bodies held.
 PER_WORKER = 3
 RETRY_S = 5.0  # after a pool failed to start, big feeds stay on the loop this long
-# Bodies a process keeps between trips, at most: a feed that never came back (the loop
-# forgets it with the next feed's first trip) cannot hold more than this.
-HELD_MAX = 2 * PER_WORKER
+# Id lists the serving process keeps, by their JSON (the pages it has had lately): the same
+# page again costs a hash of ~60 KB instead of 10,000 new strings, a tuple of them and its
+# compare with the cached list's key (docs/performance.md).
+PAGES = 8
 # Each place has a shared memory block the body goes in by and the response comes out by:
 # through the pipe, a 1.2 MB body's pickling and the response's reading held the serving
 # process's interpreter ~2.5 ms (docs/performance.md). A bigger body takes the pipe.
 SLOT_BYTES = 2 << 20
-
-# -- in the re-rank processes ------------------------------------------------------------
-
-_PLANS: dict[tuple[tuple[str, ...], tuple[str, ...]], BodyPlan] = {}
-# A feed's body and its items' bytes and bounds, from the first trip to the second.
-_HELD: OrderedDict[int, tuple[bytes, list[Raw], int, int]] = OrderedDict()
-
-
-def _plan(path: tuple[str, ...], id_path: tuple[str, ...]) -> BodyPlan:
-    plan = _PLANS.get((path, id_path))
-    if plan is None:
-        plan = _PLANS[path, id_path] = build(path, id_path, ())
-    return plan
-
-
-def ready() -> bool:
-    return True
-
-
-_SLOTS: dict[str, SharedMemory] = {}
-
-
-def _slot(name: str) -> SharedMemory:
-    shm = _SLOTS.get(name)
-    if shm is None:
-        # Registered again with the serving process's resource tracker (a set: no-op);
-        # that process made it and unlinks it.
-        shm = _SLOTS[name] = SharedMemory(name)
-    return shm
-
-
-def find_ids(
-    key: int,
-    body: bytes | tuple[str, int],
-    path: tuple[str, ...],
-    id_path: tuple[str, ...],
-    forget: list[int],
-) -> list[str | None] | None:
-    """The items' ids, the body kept under ``key`` for ``join``; None: not a body the
-    route's plan takes (nothing kept). ``body``: its bytes, or (a place's shared memory,
-    its length). ``forget``: feeds that will not come back."""
-    for old in forget:
-        _HELD.pop(old, None)
-    raw = body if isinstance(body, bytes) else bytes(_slot(body[0]).buf[: body[1]])
-    found = splice.scan(raw, _plan(path, id_path))
-    if found is None:
-        return None
-    _HELD[key] = (raw, found.parts, found.start, found.end)
-    while len(_HELD) > HELD_MAX:
-        _HELD.popitem(last=False)
-    return found.array.ids
-
-
-def join(key: int, source: np.ndarray, slot: str | None = None) -> bytes | int:
-    """The body kept under ``key``, with its items' bytes in the order ``source`` gives;
-    written to the shared memory ``slot`` when it fits (then its length is returned)."""
-    held = _HELD.pop(key, None)
-    if held is None:
-        raise ValueError("the body is no longer held")
-    raw, parts, start, end = held
-    inner = b",".join([parts[i] for i in source.tolist()])
-    out = b"".join((raw[:start], inner, raw[end:]))
-    if slot is None:
-        return out
-    shm = _slot(slot)
-    if len(out) > shm.size:
-        return out
-    shm.buf[: len(out)] = out
-    return len(out)
-
-
-def held() -> list[int]:
-    """The keys of the bodies this process holds (for tests)."""
-    return list(_HELD)
-
-
-# -- in the serving process --------------------------------------------------------------
 
 
 @dataclass(eq=False)
@@ -189,6 +113,10 @@ class Offload:
         self.ready = False
         self.failed_at = -RETRY_S
         self._keys = itertools.count()
+        self.pages: OrderedDict[bytes, tuple[list[str | None], tuple[str, ...] | None]] = (
+            OrderedDict()
+        )
+        self._ids = msgspec.json.Decoder(list[str | None])
 
     @property
     def in_flight(self) -> int:
@@ -252,8 +180,10 @@ class Offload:
 
     async def find(
         self, ticket: Ticket, deadline: float, raw: bytes, plan: BodyPlan
-    ) -> list[str | None] | None:
-        """The first trip: the items' ids (the body kept there), or None."""
+    ) -> tuple[list[str | None], tuple[str, ...] | None] | None:
+        """The first trip: the items' ids and, when none is null, their tuple (the same
+        objects for the same page again: shared, read-only), or None. The body is kept
+        there for the second trip."""
         forget, ticket.worker.forget = ticket.worker.forget, []
         body: bytes | tuple[str, int] = raw
         shm = ticket.worker.slots[ticket.place]
@@ -262,8 +192,19 @@ class Offload:
             body = (shm.name, len(raw))
         args = (ticket.key, body, plan.path, plan.id_path, forget)
         found = await self.call(ticket, deadline, find_ids, *args)
-        assert found is None or isinstance(found, list)
-        return found
+        if found is None:
+            return None
+        assert isinstance(found, tuple)
+        blob, nones = found
+        page = self.pages.get(blob)
+        if page is None:
+            ids = self._ids.decode(blob)
+            page = self.pages[blob] = (ids, None if nones else tuple(ids))
+            if len(self.pages) > PAGES:
+                self.pages.popitem(last=False)
+        else:
+            self.pages.move_to_end(blob)
+        return page
 
     async def join(self, ticket: Ticket, deadline: float, source: np.ndarray) -> bytes:
         """The second trip: the body kept there, its items in the order ``source`` gives."""

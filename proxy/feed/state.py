@@ -137,6 +137,7 @@ class FeedRequest:
     shadow: dict[str, object] | None = None
     offloaded: bool = False  # parsed and joined in a re-rank process
     ticket: Ticket | None = None  # its place in a re-rank process, from the first trip
+    ids_key: tuple[str, ...] | None = None  # tuple(ids), kept by the pool (no None)
     spliced: Spliced | None = None  # the body read by the route's plan (proxy/feed/splice.py)
     out: bytes = b""  # the re-ranked body, encoded as the origin's was
     # Only when explaining this request: each arranged array's rules, before and after.

@@ -14,7 +14,7 @@ import pytest
 from plugins.registry import load
 from plugins.run import RoutePlugins
 from plugins.spec import PluginSpec
-from proxy.feed import offload
+from proxy.feed import offload, pooled
 from proxy.feed.offload import Offload
 from proxy.outcome.errors import Reason, Skip
 from proxy.routing.reads import build, plan
@@ -35,6 +35,7 @@ def die() -> None:
 
 ITEMS = build(("items",), ("id",), ())
 RAW = b'{"a": 1, "items": [ {"id": "x", "n": 123456789012345678901234},{"id": 2} ] }'
+XS = (["x", "2"], ("x", "2"))  # the ids, and their tuple (no id is missing)
 SWAPPED = b'{"a": 1, "items": [ {"id": 2},{"id": "x", "n": 123456789012345678901234} ] }'
 
 
@@ -71,12 +72,24 @@ async def test_small_bodies_other_routes_and_explains_stay_on_the_loop(pool: Off
 
 async def test_the_processes_find_and_join_as_the_loop_would(pool: Offload) -> None:
     ticket = pool.open()
-    assert await pool.find(ticket, deadline(), RAW, ITEMS) == ["x", "2"]
+    assert await pool.find(ticket, deadline(), RAW, ITEMS) == XS
     assert await pool.join(ticket, deadline(), np.array([1, 0])) == SWAPPED
     ticket.close()
+    again = pool.open()  # the same page: the same id list and tuple, not built again
+    found = await pool.find(again, deadline(), RAW, ITEMS)
+    assert found is not None and found == XS
+    first = pool.pages[next(iter(pool.pages))]
+    assert found[0] is first[0] and found[1] is first[1]
+    again.close()
+    nulls = pool.open()  # an item without an id: no tuple (the lookup skips it)
+    assert await pool.find(nulls, deadline(), RAW.replace(b'"id": 2', b'"no": 2'), ITEMS) == (
+        ["x", None],
+        None,
+    )
+    nulls.close()
     other = pool.open()
     assert await pool.find(other, deadline(), b"[1]", ITEMS) is None
-    assert await pool.call(other, deadline(), offload.held) == []  # nothing kept
+    assert await pool.call(other, deadline(), pooled.held) == []  # nothing kept
     other.close()
     assert pool.in_flight == 0
 
@@ -90,8 +103,8 @@ async def test_both_trips_of_a_feed_reach_its_own_process() -> None:
         pids = [await pool.call(t, deadline(), os.getpid) for t in (one, two)]
         assert pids[0] != pids[1]
         other = RAW.replace(b'"x"', b'"y"')
-        assert await pool.find(one, deadline(), RAW, ITEMS) == ["x", "2"]
-        assert await pool.find(two, deadline(), other, ITEMS) == ["y", "2"]
+        assert await pool.find(one, deadline(), RAW, ITEMS) == XS
+        assert await pool.find(two, deadline(), other, ITEMS) == (["y", "2"], ("y", "2"))
         assert await pool.join(two, deadline(), np.array([1, 0])) == SWAPPED.replace(b'"x"', b'"y"')
         assert await pool.join(one, deadline(), np.array([1, 0])) == SWAPPED
     finally:
@@ -131,21 +144,21 @@ async def test_a_call_past_the_budget_still_counts_until_its_process_is_done(poo
 
 async def test_a_feed_given_up_between_its_trips_is_forgotten_there(pool: Offload) -> None:
     gone = pool.open()
-    assert await pool.find(gone, deadline(), RAW, ITEMS) == ["x", "2"]
+    assert await pool.find(gone, deadline(), RAW, ITEMS) == XS
     gone.close()  # e.g. its user was unknown: no second trip
     assert pool.in_flight == 0
     ticket = pool.open()
-    assert await pool.find(ticket, deadline(), RAW, ITEMS) == ["x", "2"]
-    assert await pool.call(ticket, deadline(), offload.held) == [ticket.key]
+    assert await pool.find(ticket, deadline(), RAW, ITEMS) == XS
+    assert await pool.call(ticket, deadline(), pooled.held) == [ticket.key]
     with pytest.raises(Skip) as lost:  # a body no longer held is no body to splice
-        await pool.call(ticket, deadline(), offload.join, gone.key, np.array([1, 0]))
+        await pool.call(ticket, deadline(), pooled.join, gone.key, np.array([1, 0]))
     assert lost.value.reason is Reason.OFFLOAD_ERROR
     assert await pool.join(ticket, deadline(), np.array([1, 0])) == SWAPPED
 
 
 async def test_a_process_killed_between_the_two_trips_is_offload_error(pool: Offload) -> None:
     ticket = pool.open()
-    assert await pool.find(ticket, deadline(), RAW, ITEMS) == ["x", "2"]
+    assert await pool.find(ticket, deadline(), RAW, ITEMS) == XS
     pid = await pool.call(ticket, deadline(), os.getpid)
     assert isinstance(pid, int) and pid != os.getpid()
     os.kill(pid, signal.SIGKILL)
@@ -160,7 +173,7 @@ async def test_a_process_killed_between_the_two_trips_is_offload_error(pool: Off
     pool.failed_at = -offload.RETRY_S
     await started(pool)
     fresh = pool.open()
-    assert await pool.call(fresh, deadline(), offload.held) == []
+    assert await pool.call(fresh, deadline(), pooled.held) == []
 
 
 async def test_a_failing_or_dying_process_is_offload_error_and_the_pool_is_made_anew(
@@ -190,13 +203,13 @@ async def test_a_body_past_a_places_shared_memory_takes_the_pipe(pool: Offload) 
     items = b",".join(b'{"id": "i%d", "pad": "%s"}' % (k, b"p" * 200) for k in range(12000))
     big = b'{"items": [' + items + b"]}"
     assert len(big) > offload.SLOT_BYTES
-    ids = await pool.find(ticket, deadline(), big, ITEMS)
-    assert ids is not None and len(ids) == 12000 and ids[-1] == "i11999"
+    found = await pool.find(ticket, deadline(), big, ITEMS)
+    assert found is not None and len(found[0]) == 12000 and found[0][-1] == "i11999"
     out = await pool.join(ticket, deadline(), np.arange(12000)[::-1].copy())
     assert out.startswith(b'{"items": [{"id": "i11999", "pad"') and len(out) == len(big)
     ticket.close()
     small = pool.open()
-    assert await pool.find(small, deadline(), RAW, ITEMS) == ["x", "2"]  # by the slot
+    assert await pool.find(small, deadline(), RAW, ITEMS) == XS  # by the slot
     assert await pool.join(small, deadline(), np.array([1, 0])) == SWAPPED
     names = [s.name for w in pool.procs for s in w.slots if s is not None]
     pool.close()
