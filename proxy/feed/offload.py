@@ -50,6 +50,7 @@ RETRY_S = 5.0  # after a pool failed to start, big feeds stay on the loop this l
 # page again costs a hash of ~60 KB instead of 10,000 new strings, a tuple of them and its
 # compare with the cached list's key (docs/performance.md).
 PAGES = 8
+PAGE_IDS = 100_000  # and their ids together (~6 MB of strings and tuples at the bench's)
 # Each place has a shared memory block the body goes in by and the response comes out by:
 # through the pipe, a 1.2 MB body's pickling and the response's reading held the serving
 # process's interpreter ~2.5 ms (docs/performance.md). A bigger body takes the pipe.
@@ -116,6 +117,7 @@ class Offload:
         self.pages: OrderedDict[bytes, tuple[list[str | None], tuple[str, ...] | None]] = (
             OrderedDict()
         )
+        self.page_ids = 0  # the ids in ``pages``
         self._ids = msgspec.json.Decoder(list[str | None])
 
     @property
@@ -148,7 +150,8 @@ class Offload:
 
         try:
             for worker in procs:
-                worker.pool.submit(ready).add_done_callback(started)
+                names = [shm.name for shm in worker.slots if shm is not None]
+                worker.pool.submit(ready, names).add_done_callback(started)
         except (BrokenProcessPool, RuntimeError):
             self._broken(procs)
 
@@ -200,8 +203,9 @@ class Offload:
         if page is None:
             ids = self._ids.decode(blob)
             page = self.pages[blob] = (ids, None if nones else tuple(ids))
-            if len(self.pages) > PAGES:
-                self.pages.popitem(last=False)
+            self.page_ids += len(ids)
+            while len(self.pages) > PAGES or self.page_ids > PAGE_IDS:
+                self.page_ids -= len(self.pages.popitem(last=False)[1][0])
         else:
             self.pages.move_to_end(blob)
         return page
@@ -213,7 +217,8 @@ class Offload:
         slot = None if shm is None else shm.name
         out = await self.call(ticket, deadline, join, ticket.key, source, slot)
         if isinstance(out, int):
-            assert shm is not None
+            if shm is None or shm.buf is None:  # closed meanwhile: the pool is going away
+                raise Skip(Reason.OFFLOAD_ERROR, "the re-rank process was restarted")
             return bytes(shm.buf[:out])
         assert isinstance(out, bytes)
         return out

@@ -31,10 +31,6 @@ def _plan(path: tuple[str, ...], id_path: tuple[str, ...]) -> BodyPlan:
     return plan
 
 
-def ready() -> bool:
-    return True
-
-
 _SLOTS: dict[str, SharedMemory] = {}
 
 
@@ -45,6 +41,13 @@ def _slot(name: str) -> SharedMemory:
         # that process made it and unlinks it.
         shm = _SLOTS[name] = SharedMemory(name)
     return shm
+
+
+def ready(slots: list[str]) -> bool:
+    """Up, and able to open the places' shared memory (else the pool does not start)."""
+    for name in slots:
+        _slot(name)
+    return True
 
 
 _IDS = msgspec.json.Encoder()

@@ -196,7 +196,10 @@ async def test_a_failing_or_dying_process_is_offload_error_and_the_pool_is_made_
     assert await pool.call(pool.open(), deadline(), nap, 0.0) == 0.0
 
 
-async def test_a_body_past_a_places_shared_memory_takes_the_pipe(pool: Offload) -> None:
+async def test_a_body_past_a_places_shared_memory_takes_the_pipe(
+    pool: Offload, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(offload, "PAGE_IDS", 12001)  # room for the big page's ids alone
     ticket = pool.open()
     shm = ticket.worker.slots[ticket.place]
     assert shm is not None  # /dev/shm here; a full one leaves the place to the pipe
@@ -211,6 +214,7 @@ async def test_a_body_past_a_places_shared_memory_takes_the_pipe(pool: Offload) 
     small = pool.open()
     assert await pool.find(small, deadline(), RAW, ITEMS) == XS  # by the slot
     assert await pool.join(small, deadline(), np.array([1, 0])) == SWAPPED
+    assert pool.page_ids == 2 and len(pool.pages) == 1  # the big page made room (PAGE_IDS)
     names = [s.name for w in pool.procs for s in w.slots if s is not None]
     pool.close()
     assert names and not set(names) & set(os.listdir("/dev/shm"))  # unlinked
