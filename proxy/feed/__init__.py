@@ -6,6 +6,7 @@ every step.
     rerank       decode, find items, vectors, score, arrange, encode
     splice       a body read by its route's plan: the items' own bytes spliced in the new order
     offload      big feeds parsed and spliced in a pool of re-rank processes
+    pooled       what those processes run: a body kept between a feed's two trips
     respond      the response: applied, or the origin's bytes with the reason
     budget       the per-request deadline every wait goes through
     ranking      scores to an order (stable)
@@ -22,6 +23,7 @@ __all__ = [
     "explanation",
     "interleave",
     "offload",
+    "pooled",
     "ranking",
     "rerank",
     "respond",

@@ -23,7 +23,7 @@ import orjson
 
 from plugins.context import ItemArray, ItemsNotFound
 from plugins.run import LoadedPlugin, PluginFailure
-from proxy.feed import offload, splice
+from proxy.feed import splice
 from proxy.feed.budget import consume, past, within
 from proxy.feed.interleave import multileave_slots, seed_of
 from proxy.feed.ranking import served_order
@@ -52,6 +52,14 @@ Prefetch = list[tuple[LoadedPlugin, asyncio.Future[None]]]
 
 async def run(st: FeedRequest) -> None:
     inflate(st)
+    try:
+        await _stages(st)
+    finally:
+        if st.ticket is not None:  # its place in a re-rank process, however it ended
+            st.ticket.close()
+
+
+async def _stages(st: FeedRequest) -> None:
     if not await offload_find(st):
         parse(st)
     find_items(st)
@@ -114,33 +122,28 @@ def parse(st: FeedRequest) -> None:
 async def offload_find(st: FeedRequest) -> bool:
     """A big body's ids found in a re-rank process (proxy/feed/offload.py); False: the
     body is parsed here (not big, not a route for it, or not a body its plan takes)."""
-    off, plan = st.svc.offload, st.route.reads
-    explaining = st.explains is not None
-    if off is None or not off.takes(st.raw, plan, len(st.route.plugins.rules), explaining):
+    off, plan, rules = st.svc.offload, st.route.reads, len(st.route.plugins.rules)
+    if off is None or plan is None or not off.takes(st.raw, plan, rules, st.explains is not None):
         return False
-    assert plan is not None
     started = time.perf_counter()
     try:
-        ids = await off.call(st.deadline, offload.find_ids, st.raw, plan.path, plan.id_path)
+        st.ticket = off.open()
+        found = await off.find(st.ticket, st.deadline, st.raw, plan)
     finally:
         st.timings["offload"] = time.perf_counter() - started
-    if ids is None:
-        return False
-    assert isinstance(ids, list)
-    st.arrays, st.ids, st.offloaded = [ItemArray([None] * len(ids), ids)], ids, True
-    return True
+    if found is not None:
+        (ids, st.ids_key), st.offloaded = found, True
+        st.arrays, st.ids = [ItemArray([None] * len(ids), ids)], ids
+    return st.offloaded
 
 
 async def offload_join(st: FeedRequest) -> None:
-    off, plan = st.svc.offload, st.route.reads
-    assert off is not None and plan is not None
+    assert st.svc.offload is not None and st.ticket is not None
     started = time.perf_counter()
     try:
-        args = (st.raw, plan.path, plan.id_path, st.served[0])
-        out = await off.call(st.deadline, offload.join, *args)
+        out = await st.svc.offload.join(st.ticket, st.deadline, st.served[0])
     finally:
         st.timings["offload"] += time.perf_counter() - started
-    assert isinstance(out, bytes)
     st.out = codec.encode(out, st.encoding)
 
 
@@ -160,7 +163,7 @@ def find_items(st: FeedRequest) -> None:
         ids = arrays[0].ids if len(arrays) == 1 else [i for arr in arrays for i in arr.ids]
     if not ids:
         raise ItemsError(Reason.NO_ITEMS)
-    if ids.count(None) == len(ids):
+    if st.ids_key is None and ids.count(None) == len(ids):
         raise ItemsError(Reason.NO_ITEM_IDS)
     st.arrays, st.ids = arrays, ids
 
@@ -178,11 +181,12 @@ async def item_vectors(st: FeedRequest) -> None:
     Redis round trip for the misses."""
     embeddings, ids = st.svc.embeddings, st.ids
     # Usually every item has an id: then the id list is looked up as it is.
-    with_ids = None if None not in ids else [p for p, i in enumerate(ids) if i is not None]
+    every = st.ids_key is not None or None not in ids
+    with_ids = None if every else [p for p, i in enumerate(ids) if i is not None]
     wanted: Any = ids if with_ids is None else [ids[p] for p in with_ids]
     started = time.perf_counter()
     try:
-        lookup = st.lookup = embeddings.lookup(wanted)
+        lookup = st.lookup = embeddings.lookup(wanted, st.ids_key)
         if lookup.result is not None:
             have, vectors = lookup.result  # all cached: no task, no loop turn
         else:

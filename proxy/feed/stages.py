@@ -299,21 +299,22 @@ async def read_body(st: FeedRequest) -> None:
     ``st.body`` (to go first) and BodyError(too-large) streams the rest."""
     upstream = st.upstream
     assert upstream is not None
-    limit = st.svc.max_body_bytes
-    body = bytearray()
-    started = time.perf_counter()
+    # Joined once: a growing bytearray and its copy held the loop ~2 ms per MB (docs).
+    chunks: list[bytes] = []
+    size, started = 0, time.perf_counter()
     try:
         async for chunk in upstream.content.iter_chunked(CHUNK):
-            body += chunk
-            if len(body) > limit:
-                st.body = bytes(body)
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > st.svc.max_body_bytes:
+                st.body = b"".join(chunks)
                 raise BodyError(Reason.TOO_LARGE)
     except (aiohttp.ClientError, TimeoutError):
         upstream.close()
         upstream.release()
         raise OriginError(Reason.ORIGIN_ERROR, "the origin broke off the response") from None
     upstream.release()
-    st.body, st.body_complete = bytes(body), True
+    st.body, st.body_complete = b"".join(chunks), True
     st.timings["origin"] = time.perf_counter() - st.record.started
     mark(st.record, "origin body", started)
 

@@ -20,7 +20,7 @@ from aiohttp import web
 from plugins.context import FeedContext, ItemArray
 from plugins.run import Watch
 from proxy.config.routes import Shadow
-from proxy.feed.offload import Offload
+from proxy.feed.offload import Offload, Ticket
 from proxy.feed.splice import Spliced
 from proxy.http.forward import Forwarder
 from proxy.outcome.errors import RankgateError
@@ -136,6 +136,8 @@ class FeedRequest:
     # After the response, a shadow model's top items ({"model", "items"}), for the record.
     shadow: dict[str, object] | None = None
     offloaded: bool = False  # parsed and joined in a re-rank process
+    ticket: Ticket | None = None  # its place in a re-rank process, from the first trip
+    ids_key: tuple[str, ...] | None = None  # tuple(ids), kept by the pool (no None)
     spliced: Spliced | None = None  # the body read by the route's plan (proxy/feed/splice.py)
     out: bytes = b""  # the re-ranked body, encoded as the origin's was
     # Only when explaining this request: each arranged array's rules, before and after.

@@ -124,7 +124,7 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.PLUGIN_ERROR: "a plugin raised (its name is in `plugin=NAME`)",
     Reason.BUDGET: "the route's `budget_ms` ran out",
     Reason.OFFLOAD_BUSY: "a feed over `feed.offload_min_bytes` found every re-rank process "
-    "busy (`feed.offload_workers`, at most two feeds each)",
+    "busy (`feed.offload_workers`, at most three feeds each, from the first trip to the second)",
     Reason.OFFLOAD_ERROR: "a re-rank process failed or died (the pool is started anew)",
     Reason.INTERNAL_ERROR: "anything else (logged with a traceback)",
     Reason.ORIGIN_TIMEOUT: "the origin did not answer in time: rankgate answers 504",

@@ -135,14 +135,15 @@ class EmbeddingStore:
             )
         return np.frombuffer(raw, dtype=F32)
 
-    def lookup(self, ids: list[str]) -> ItemLookup:
+    def lookup(self, ids: list[str], key: tuple[str, ...] | None = None) -> ItemLookup:
         """Item vectors from the in-process caches (no I/O).
 
         The same page of a feed is usually served to many users, so a whole id list is
         cached too (by ``remember``, once the request that built it was served re-ranked):
-        then one tuple hash replaces a lookup per item.
+        then one tuple hash replaces a lookup per item. ``key``: ``tuple(ids)``, when the
+        caller keeps it (the same object again is found without comparing its ids).
         """
-        key = tuple(ids)
+        key = tuple(ids) if key is None else key
         batch = self.cache.get_batch(key)
         if batch is not None:
             return ItemLookup(ids, key, None, [], batch, cached=True)
