@@ -60,6 +60,7 @@ def main() -> int:
     parser.add_argument(
         "--access-log", action="store_true", help="rankgate's access log on, as bench/run.py has it"
     )
+    parser.add_argument("--items", type=int, default=100, help="items in the origin's feed")
     args = parser.parse_args()
     for tool in ("wrk", "git"):
         if not shutil.which(tool):
@@ -71,10 +72,10 @@ def main() -> int:
         tmp = Path(tmpdir)
         trees = {"base": worktree(stack, args.base, tmp / "base")}
         trees["head"] = worktree(stack, args.head, tmp / "head") if args.head else common.ROOT
-        redis_url = common.seeded_redis(stack, 1000)
+        redis_url = common.seeded_redis(stack, max(1000, args.items))
         origin_port, plain_port = common.free_port(), common.free_port()
         origin = f"http://127.0.0.1:{origin_port}"
-        pids = {"origin direct": common.spawn_origin(stack, origin_port, 100).pid}
+        pids = {"origin direct": common.spawn_origin(stack, origin_port, args.items).pid}
         pids["plain"] = common.spawn(
             stack,
             sys.executable,
@@ -106,10 +107,12 @@ def main() -> int:
         lua = tmp / "users.lua"
         lua.write_text(common.LUA)
         for name, url in targets.items():
-            if name.endswith("re-rank") and not common.check_headers(url).startswith("applied"):
-                print(f"{name}: re-ranking is not applied", file=sys.stderr)
-                return 1
             common.wrk(url, 4, 1, lua)  # warm pools and caches
+            # Asked three times: on a busy machine one request may miss its Redis timeout.
+            said = [common.check_headers(url) for _ in range(3)]
+            if name.endswith("re-rank") and not any(s.startswith("applied") for s in said):
+                print(f"{name}: re-ranking is not applied ({said[-1]})", file=sys.stderr)
+                return 1
 
         p50: dict[str, list[float]] = {name: [] for name in targets}
         rps: dict[str, list[float]] = {name: [] for name in targets}
@@ -144,7 +147,10 @@ def report(
         for name in targets
     }
     origin_p50, plain_rps = med["origin direct"][0], med["plain"][1]
-    print(f"base {args.base}, head {args.head or 'working tree'}: medians of {args.rounds} rounds")
+    print(
+        f"base {args.base}, head {args.head or 'working tree'}, {args.items} items: "
+        f"medians of {args.rounds} rounds"
+    )
     print(
         f"{'target':16} {'p50 c1':>9} {'over origin':>12} {'rps c16':>9} {'vs plain':>9} "
         f"{'cpu/req':>9}"

@@ -21,11 +21,10 @@ key in ``record()``.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
+from binascii import b2a_base64
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -172,8 +171,9 @@ class ExposureLog:
         """The record of a pending exposure (``held``: counted in ``held_ids``)."""
         if held:
             self.held_ids -= len(p.ids)
-        page = self.pages.get(p.ids)
-        served = served_items(p, page, self.cfg.max_items, self.cfg.scores)
+        cfg = self.cfg
+        # Outcome and Reason are StrEnums: orjson writes them as their values, and they
+        # compare equal to them (``.value`` is a Python-level property).
         out: dict[str, Any] = {
             "v": SCHEMA_VERSION,
             "type": "exposure",
@@ -184,18 +184,11 @@ class ExposureLog:
             "arm": p.arm,
             "model": p.model,
             "model_sha256": p.model_sha256,
-            "outcome": p.outcome.value,
-            "reason": p.reason.value if p.reason is not None else None,
-            "items": served.items,
-            "origin_pos": served.origin_pos,
+            "outcome": p.outcome,
+            "reason": p.reason,
             "ms": round(max(p.ms, 0.0) * 1000, 3),
         }
-        if served.hashes:
-            out["item_hashes"] = served.hashes
-        if served.scores is not None:
-            out["scores"] = served.scores
-        if served.teams is not None:
-            out["teams"] = served.teams
+        served_items(out, p, self.pages.get(p.ids), cfg.max_items, cfg.scores)
         if p.others_sha256:
             out["model_b_sha256"] = p.others_sha256[0]
             if len(p.others_sha256) > 1:  # multileaved: every model's, in team order
@@ -208,18 +201,6 @@ class ExposureLog:
         if p.bandit is not None:  # the period the model was picked in, and its weights
             out["bandit"] = p.bandit
         return out
-
-
-@dataclass(slots=True)
-class Served:
-    """The first served items that have an id, as the record lists them, and the
-    ``item_hashes`` of the ones after them."""
-
-    items: list[str]
-    origin_pos: list[int]
-    scores: list[float | None] | None  # with exposures.scores
-    teams: list[str | None] | None  # an interleaved arm's
-    hashes: str  # "" when nothing was served after the listed ones
 
 
 class Page(NamedTuple):
@@ -246,8 +227,14 @@ class Pages:
         self.max_ids = max_ids
         self.held = 0
         self.pages: dict[tuple[str | None, ...], Page] = {}
+        self._last_ids: list[str | None] | None = None
+        self._last = Page([], np.zeros(0, dtype=">u4"))
 
     def get(self, ids: list[str | None]) -> Page:
+        # The same list as the last record's: a route's body memo shares one page's ids
+        # list between the requests that got that page (read-only).
+        if ids is self._last_ids:
+            return self._last
         key = tuple(ids)
         page = self.pages.get(key)
         if page is None:
@@ -258,40 +245,46 @@ class Pages:
                     self.held = 0
                 self.pages[key] = page
                 self.held += len(ids)
+        self._last_ids, self._last = ids, page
         return page
 
 
-def served_items(p: Pending, page: Page, limit: int, with_scores: bool) -> Served:
-    """The first ``limit`` served items that have an id: their stored ids, their index in
-    the origin's order, each one's score (with_scores; the first model's on an
-    interleaved arm) and team; and the hashes of the ids served after them. Before
-    re-ranking (a skip after the items were found) the served order is the origin's;
-    before the items were found, nothing is known."""
+def served_items(
+    out: dict[str, Any], p: Pending, page: Page, limit: int, with_scores: bool
+) -> None:
+    """Into the record ``out``: ``items``, the first ``limit`` served items that have an
+    id (their stored ids), ``origin_pos`` (their index in the origin's order), ``scores``
+    (with_scores; the first model's on an interleaved arm), ``teams``, and
+    ``item_hashes`` of the ids served after them (when there are any). Before re-ranking
+    (a skip after the items were found) the served order is the origin's; before the
+    items were found, nothing is known."""
     ids = p.ids
     applied = bool(p.outcome is Outcome.APPLIED and p.served)
     after: Any
     if applied and len(p.served) == 1 and p.positions.size == len(ids):
         # The common case, in C: one array, every item scored (so every item has an id).
-        pos_out = p.served[0][:limit].tolist()
+        order = p.served[0]
+        pos_out = order[:limit].tolist()
         picked: Any = range(len(pos_out))
         slot_teams = p.teams[0] if p.teams is not None else []
-        after = p.served[0][limit:]
+        after = order[limit:]
     else:
         source, slot_teams = _source(p, applied)
         with_id = [k for k, i in enumerate(source) if ids[i] is not None]
         picked = with_id[:limit]
         pos_out = [source[k] for k in picked]
         after = np.array([source[k] for k in with_id[limit:]], dtype=np.intp)
-    items: list[str] = list(map(page.stored.__getitem__, pos_out))  # type: ignore[arg-type]
-    hashes = base64.b64encode(page.crcs[after].tobytes()).decode("ascii") if len(after) else ""
-    teams = [slot_teams[k] for k in picked] if applied and p.teams is not None else None
-    scores: list[float | None] | None = None
+    out["items"] = list(map(page.stored.__getitem__, pos_out))
+    out["origin_pos"] = pos_out
+    if len(after):
+        out["item_hashes"] = b2a_base64(page.crcs[after].tobytes(), newline=False).decode()
     if with_scores:
         score_of: dict[int, float] = {}
         if applied and p.scores.size:
             score_of = dict(zip(p.positions.tolist(), np.asarray(p.scores).tolist(), strict=True))
-        scores = [score_of.get(i) for i in pos_out]
-    return Served(items, pos_out, scores, teams, hashes)
+        out["scores"] = [score_of.get(i) for i in pos_out]
+    if applied and p.teams is not None:
+        out["teams"] = [slot_teams[k] for k in picked]
 
 
 def _source(p: Pending, applied: bool) -> tuple[list[int], list[str | None]]:

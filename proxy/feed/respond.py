@@ -69,13 +69,19 @@ def server_timing(timings: dict[str, float], prior: str | None = None) -> str:
 
 
 def _finish_headers(
-    headers: CIMultiDict[str], record: RequestRecord, label: str, token: str | None
+    headers: CIMultiDict[str],
+    record: RequestRecord,
+    label: str,
+    token: str | None,
+    private: bool = False,
 ) -> None:
+    """``private``: Cache-Control made private and ETag dropped already (a re-ranked body)."""
     headers["X-Rerank"] = label
     if token is not None:
         headers["X-Rankgate-Id"] = token
-        headers["Cache-Control"] = private_cache_control(headers.get("Cache-Control"))
-        headers.popall("ETag", None)
+        if not private:
+            headers["Cache-Control"] = private_cache_control(headers.get("Cache-Control"))
+            headers.popall("ETag", None)
         headers.popall("Last-Modified", None)
     record.timings["total"] = time.perf_counter() - record.started
     headers["Server-Timing"] = server_timing(record.timings, headers.get("Server-Timing"))
@@ -95,7 +101,8 @@ def applied(
     headers["Cache-Control"] = private_cache_control(headers.get("Cache-Control"))
     append_token(headers, "Vary", vary)
     record.outcome = Outcome.APPLIED
-    _finish_headers(headers, record, f"applied; model={record.model}; arm={record.arm}", token)
+    label = f"applied; model={record.model}; arm={record.arm}"
+    _finish_headers(headers, record, label, token, private=True)
     record.status, record.bytes_out = upstream.status, len(body)
     return response
 
