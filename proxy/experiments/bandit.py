@@ -84,4 +84,3 @@ def assign(salt: str, period: int, user: str, shares: Sequence[float]) -> int:
         if u < edge:
             return i
     return len(shares) - 1
-

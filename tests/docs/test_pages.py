@@ -106,8 +106,13 @@ def test_relative_links_resolve() -> None:
 @pytest.mark.parametrize("page", ["docs/architecture.md", "docs/development.md"])
 def test_the_paths_a_page_names_exist(page: str) -> None:
     text = (ROOT / page).read_text()
-    named = set(re.findall(r"`((?:proxy|plugins|models|tests|demo|edge|bench|config|deploy|docs)"
-                           r"/[\w./-]*)`", text))
+    named = set(
+        re.findall(
+            r"`((?:proxy|plugins|models|tests|demo|edge|bench|config|deploy|docs)"
+            r"/[\w./-]*)`",
+            text,
+        )
+    )
     missing = sorted(p for p in named if "*" not in p and not (ROOT / p).exists())
     assert named and missing == [], missing
 

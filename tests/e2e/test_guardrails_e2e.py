@@ -346,4 +346,3 @@ async def test_a_bandit_moves_two_workers_to_the_best_model(
     print(len(bandit["periods"]), "periods; sample ratio by period p =", bandit["srm"]["p_value"])
     v1, v3 = bandit["results"][0], bandit["results"][2]
     assert v3["weighted_ctr"] > v1["weighted_ctr"] and v1["decision"] is None
-

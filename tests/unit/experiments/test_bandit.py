@@ -70,4 +70,3 @@ def test_a_user_keeps_a_model_within_a_period() -> None:
     assert np.allclose(counts, shares, atol=0.015)
     moved = sum(p != assign("s", 8, f"u{k}", shares) for k, p in enumerate(picks))
     assert moved > 5000  # a new period draws again
-
