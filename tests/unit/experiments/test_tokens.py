@@ -3,6 +3,10 @@ with the status the events endpoint answers."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+
 import pytest
 
 from proxy.experiments.tokens import (
@@ -18,6 +22,17 @@ KEY = b"0123456789abcdef0123456789abcdef"
 NOW = 1_764_480_000_000
 
 
+def by_hand(key: bytes, payload: bytes) -> str:
+    """A token made with the standard library alone: the format the signer must keep
+    (base64url payload, ".", the first 16 bytes of its HMAC-SHA256, no padding)."""
+    mac = hmac.new(key, payload, hashlib.sha256).digest()[:16]
+    return (
+        base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+        + "."
+        + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+    )
+
+
 def test_round_trip() -> None:
     signer = TokenSigner(KEY)
     rid = new_request_id()
@@ -30,17 +45,8 @@ def test_tokens_are_what_the_format_says_whatever_the_key_length(key: bytes) -> 
     """The pre-keyed HMAC gives the bytes ``hmac`` gives (a key longer than SHA-256's
     block is hashed first), so tokens issued by a process of the previous release verify
     in this one, and the other way round, during a rolling deploy."""
-    import base64
-    import hashlib
-    import hmac
-
     payload = b'["0123456789abcdef01234567",1764480000000,"home-feed","beta.v2"]'
-    mac = hmac.new(key, payload, hashlib.sha256).digest()[:16]
-    expected = (
-        base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
-        + "."
-        + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
-    )
+    expected = by_hand(key, payload)
     signer = TokenSigner(key)
     assert signer.sign("0123456789abcdef01234567", NOW, "home-feed", "beta.v2") == expected
     assert signer.verify(expected, NOW, 60).route == "home-feed"
@@ -96,17 +102,8 @@ def test_another_key_is_401_and_old_is_410() -> None:
 
 def test_a_signed_payload_of_the_wrong_shape_is_401() -> None:
     """Even a correctly signed payload must be ours (a key reused elsewhere)."""
-    import base64
-    import hashlib
-    import hmac
-
     payload = b'["short", 1, "r", "a"]'
-    mac = hmac.new(KEY, payload, hashlib.sha256).digest()[:16]
-    token = (
-        base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
-        + "."
-        + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
-    )
+    token = by_hand(KEY, payload)
     with pytest.raises(TokenError, match="malformed"):
         TokenSigner(KEY).verify(token, NOW, 60)
 
